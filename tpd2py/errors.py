@@ -24,3 +24,23 @@ class ProtocolError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"
+
+
+class HubError(RuntimeError):
+    """A bug in how the hub is used (two readers on one fd, waiting from the hub itself): loud."""
+
+
+class ConnectionClosed(ConnectionError):
+    """The socket was closed (by us or the peer) while a greenlet waited on it or used it."""
+
+
+class Cancelled(BaseException):
+    """Thrown into a greenlet to stop it; BaseException so `except Exception` cannot swallow it."""
+
+
+class Timeout(BaseException):
+    """A deadline passed while a greenlet waited; BaseException for the same reason."""
+
+
+class ClientDisconnected(Cancelled):
+    """Thrown into a parked handler when its client hangs up; safe to catch."""

@@ -1,0 +1,376 @@
+"""The hub: one thread, one epoll, many greenlets.
+
+This is the only module that imports ``select.epoll``. Everything else waits through
+``wait_readable``, ``wait_writable``, ``sleep`` or a waiter built on ``park``/``schedule``.
+
+Registration strategy (why edge-triggered, registered once):
+- Every fd is registered exactly once, when it enters the hub, for
+  ``EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET``, and unregistered once, when it is closed.
+  No ``epoll_ctl(MOD)`` ever runs, so waiting costs no syscall at all: a greenlet that got
+  EAGAIN records itself as the fd's reader (or writer) and switches to the hub.
+- Edge-triggered is correct only because callers always *try the syscall first* and wait
+  only after EAGAIN: the kernel then owes us a new edge for any byte that arrives later,
+  and since we are one thread, that edge is collected by the next ``epoll_wait``, which runs
+  only after the waiter has recorded itself.
+- An edge that arrives while nobody waits is remembered in ``FdRecord.read_pending`` (or
+  passed to the fd's ``on_readable`` callback, which is how an idle keep-alive connection with
+  no greenlet is woken). Readers clear the flag before each ``recv``.
+- EPOLLOUT edges are rare on TCP: Linux only signals write space to a socket that has run
+  out of it, so a registration that covers both directions costs nothing in the common case.
+- An fd closed and reused within one batch of events may receive a stale event; every waiter
+  retries its syscall, so a stale event is at worst one wasted ``recv`` that returns EAGAIN.
+
+Rules: a second reader or writer on one fd is a bug and raises; a greenlet that raises never
+kills the hub (its error is logged); switching to the hub from inside the hub raises.
+Cancellation and timeouts thrown into greenlets derive from ``BaseException``.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import greenlet
+
+from .errors import Cancelled, ConnectionClosed, HubError, Timeout
+
+log = logging.getLogger("tpd2py.hub")
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+_READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+_WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_REGISTER_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+# How many events one epoll_wait may return; more simply wait for the next round.
+MAX_EVENTS = 1024
+
+
+class FdRecord:
+    """The hub's view of one fd: who waits on it and what an unclaimed edge should do."""
+
+    __slots__ = ("fd", "reader", "writer", "read_pending", "on_readable", "closed")
+
+    def __init__(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> None:
+        self.fd = fd
+        self.reader: greenlet.greenlet | None = None
+        self.writer: greenlet.greenlet | None = None
+        # True when a read edge came while nobody waited: the next reader must not go idle
+        # without trying recv once more.
+        self.read_pending = True
+        self.on_readable = on_readable
+        self.closed = False
+
+
+class Timer:
+    """A cancellable one-shot callback; ``cancel()`` is O(1) (lazy removal from the heap)."""
+
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: Timer) -> bool:
+        return self.when < other.when
+
+
+class Hub:
+    """The run loop. Create one per thread (``get_hub()``), then ``run()``."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.records: dict[int, FdRecord] = {}
+        self.ready: collections.deque[tuple[greenlet.greenlet, Any]] = collections.deque()
+        self.callbacks: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
+        self.timers: list[Timer] = []
+        self.now = time.monotonic()
+        self.loop = greenlet.greenlet(self._loop)
+        self.running = False
+        self._stop = False
+        # Cross-thread wake-ups (and signals, via signal.set_wakeup_fd) arrive on this pipe.
+        self._threadsafe: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
+        self._wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_sent = False
+        self._wake_lock = threading.Lock()
+        self.register(self._wake_r, self._drain_wakeups)
+        self.switches = 0
+        self.polls = 0
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def register(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> FdRecord:
+        rec = FdRecord(fd, on_readable)
+        self.epoll.register(fd, _REGISTER_MASK)
+        self.records[fd] = rec
+        return rec
+
+    def unregister(self, rec: FdRecord, exc: BaseException | None = None) -> None:
+        """Mark closed, wake waiters with ``exc`` (default ConnectionClosed), forget the fd.
+
+        The caller closes the fd afterwards. Does not switch.
+        """
+        if rec.closed:
+            return
+        rec.closed = True
+        if self.records.get(rec.fd) is rec:
+            del self.records[rec.fd]
+            try:
+                self.epoll.unregister(rec.fd)
+            except (OSError, ValueError):
+                pass
+        for g in (rec.reader, rec.writer):
+            if g is not None:
+                self.ready.append((g, _Throw(exc or ConnectionClosed())))
+        rec.reader = rec.writer = None
+        rec.on_readable = None
+
+    # -- waiting (these may switch to the hub) -------------------------------------------------
+
+    def wait_readable(self, rec: FdRecord) -> None:
+        """Park until ``rec`` may be readable. May switch to the hub."""
+        if rec.reader is not None:
+            raise HubError(f"fd {rec.fd} already has a reader")
+        if rec.closed:
+            raise ConnectionClosed()
+        rec.reader = g = greenlet.getcurrent()
+        if g is self.loop:
+            rec.reader = None
+            raise HubError("the hub cannot wait")
+        try:
+            self.loop.switch()
+        finally:
+            if rec.reader is g:
+                rec.reader = None
+
+    def wait_writable(self, rec: FdRecord) -> None:
+        """Park until ``rec`` may be writable. May switch to the hub."""
+        if rec.writer is not None:
+            raise HubError(f"fd {rec.fd} already has a writer")
+        if rec.closed:
+            raise ConnectionClosed()
+        rec.writer = g = greenlet.getcurrent()
+        if g is self.loop:
+            rec.writer = None
+            raise HubError("the hub cannot wait")
+        try:
+            self.loop.switch()
+        finally:
+            if rec.writer is g:
+                rec.writer = None
+
+    def park(self) -> Any:
+        """Switch to the hub until someone calls ``schedule`` for this greenlet. May switch."""
+        if greenlet.getcurrent() is self.loop:
+            raise HubError("the hub cannot wait")
+        return self.loop.switch()
+
+    def sleep(self, seconds: float) -> None:
+        """Let other greenlets run for at least ``seconds``. May switch to the hub."""
+        g = greenlet.getcurrent()
+        if g is self.loop:
+            raise HubError("the hub cannot sleep")
+        if seconds <= 0:
+            self.ready.append((g, None))
+            self.loop.switch()
+            return
+        timer = self.call_later(seconds, self.schedule, g, None)
+        try:
+            self.loop.switch()
+        finally:
+            timer.cancel()
+
+    # -- scheduling (never switch) --------------------------------------------------------------
+
+    def schedule(self, g: greenlet.greenlet, value: Any = None) -> None:
+        """Resume ``g`` with ``value`` on the next loop iteration."""
+        self.ready.append((g, value))
+
+    def throw(self, g: greenlet.greenlet, exc: BaseException) -> None:
+        """Raise ``exc`` inside ``g`` on the next loop iteration."""
+        self.ready.append((g, _Throw(exc)))
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> greenlet.greenlet:
+        """Run ``fn(*args)`` in a new greenlet, soon. Its exceptions are logged, never fatal."""
+        g = greenlet.greenlet(_guarded(fn), parent=self.loop)
+        self.ready.append((g, args))
+        return g
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` from the hub itself; it must not switch."""
+        self.callbacks.append((fn, args))
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        timer = Timer(time.monotonic() + delay, fn, args)
+        heapq.heappush(self.timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From any thread: call ``fn(*args)`` in the hub soon. Wakes a sleeping epoll_wait."""
+        self._threadsafe.append((fn, args))
+        with self._wake_lock:
+            if self._wake_sent:
+                return
+            self._wake_sent = True
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _drain_wakeups(self, rec: FdRecord) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._wake_lock:
+            self._wake_sent = False
+        while self._threadsafe:
+            self.callbacks.append(self._threadsafe.popleft())
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the loop in the hub greenlet until ``stop()``. Call from the main greenlet."""
+        if self.loop.dead:
+            self.loop = greenlet.greenlet(self._loop)
+        self._stop = False
+        self.loop.switch()
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _loop(self) -> None:
+        # Hot loop: locals instead of attribute lookups (see bench/RESULTS.md, "hub loop").
+        ready = self.ready
+        callbacks = self.callbacks
+        timers = self.timers
+        records = self.records
+        poll = self.epoll.poll
+        monotonic = time.monotonic
+        heappop = heapq.heappop
+        self.running = True
+        try:
+            while not self._stop:
+                while callbacks:
+                    fn, args = callbacks.popleft()
+                    fn(*args)
+                while ready:
+                    g, value = ready.popleft()
+                    _resume(g, value)
+                if callbacks or ready:
+                    timeout = 0.0
+                elif timers:
+                    timeout = max(0.0, timers[0].when - monotonic())
+                else:
+                    timeout = 1.0
+                if self._stop:
+                    break
+                events = poll(timeout, MAX_EVENTS)
+                self.polls += 1
+                self.now = now = monotonic()
+                for fd, ev in events:
+                    rec = records.get(fd)
+                    if rec is None:
+                        continue
+                    if ev & _READ_EVENTS:
+                        g = rec.reader
+                        if g is not None:
+                            rec.reader = None
+                            _resume(g, None)
+                        elif rec.on_readable is not None:
+                            rec.read_pending = True
+                            rec.on_readable(rec)
+                        else:
+                            rec.read_pending = True
+                    if ev & _WRITE_EVENTS:
+                        g = rec.writer
+                        if g is not None:
+                            rec.writer = None
+                            _resume(g, None)
+                while timers and timers[0].when <= now:
+                    timer = heappop(timers)
+                    if not timer.cancelled:
+                        timer.callback(*timer.args)
+        finally:
+            self.running = False
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "fds": len(self.records),
+            "ready": len(self.ready),
+            "timers": len(self.timers),
+            "polls": self.polls,
+        }
+
+
+class _Throw:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _resume(g: greenlet.greenlet, value: Any) -> None:
+    """Switch into ``g`` from the hub; a greenlet's escaped error is logged, not fatal."""
+    if g.dead:
+        return
+    try:
+        if type(value) is _Throw:
+            g.throw(value.exc)
+        elif type(value) is tuple and not g:
+            g.switch(*value)
+        else:
+            g.switch(value)
+    except greenlet.GreenletExit:
+        pass
+    except HubError:
+        raise
+    except BaseException:
+        log.exception("greenlet %r died with an error", g)
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (greenlet.GreenletExit, Cancelled, ConnectionClosed):
+            return None
+        except Timeout:
+            return None
+        except Exception:
+            log.exception("unhandled error in %s", getattr(fn, "__qualname__", fn))
+            return None
+
+    return run
+
+
+_local = threading.local()
+
+
+def get_hub() -> Hub:
+    """The hub of this thread, created on first use."""
+    hub = getattr(_local, "hub", None)
+    if hub is None:
+        hub = _local.hub = Hub()
+    return hub
+
+
+def sleep(seconds: float) -> None:
+    """Sleep cooperatively. May switch to the hub."""
+    get_hub().sleep(seconds)
+
+
+def spawn(fn: Callable[..., Any], *args: Any) -> greenlet.greenlet:
+    return get_hub().spawn(fn, *args)
