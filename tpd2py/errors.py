@@ -44,3 +44,29 @@ class Timeout(BaseException):
 
 class ClientDisconnected(Cancelled):
     """Thrown into a parked handler when its client hangs up; safe to catch."""
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer with ``status`` (e.g. ``raise HTTPError(404)``)."""
+
+    def __init__(self, status: int, message: str | bytes | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+    def response(self) -> object:
+        from http import HTTPStatus
+
+        from .app import TEXT, Response
+
+        body = self.message
+        if body is None:
+            try:
+                body = f"{self.status} {HTTPStatus(self.status).phrase}\n"
+            except ValueError:
+                body = f"{self.status}\n"
+        if isinstance(body, str):
+            body = body.encode()
+        return Response(body, status=self.status, headers=self.headers, content_type=TEXT)

@@ -1,0 +1,85 @@
+"""The command line: ``python -m tpd2py MODULE:APP [options]`` (also the ``tpd2py`` script)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import IO
+
+from .app import App
+from .http11 import Limits
+from .server import Config, serve
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (the current directory is importable, as with uvicorn)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise SystemExit(f"tpd2py: give the app as MODULE:APP, not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    app = getattr(module, attr or "app", None)
+    if app is None:
+        raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Config()
+    lim = Limits()
+    p = argparse.ArgumentParser(prog="tpd2py", description="Serve a tpd2py app.")
+    p.add_argument("app", help="MODULE:APP, e.g. myapp:app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead of TCP")
+    p.add_argument("--access-log", metavar="FILE",
+                   help="write a Common Log Format line per response ('-' for stdout)")
+    p.add_argument("--log-level", default="warning")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   help="seconds to receive a whole request head (default %(default)s)")
+    p.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout,
+                   help="seconds an idle keep-alive connection is kept (default %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout)
+    p.add_argument("--min-body-rate", type=float, default=d.min_body_rate,
+                   help="bytes/second a request body must average (default %(default)s)")
+    p.add_argument("--write-timeout", type=float, default=d.write_timeout)
+    p.add_argument("--max-body-size", type=int, default=d.max_body_size)
+    p.add_argument("--max-connections", type=int, default=d.max_connections)
+    p.add_argument("--max-header-bytes", type=int, default=lim.max_header_bytes)
+    p.add_argument("--max-headers", type=int, default=lim.max_headers)
+    p.add_argument("--grace", type=float, default=d.grace,
+                   help="seconds in-flight requests get after SIGTERM (default %(default)s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = Limits()
+    limits.max_header_bytes = args.max_header_bytes
+    limits.max_headers = args.max_headers
+    config = Config(
+        header_timeout=args.header_timeout, keepalive_timeout=args.keepalive_timeout,
+        body_timeout=args.body_timeout, min_body_rate=args.min_body_rate,
+        write_timeout=args.write_timeout, max_body_size=args.max_body_size,
+        max_connections=args.max_connections, grace=args.grace, limits=limits,
+    )
+    access_log: IO[str] | None = None
+    if args.access_log == "-":
+        access_log = sys.stdout
+    elif args.access_log:
+        access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
+    app = load_app(args.app)
+    serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
+          access_log=access_log)
+    if access_log is not None:
+        access_log.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""App, Request, Response and the router: what a handler sees.
+
+Rules:
+- The request is passed to the handler explicitly (no thread- or greenlet-locals).
+- The request keeps the wire bytes and decodes only what the handler asks for, once.
+- A handler may return str, bytes, a list of bytes chunks, a dict (JSON), a generator (streamed
+  response) or a Response; ``to_response`` is the one place those become a Response.
+- Response headers set by a handler are checked: CR, LF or NUL in a status, name or value raise
+  ``ValueError`` instead of being sent (RFC 9110 §5.5).
+- Routing: exact paths are one dict lookup on the raw path bytes; ``<name>`` / ``<path:name>``
+  patterns are compiled regexes tried in order. A path that matches but not for this method
+  gives 405 with ``Allow``; HEAD falls back to GET.
+Nothing here does I/O except ``Request.body``/``Request.stream``, which call into the
+connection and may switch to the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes
+
+if TYPE_CHECKING:
+    from .conn import Connection
+    from .http11 import RequestHead
+
+Handler = Callable[..., Any]
+
+HTML = b"text/html; charset=utf-8"
+TEXT = b"text/plain; charset=utf-8"
+JSON = b"application/json"
+
+# Bytes a header name, value or reason phrase may never carry (response splitting).
+_FORBIDDEN_IN_HEADERS = re.compile(rb"[\r\n\0]")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+                                         "OPTIONS", "CONNECT", "TRACE")}
+
+
+def _to_bytes(value: str | bytes | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, int):
+        return str(value).encode()
+    return value.encode("latin-1")
+
+
+def _check_header(name: bytes, value: bytes) -> None:
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid response header name {name!r}")
+    if _FORBIDDEN_IN_HEADERS.search(value):
+        raise ValueError(f"CR, LF or NUL in response header {name!r}")
+
+
+class Response:
+    """What goes back: status, headers, body. ``body`` is bytes, a list of chunks or an iterator.
+
+    ``headers`` holds already-checked ``(name, value)`` bytes pairs, without Content-Length,
+    Date, Connection or Transfer-Encoding, which the connection adds itself.
+    """
+
+    __slots__ = ("status", "body", "content_type", "headers", "reason")
+
+    def __init__(
+        self,
+        body: bytes | str | list[bytes] | Iterable[bytes | str] = b"",
+        status: int = 200,
+        headers: Iterable[tuple[str | bytes, str | bytes]] | dict[str, str] | None = None,
+        content_type: str | bytes | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"bad status {status}")
+        self.status = status
+        if isinstance(body, str):
+            body = body.encode()
+            if content_type is None:
+                content_type = HTML
+        self.body = body
+        self.content_type: bytes | None = (
+            _to_bytes(content_type) if content_type is not None else None
+        )
+        if self.content_type is not None and _FORBIDDEN_IN_HEADERS.search(self.content_type):
+            raise ValueError("CR, LF or NUL in content type")
+        self.reason: bytes | None = None
+        if reason is not None:
+            r = reason.encode("latin-1")
+            if _FORBIDDEN_IN_HEADERS.search(r):
+                raise ValueError("CR, LF or NUL in reason phrase")
+            self.reason = r
+        self.headers: list[tuple[bytes, bytes]] = []
+        if headers:
+            items = headers.items() if isinstance(headers, dict) else headers
+            for name, value in items:
+                self.set_header(name, value)
+
+    def set_header(self, name: str | bytes, value: str | bytes | int) -> None:
+        n, v = _to_bytes(name), _to_bytes(value)
+        _check_header(n, v)
+        if n.lower() == b"content-type":
+            self.content_type = v
+        else:
+            self.headers.append((n, v))
+
+
+def to_response(result: Any) -> Response:
+    """The one place a handler's return value becomes a Response."""
+    if type(result) is Response:
+        return result
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, str):
+        return Response(result.encode(), content_type=HTML)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(bytes(result) if not isinstance(result, bytes) else result,
+                        content_type=HTML)
+    if isinstance(result, list):
+        return Response(result, content_type=HTML)
+    if isinstance(result, dict):
+        return Response(json.dumps(result).encode(), content_type=JSON)
+    if result is None:
+        return Response(b"", status=204)
+    if isinstance(result, Iterator) or hasattr(result, "__next__"):
+        return Response(result, content_type=HTML)
+    raise TypeError(f"handler returned {type(result).__name__}; expected str, bytes, list, "
+                    "dict, generator or Response")
+
+
+class Headers:
+    """Read-only, case-insensitive view of the request's header fields (bytes in, str out)."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self._fields = fields
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower().encode("latin-1")
+        for n, v in self._fields:
+            if n == key:
+                return v.decode("latin-1")
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        key = name.lower().encode("latin-1")
+        return [v.decode("latin-1") for n, v in self._fields if n == key]
+
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        return self._fields
+
+    def __getitem__(self, name: str) -> str:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return v
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (n.decode("latin-1") for n, _ in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+class Request:
+    """One request. Wire bytes stay bytes; the str views are decoded on first use."""
+
+    __slots__ = ("head", "conn", "params", "_query", "_body", "_path")
+
+    def __init__(self, head: RequestHead, conn: Connection) -> None:
+        self.head = head
+        self.conn = conn
+        self.params: dict[str, str] = {}
+        self._query: dict[str, str] | None = None
+        self._body: bytes | None = None
+        self._path: str | None = None
+
+    @property
+    def method(self) -> str:
+        m = self.head.method
+        return _METHOD_NAMES.get(m) or m.decode("ascii")
+
+    @property
+    def raw_path(self) -> bytes:
+        return self.head.path
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path (UTF-8, invalid bytes replaced)."""
+        if self._path is None:
+            self._path = unquote(self.head.path.decode("latin-1"), errors="replace")
+        return self._path
+
+    @property
+    def raw_query(self) -> bytes:
+        return self.head.query
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters (first value of each name), decoded on first use."""
+        if self._query is None:
+            first: dict[str, str] = {}
+            for k, v in self.query_list():
+                first.setdefault(k, v)
+            self._query = first
+        return self._query
+
+    def query_list(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.head.query.decode("latin-1"), keep_blank_values=True,
+                         encoding="utf-8", errors="replace")
+
+    @property
+    def headers(self) -> Headers:
+        return Headers(self.head.headers)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        v = self.head.header(name.lower().encode("latin-1"))
+        return default if v is None else v.decode("latin-1")
+
+    @property
+    def version(self) -> str:
+        return "HTTP/1.1" if self.head.version == 11 else "HTTP/1.0"
+
+    @property
+    def peer(self) -> Any:
+        return self.conn.peer
+
+    def body(self) -> bytes:
+        """The whole request body (b"" if none). Reads it on first call: may switch to the hub.
+
+        Bodies over the server's ``max_body_size`` raise a 413 for the client.
+        """
+        if self._body is None:
+            self._body = b"".join(self.conn.read_body())
+        return self._body
+
+    def stream(self) -> Iterator[bytes]:
+        """The body as an iterator of chunks, for large uploads. May switch to the hub."""
+        if self._body is not None:
+            return iter((self._body,)) if self._body else iter(())
+        return self.conn.read_body()
+
+    def form(self) -> dict[str, str]:
+        """An application/x-www-form-urlencoded body, decoded."""
+        return dict(parse_qsl(self.body().decode("latin-1"), keep_blank_values=True,
+                              encoding="utf-8", errors="replace"))
+
+    def json(self) -> Any:
+        return json.loads(self.body())
+
+
+_PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+class _Route:
+    __slots__ = ("pattern", "regex", "handlers", "converters")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.handlers: dict[bytes, Handler] = {}
+        self.converters: dict[str, Callable[[str], Any]] = {}
+        parts, pos = [], 0
+        for m in _PARAM.finditer(pattern):
+            parts.append(re.escape(pattern[pos:m.start()]))
+            kind, name = m.group(1), m.group(2)
+            if kind == "path":
+                parts.append(f"(?P<{name}>.+)")
+            elif kind == "int":
+                parts.append(f"(?P<{name}>[0-9]+)")
+                self.converters[name] = int
+            else:
+                parts.append(f"(?P<{name}>[^/]+)")
+            pos = m.end()
+        parts.append(re.escape(pattern[pos:]))
+        self.regex = re.compile("".join(parts) + r"\Z") if pos else None
+
+
+class App:
+    """A router of straight-line handlers: ``@app.route("/hello/<name>")``."""
+
+    def __init__(self) -> None:
+        self._exact: dict[bytes, _Route] = {}
+        self._patterns: list[_Route] = []
+        self._all: dict[str, _Route] = {}
+
+    def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
+                                                                                 Handler]:
+        if not pattern.startswith("/"):
+            raise ValueError("a route pattern starts with '/'")
+
+        def register(fn: Handler) -> Handler:
+            self.add_route(pattern, fn, methods)
+            return fn
+
+        return register
+
+    def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",)) -> None:
+        route = self._all.get(pattern)
+        if route is None:
+            route = self._all[pattern] = _Route(pattern)
+            if route.regex is None:
+                self._exact[pattern.encode()] = route
+            else:
+                self._patterns.append(route)
+        for m in methods:
+            route.handlers[m.upper().encode()] = fn
+
+    def match(self, method: bytes, raw_path: bytes) -> tuple[Handler | None, dict[str, Any],
+                                                             int, list[bytes]]:
+        """Find the handler: (handler, params, status, allowed). Never switches.
+
+        status is 200 when found, else 404 or 405 (with the allowed methods).
+        """
+        route = self._exact.get(raw_path)
+        params: dict[str, Any] = {}
+        if route is None:
+            path = unquote_to_bytes(raw_path).decode("utf-8", "replace") \
+                if b"%" in raw_path else raw_path.decode("latin-1")
+            route = self._exact.get(path.encode()) if b"%" in raw_path else None
+            if route is None:
+                for candidate in self._patterns:
+                    assert candidate.regex is not None
+                    m = candidate.regex.match(path)
+                    if m:
+                        route = candidate
+                        params = m.groupdict()
+                        for name, conv in candidate.converters.items():
+                            params[name] = conv(params[name])
+                        break
+            if route is None:
+                return None, params, 404, []
+        handler = route.handlers.get(method)
+        if handler is None and method == b"HEAD":
+            handler = route.handlers.get(b"GET")
+        if handler is None:
+            allowed = sorted(route.handlers)
+            if b"GET" in route.handlers and b"HEAD" not in route.handlers:
+                allowed.append(b"HEAD")
+            return None, params, 405, allowed
+        return handler, params, 200, []

@@ -1,0 +1,475 @@
+"""The per-connection loop, top to bottom.
+
+How it works:
+- A connection with nothing to do holds no greenlet and no input buffer: just its socket,
+  this object and its hub registration, whose ``on_readable`` wakes it (HTTP-DOHC's split of
+  working and waiting connections). When bytes arrive, the server takes a greenlet from its
+  pool and a buffer from its free list and runs ``serve``; ``serve`` returns them when the
+  connection is idle again.
+- ``serve`` parses every complete request already in the buffer, runs each handler in this
+  greenlet, and appends each response to one SendBuf; only when the buffer has no complete
+  request left does it flush, so pipelined requests get all their responses in one sendmsg
+  (Antiweb). The buffer is the backpressure: no more bytes are read until those are answered.
+- Deadlines are plain floats in ``deadline``, checked by the server's once-a-second sweep
+  (O(1) per request): the header deadline is absolute from the first byte of a request (a
+  trickle does not extend it); body reads must keep a minimum rate; idle keep-alive and writes
+  have their own limits.
+Switch points: ``recv``, ``flush`` and whatever the handler calls. The parser never switches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from greenlet import getcurrent
+
+from . import respond
+from .app import Request, to_response
+from .errors import ConnectionClosed, HTTPError, ProtocolError, Timeout
+from .http11 import ChunkedDecoder, RequestHead, parse_head
+from .sendbuf import SendBuf
+
+if TYPE_CHECKING:
+    from .hub import FdRecord
+    from .server import Server
+
+log = logging.getLogger("tpd2py.conn")
+
+# A handler that left at most this much of its request body unread gets it drained so the
+# connection can be reused; a larger remainder is cheaper to close on.
+MAX_DRAIN = 65536
+# Flush early once this many responses or bytes wait in the SendBuf (pipelining backpressure).
+MAX_QUEUED_RESPONSES = 64
+MAX_QUEUED_BYTES = 256 * 1024
+
+_INF = float("inf")
+_BODY_DONE = 0
+_BODY_CHUNKED = -2
+
+
+class _Close(Exception):
+    """Internal: stop serving this connection now (its error response, if any, is queued)."""
+
+
+class Connection:
+    __slots__ = (
+        "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
+        "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
+        "response_started", "wake", "keep_alive", "queued", "body_seen",
+    )
+
+    def __init__(self, server: Server, sock: Any, peer: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.buf: bytearray | None = None
+        self.view: memoryview | None = None
+        self.start = self.end = 0
+        self.out = SendBuf()
+        self.deadline = _INF
+        self.worker: Any = None
+        self.head: RequestHead | None = None
+        self.body_left = _BODY_DONE
+        self.decoder: ChunkedDecoder | None = None
+        self.continue_sent = False
+        self.response_started = False
+        self.keep_alive = True
+        self.queued = 0
+        self.body_seen = 0
+        self.wake = self._on_readable
+        self.rec: FdRecord = server.hub.register(sock.fileno(), self.wake)
+
+    def _on_readable(self, rec: FdRecord) -> None:
+        """Hub callback: bytes arrived on an idle connection."""
+        self.server.dispatch(self)
+
+    # -- I/O helpers (switch points) ------------------------------------------------------------
+
+    def _recv(self) -> int:
+        """Read more bytes after ``end``. May switch to the hub. Returns 0 at EOF."""
+        buf = self.buf
+        assert buf is not None and self.view is not None
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(buf):
+            if self.start:
+                # Compact: move the unparsed tail to the front (keeps offsets small).
+                n = self.end - self.start
+                buf[:n] = buf[self.start:self.end]
+                self.start, self.end = 0, n
+            else:
+                self.server.grow_buffer(self)
+                buf = self.buf
+                assert buf is not None
+        rec = self.rec
+        recv_into = self.sock.recv_into
+        view = self.view
+        assert view is not None
+        while True:
+            if rec.closed:
+                raise ConnectionClosed()
+            rec.read_pending = False
+            try:
+                n = recv_into(view[self.end:])
+            except BlockingIOError:
+                self.server.hub.wait_readable(rec)
+                continue
+            self.end += n
+            return n
+
+    def flush(self) -> None:
+        """Send all queued output. May switch to the hub (only when the socket is full)."""
+        self.queued = 0
+        if self.out.size:
+            self.out.flush(self.sock.sendmsg, self._wait_writable)
+
+    def _wait_writable(self) -> None:
+        server = self.server
+        saved = self.deadline
+        self.deadline = server.hub.now + server.config.write_timeout
+        try:
+            server.hub.wait_writable(self.rec)
+        finally:
+            self.deadline = saved
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until the connection is idle (returns, keeping it open) or closed."""
+        server = self.server
+        hub = server.hub
+        config = server.config
+        limits = config.limits
+        rec = self.rec
+        rec.on_readable = None
+        self.worker = getcurrent()
+        if self.buf is None:
+            self.buf, self.view = server.take_buffer()
+            self.start = self.end = 0
+        try:
+            self.deadline = hub.now + config.header_timeout
+            while True:
+                if self.start == self.end:
+                    if self.out.size:
+                        self.flush()
+                    if not rec.read_pending:
+                        self._go_idle()
+                        return
+                    self.start = self.end = 0
+                    rec.read_pending = False
+                    try:
+                        n = self.sock.recv_into(self.view)
+                    except BlockingIOError:
+                        self._go_idle()
+                        return
+                    if n == 0:
+                        self.close()
+                        return
+                    self.end = n
+                    self.deadline = hub.now + config.header_timeout
+                result = parse_head(self.buf, self.start, self.end, limits)
+                if result is None:
+                    if self.out.size:
+                        self.flush()
+                    if self._recv() == 0:
+                        self.close()
+                        return
+                    continue
+                head, self.start = result
+                if not self._handle(head):
+                    self.flush()
+                    self.close()
+                    return
+                self.deadline = hub.now + config.header_timeout
+                if self.queued >= MAX_QUEUED_RESPONSES or self.out.size >= MAX_QUEUED_BYTES:
+                    self.flush()
+        except ProtocolError as e:
+            self._fail(e.status, e.reason)
+        except Timeout:
+            self._fail(408, "timeout")
+        except (ConnectionClosed, ConnectionError, _Close):
+            self.close()
+        except OSError as e:
+            log.debug("socket error on %s: %s", self.peer, e)
+            self.close()
+        finally:
+            self.worker = None
+
+    def _go_idle(self) -> None:
+        self.server.release_buffer(self)
+        self.deadline = self.server.hub.now + self.server.config.keepalive_timeout
+        if self.server.draining:
+            self.close()
+            return
+        self.rec.on_readable = self.wake
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer a protocol error with a canned response, after what is queued; then close."""
+        server = self.server
+        if not self.response_started:
+            if server.access_log is not None:
+                server.log_access(self, self.head, status, 0)
+            self.out.add(respond.error_response(status, server.date.line))
+        try:
+            self.flush()
+        except (OSError, Timeout):
+            pass
+        self.close()
+
+    def close(self) -> None:
+        """Close now. Never switches (waiters on the fd are woken with ConnectionClosed)."""
+        if self.rec.closed:
+            return
+        self.server.forget(self)
+        self.out.clear()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def _handle(self, head: RequestHead) -> bool:
+        """Run the handler and queue its response. Returns whether to keep the connection."""
+        server = self.server
+        config = server.config
+        self.head = head
+        self.response_started = False
+        self.continue_sent = False
+        self.keep_alive = head.keep_alive and not head.must_close and not server.draining
+        if head.chunked:
+            self.body_left = _BODY_CHUNKED
+            self.decoder = None
+        else:
+            cl = head.content_length
+            self.body_left = cl if cl > 0 else _BODY_DONE
+            if cl > config.max_body_size:
+                raise ProtocolError(413, "content too large")
+        self.body_seen = 0
+        self.deadline = _INF
+        request = Request(head, self)
+        handler, params, status, allowed = server.app.match(head.method, head.path)
+        is_head = head.method == b"HEAD"
+        try:
+            if handler is None:
+                extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
+                response_bytes = respond.error_response(status, server.date.line, False, extra)
+                self._finish_body()
+                self._queue_raw(response_bytes, status, is_head)
+                return self.keep_alive
+            if params:
+                request.params = params
+                result = handler(request, **params)
+            else:
+                result = handler(request)
+            response = to_response(result)
+        except HTTPError as e:
+            response = e.response()
+        except ProtocolError:
+            raise
+        except (ConnectionClosed, Timeout, _Close):
+            raise
+        except Exception:
+            log.exception("handler error for %r from %s", _request_line(head), self.peer)
+            if self.response_started:
+                raise _Close() from None
+            self._finish_body_or_close()
+            self._queue_raw(respond.error_response(500, server.date.line, not self.keep_alive),
+                            500, is_head)
+            return self.keep_alive
+        self._finish_body_or_close()
+        self._write_response(response, is_head)
+        return self.keep_alive
+
+    def _connection_header(self) -> bytes:
+        if not self.keep_alive:
+            return respond.CLOSE
+        if self.head is not None and self.head.version == 10:
+            return respond.KEEP_ALIVE
+        return b""
+
+    def _queue_raw(self, data: bytes, status: int, is_head: bool) -> None:
+        if is_head:
+            data = data[: data.index(b"\r\n\r\n") + 4]
+        if not self.keep_alive and b"Connection: close" not in data[: data.index(b"\r\n\r\n")]:
+            i = data.index(b"\r\n") + 2
+            data = data[:i] + respond.CLOSE + data[i:]
+        self.out.add(data)
+        self.queued += 1
+        if self.server.access_log is not None:
+            self.server.log_access(self, self.head, status, len(data))
+
+    def _write_response(self, response: Any, is_head: bool) -> None:
+        server = self.server
+        status = response.status
+        body = response.body
+        extra = respond.extra_headers(response.headers) if response.headers else b""
+        status_bytes = (respond.STATUS_LINES.get(status) if response.reason is None
+                        else None) or respond.status_line(status, response.reason)
+        out = self.out
+        if type(body) is bytes or type(body) is list:
+            if status in respond.NO_BODY_STATUSES:
+                out.add(respond.head(status_bytes, None, -1, extra, server.date.line,
+                                     self._connection_header()))
+                size = 0
+            else:
+                size = len(body) if type(body) is bytes else sum(map(len, body))
+                out.add(respond.head(status_bytes, response.content_type, size, extra,
+                                     server.date.line, self._connection_header()))
+                if not is_head:
+                    if type(body) is bytes:
+                        out.add(body)
+                    else:
+                        out.extend(body)
+            self.queued += 1
+            if server.access_log is not None:
+                server.log_access(self, self.head, status, size)
+            return
+        self._stream(response, status_bytes, extra, is_head)
+
+    def _stream(self, response: Any, status_bytes: bytes, extra: bytes, is_head: bool) -> None:
+        """Send an iterator body as it is produced: chunked for 1.1, close-delimited for 1.0."""
+        server = self.server
+        assert self.head is not None
+        chunked = self.head.version == 11
+        if not chunked:
+            self.keep_alive = False
+        self.out.add(respond.head(status_bytes, response.content_type, -1,
+                                  extra + (respond.CHUNKED if chunked else b""),
+                                  server.date.line, self._connection_header()))
+        self.response_started = True
+        body = response.body
+        size = 0
+        try:
+            self.flush()
+            if is_head:
+                return
+            for piece in body:
+                if isinstance(piece, str):
+                    piece = piece.encode()
+                n = len(piece)
+                if not n:
+                    continue
+                size += n
+                if chunked:
+                    self.out.add(b"%x\r\n" % n)
+                    self.out.add(piece)
+                    self.out.add(respond.CRLF)
+                else:
+                    self.out.add(piece)
+                self.flush()
+            if chunked:
+                self.out.add(respond.LAST_CHUNK)
+        except (ConnectionClosed, ConnectionError, Timeout):
+            raise
+        except Exception:
+            log.exception("error while streaming %r to %s", _request_line(self.head), self.peer)
+            raise _Close() from None
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            if server.access_log is not None:
+                server.log_access(self, self.head, response.status, size)
+
+    # -- request bodies -------------------------------------------------------------------------
+
+    def read_body(self) -> Iterator[bytes]:
+        """Yield the current request's body in chunks (copies, never views of the buffer).
+
+        May switch to the hub. Sends ``100 Continue`` first when the client asked for it and
+        no body byte has arrived yet.
+        """
+        head = self.head
+        if head is None or self.body_left == _BODY_DONE:
+            return
+        server = self.server
+        config = server.config
+        if head.expect_continue and not self.continue_sent and self.start == self.end \
+                and not self.response_started:
+            self.continue_sent = True
+            self.out.add(respond.CONTINUE)
+            self.flush()
+        self._body_deadline_start()
+        if self.body_left == _BODY_CHUNKED:
+            decoder = self.decoder
+            if decoder is None:
+                decoder = self.decoder = ChunkedDecoder(config.limits)
+            while True:
+                if self.start < self.end:
+                    self.start = decoder.feed(self.buf, self.start, self.end)
+                    if decoder.total > config.max_body_size:
+                        raise ProtocolError(413, "content too large")
+                    if decoder.out:
+                        pieces = decoder.out
+                        decoder.out = []
+                        for p in pieces:
+                            yield bytes(p)
+                    if decoder.done:
+                        self.body_left = _BODY_DONE
+                        self.decoder = None
+                        self.deadline = _INF
+                        return
+                    if self.start < self.end:
+                        continue
+                self._recv_body()
+        while self.body_left > 0:
+            if self.start == self.end:
+                self._recv_body()
+            take = min(self.body_left, self.end - self.start)
+            assert self.buf is not None
+            piece = bytes(self.buf[self.start:self.start + take])
+            self.start += take
+            self.body_left -= take
+            yield piece
+        self.body_left = _BODY_DONE
+        self.deadline = _INF
+
+    def _body_deadline_start(self) -> None:
+        if self.deadline == _INF:
+            self.deadline = self.server.hub.now + self.server.config.body_timeout
+
+    def _recv_body(self) -> None:
+        n = self._recv()
+        if n == 0:
+            raise ConnectionClosed()
+        # Minimum progress: each byte buys 1/min_rate seconds, never more than body_timeout
+        # ahead, so a trickle runs out of time while a steady upload never does.
+        config = self.server.config
+        now = self.server.hub.now
+        self.deadline = min(now + config.body_timeout,
+                            max(self.deadline, now) + n / config.min_body_rate)
+
+    def _finish_body(self) -> None:
+        """Discard an unread body if small enough; otherwise stop keeping the connection."""
+        if self.body_left == _BODY_DONE:
+            return
+        head = self.head
+        if head is not None and head.expect_continue and not self.continue_sent:
+            # The client may still send the body, or may not: the stream cannot be trusted
+            # for another request, so answer and close (RFC 9110 §10.1.1).
+            self.keep_alive = False
+            return
+        if self.body_left > MAX_DRAIN:
+            self.keep_alive = False
+            return
+        drained = 0
+        for piece in self.read_body():
+            drained += len(piece)
+            if drained > MAX_DRAIN:
+                self.keep_alive = False
+                return
+
+    def _finish_body_or_close(self) -> None:
+        try:
+            self._finish_body()
+        except ProtocolError:
+            self.keep_alive = False
+
+
+def _request_line(head: RequestHead | None) -> bytes:
+    if head is None:
+        return b"-"
+    return b"%s %s HTTP/%s" % (head.method, head.target, b"1.1" if head.version == 11 else b"1.0")

@@ -1,0 +1,336 @@
+"""Listening sockets, the accept loop, the worker-greenlet pool, timeouts and shutdown.
+
+How it works:
+- The accept loop is one greenlet per listening socket: it accepts in bursts, makes each
+  socket non-blocking with TCP_NODELAY, wraps it in a Connection (a bare hub registration)
+  and schedules it to be served at once (the first request is usually already there:
+  TCP_DEFER_ACCEPT). At ``max_connections`` it stops accepting until one closes; on
+  EMFILE/ENFILE it backs off instead of spinning.
+- ``dispatch`` gives a connection with new bytes a greenlet from the pool (created only when
+  the pool is empty) and an input buffer from the free list; both come back when it idles.
+- A sweep runs once a second: it refreshes the Date line and closes or times out every
+  connection whose ``deadline`` has passed. That is O(connections) per second and O(1) per
+  request; no heap push per read.
+- SIGTERM/SIGINT: stop accepting, close idle connections, let busy ones finish their
+  current request (they then close) within ``grace``, exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import greenlet
+
+from .app import App
+from .conn import Connection
+from .errors import Timeout
+from .http11 import Limits
+from .hub import Hub, _resume, get_hub
+from .respond import DateCache
+
+log = logging.getLogger("tpd2py.server")
+
+# Idle worker greenlets kept for reuse; more are created on demand and die when returned.
+MAX_POOLED_GREENLETS = 512
+# Free input buffers kept; a burst needs no more than one per busy connection.
+MAX_POOLED_BUFFERS = 512
+ACCEPT_BURST = 64
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+@dataclass
+class Config:
+    """Limits and timeouts; every default says why."""
+
+    # Absolute time to receive a whole request head, from its first byte (slowloris).
+    header_timeout: float = 10.0
+    # Longer than common load balancers' idle timeouts (60 s), so they close first.
+    keepalive_timeout: float = 75.0
+    # A body read may stall at most this long...
+    body_timeout: float = 30.0
+    # ...and must average at least this many bytes/second (each byte buys 1/rate seconds).
+    min_body_rate: float = 1024.0
+    # A full socket that does not drain in this long is a dead or hostile reader.
+    write_timeout: float = 30.0
+    max_body_size: int = 16 * 1024 * 1024
+    max_connections: int = 10_000 + 5_000
+    # Time in-flight requests get to finish after SIGTERM/SIGINT.
+    grace: float = 10.0
+    # Input buffer size; a head may grow it up to limits.max_header_bytes.
+    buffer_size: int = 16384
+    limits: Limits = field(default_factory=Limits)
+
+
+class Server:
+    def __init__(self, app: App, config: Config | None = None, hub: Hub | None = None,
+                 access_log: IO[str] | None = None) -> None:
+        self.app = app
+        self.config = config or Config()
+        self.hub = hub or get_hub()
+        self.conns: dict[int, Connection] = {}
+        self.listeners: list[socket.socket] = []
+        self.pool: list[greenlet.greenlet] = []
+        self.buffers: list[tuple[bytearray, memoryview]] = []
+        self.date = DateCache()
+        self.draining = False
+        self.access_log = access_log
+        self._accept_waiters: list[greenlet.greenlet] = []
+        self._sweeper: Any = None
+        self.requests_served = 0
+        self.stopped = False
+
+    # -- listening ------------------------------------------------------------------------------
+
+    def listen_tcp(self, host: str = "127.0.0.1", port: int = 8080, backlog: int = 1024) -> Any:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            # Do not wake us for connections that have sent nothing yet (TPD2).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 10)
+        except (AttributeError, OSError):
+            pass
+        sock.bind((host, port))
+        sock.listen(backlog)
+        self._add_listener(sock)
+        return sock.getsockname()
+
+    def listen_unix(self, path: str, backlog: int = 1024) -> str:
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(backlog)
+        self._add_listener(sock)
+        return path
+
+    def _add_listener(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.listeners.append(sock)
+        self.hub.spawn(self._accept_loop, sock)
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        hub = self.hub
+        rec = hub.register(listener.fileno())
+        accept = listener._accept  # type: ignore[attr-defined]
+        family, type_, proto = listener.family, listener.type, listener.proto
+        tcp = family in (socket.AF_INET, socket.AF_INET6)
+        conns = self.conns
+        max_conns = self.config.max_connections
+        make = socket.socket
+        try:
+            while not self.draining:
+                if len(conns) >= max_conns:
+                    self._accept_waiters.append(greenlet.getcurrent())
+                    hub.park()
+                    continue
+                for _ in range(ACCEPT_BURST):
+                    rec.read_pending = False
+                    try:
+                        fd, addr = accept()
+                    except BlockingIOError:
+                        hub.wait_readable(rec)
+                        break
+                    except OSError as e:
+                        if e.errno in _ACCEPT_EXHAUSTED:
+                            log.warning("accept: %s; backing off", os.strerror(e.errno or 0))
+                            hub.sleep(0.1)
+                            break
+                        if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                            continue
+                        raise
+                    sock = make(family, type_, proto, fd)
+                    sock.setblocking(False)
+                    if tcp:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conn = Connection(self, sock, addr)
+                    conns[fd] = conn
+                    hub.call_soon(self.dispatch, conn)
+                    if len(conns) >= max_conns:
+                        break
+                else:
+                    hub.sleep(0)  # a long burst: let the connections we accepted run
+        finally:
+            hub.unregister(rec)
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def dispatch(self, conn: Connection) -> None:
+        """Give a connection with new bytes a worker greenlet. Runs in the hub; never switches."""
+        if conn.worker is not None or conn.rec.closed:
+            return
+        pool = self.pool
+        g = pool.pop() if pool else greenlet.greenlet(self._worker, parent=self.hub.loop)
+        _resume(g, conn)
+
+    def _worker(self, conn: Connection) -> None:
+        me = greenlet.getcurrent()
+        pool = self.pool
+        switch = self.hub.loop.switch
+        while True:
+            try:
+                conn.serve()
+            except Exception:
+                log.exception("connection loop error for %s", conn.peer)
+                conn.close()
+            conn = None  # type: ignore[assignment]
+            if len(pool) >= MAX_POOLED_GREENLETS or self.stopped:
+                return
+            pool.append(me)
+            conn = switch()
+            if conn is None:
+                return
+
+    def take_buffer(self) -> tuple[bytearray, memoryview]:
+        if self.buffers:
+            return self.buffers.pop()
+        buf = bytearray(self.config.buffer_size)
+        return buf, memoryview(buf)
+
+    def release_buffer(self, conn: Connection) -> None:
+        buf = conn.buf
+        if buf is None:
+            return
+        view = conn.view
+        conn.buf = conn.view = None
+        conn.start = conn.end = 0
+        if len(buf) == self.config.buffer_size and len(self.buffers) < MAX_POOLED_BUFFERS:
+            assert view is not None
+            self.buffers.append((buf, view))
+        elif view is not None:
+            view.release()
+
+    def grow_buffer(self, conn: Connection) -> None:
+        """Double a full buffer, up to what the head limit needs (the parser enforces it)."""
+        old = conn.buf
+        assert old is not None
+        cap = max(self.config.limits.max_header_bytes, self.config.buffer_size) + 4096
+        if len(old) >= cap:
+            # Body bytes are consumed as they come, so only a head can fill the buffer.
+            from .errors import ProtocolError
+
+            raise ProtocolError(431, "request head too large")
+        new = bytearray(min(len(old) * 2, cap))
+        new[: conn.end] = old[: conn.end]
+        self.release_buffer(conn)
+        conn.buf, conn.view = new, memoryview(new)
+
+    def forget(self, conn: Connection) -> None:
+        """Drop a closing connection: unregister (waking its waiters), free its buffer."""
+        self.hub.unregister(conn.rec)
+        self.release_buffer(conn)
+        conn.rec.on_readable = None
+        fd = conn.rec.fd
+        if self.conns.get(fd) is conn:
+            del self.conns[fd]
+        conn.wake = None  # type: ignore[assignment]
+        if self._accept_waiters:
+            for g in self._accept_waiters:
+                self.hub.schedule(g)
+            self._accept_waiters.clear()
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Once a second: Date line, deadlines, access-log flush. Runs in the hub."""
+        hub = self.hub
+        self.date.update()
+        now = hub.now = time.monotonic()
+        expired = [c for c in self.conns.values() if c.deadline < now]
+        for conn in expired:
+            worker = conn.worker
+            if worker is None:
+                conn.close()
+            elif conn.rec.reader is worker or conn.rec.writer is worker:
+                hub.throw(worker, Timeout())
+        if self.access_log is not None:
+            try:
+                self.access_log.flush()
+            except (OSError, ValueError):
+                pass
+        if not self.stopped:
+            self._sweeper = hub.call_later(1.0, self._sweep)
+
+    def log_access(self, conn: Connection, head: Any, status: int, size: int) -> None:
+        from .accesslog import format_line
+
+        assert self.access_log is not None
+        self.access_log.write(format_line(conn.peer, head, status, size))
+
+    # -- running --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Arm the sweep; the hub's run() then serves."""
+        self._sweeper = self.hub.call_later(1.0, self._sweep)
+
+    def serve_forever(self, install_signals: bool = True) -> None:
+        """Serve until SIGTERM/SIGINT (or ``shutdown()``), then drain and return."""
+        self.start()
+        if install_signals:
+            self._install_signals()
+        self.hub.run()
+
+    def _install_signals(self) -> None:
+        hub = self.hub
+        signal.set_wakeup_fd(hub.wake_w, warn_on_full_buffer=False)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            hub.call_soon(self.shutdown)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, close idle connections, let busy ones finish, then stop the hub.
+
+        Runs in the hub (a callback); never switches.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        grace = self.config.grace if grace is None else grace
+        for sock in self.listeners:
+            fd = sock.fileno()
+            rec = self.hub.records.get(fd)
+            if rec is not None:
+                self.hub.unregister(rec)
+            sock.close()
+        self.listeners.clear()
+        for conn in list(self.conns.values()):
+            if conn.worker is None:
+                conn.close()
+        deadline = time.monotonic() + grace
+        self._check_drained(deadline)
+
+    def _check_drained(self, deadline: float) -> None:
+        if not self.conns or time.monotonic() >= deadline:
+            for conn in list(self.conns.values()):
+                conn.close()
+            self.stopped = True
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            self.hub.stop()
+            return
+        self.hub.call_later(0.05, self._check_drained, deadline)
+
+
+def serve(app: App, host: str = "127.0.0.1", port: int = 8080, unix: str | None = None,
+          config: Config | None = None, access_log: IO[str] | None = None,
+          ready: Callable[[Any], None] | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT. Blocks the calling thread."""
+    server = Server(app, config, access_log=access_log)
+    addr = server.listen_unix(unix) if unix else server.listen_tcp(host, port)
+    if ready is not None:
+        ready(addr)
+    else:
+        print(f"tpd2py serving on {addr}", file=sys.stderr, flush=True)
+    server.serve_forever()
