@@ -20,6 +20,7 @@ Switch points: ``recv``, ``flush`` and whatever the handler calls. The parser ne
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from greenlet import getcurrent
 
 from . import respond
 from .app import Request, to_response
-from .errors import ConnectionClosed, HTTPError, ProtocolError, Timeout
+from .errors import ClientDisconnected, ConnectionClosed, HTTPError, ProtocolError, Timeout
 from .http11 import ChunkedDecoder, RequestHead, parse_head
 from .sendbuf import SendBuf
 
@@ -84,6 +85,36 @@ class Connection:
     def _on_readable(self, rec: FdRecord) -> None:
         """Hub callback: bytes arrived on an idle connection."""
         self.server.dispatch(self)
+
+    # -- parking (for handlers that wait on something else than this socket) ------------------
+
+    def before_park(self) -> None:
+        """Call before a handler parks on an event: sends the responses already queued (earlier
+        pipelined requests must not wait for this one) and watches for the client hanging up,
+        which throws ``ClientDisconnected`` into the handler. May switch to the hub (flush).
+        """
+        self.flush()
+        self.rec.on_readable = self._hangup_check
+        if self.rec.read_pending:
+            self._hangup_check(self.rec)
+
+    def after_park(self) -> None:
+        """Stop watching for hang-ups (the handler is running again). Never switches."""
+        self.rec.on_readable = None
+
+    def _hangup_check(self, rec: FdRecord) -> None:
+        # Runs in the hub. A readable edge on a busy connection is either the client's next
+        # pipelined request (leave it for later) or EOF/reset (wake the handler).
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        rec.read_pending = True
+        if not data and self.worker is not None:
+            rec.on_readable = None
+            self.server.hub.throw(self.worker, ClientDisconnected())
 
     # -- I/O helpers (switch points) ------------------------------------------------------------
 
