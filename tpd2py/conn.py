@@ -28,7 +28,7 @@ from greenlet import getcurrent
 
 from . import respond
 from .app import Request, to_response
-from .errors import ClientDisconnected, ConnectionClosed, HTTPError, ProtocolError, Timeout
+from .errors import Cancelled, ClientDisconnected, ConnectionClosed, HTTPError, ProtocolError, Timeout
 from .http11 import ChunkedDecoder, RequestHead, parse_head
 from .sendbuf import SendBuf
 
@@ -220,7 +220,7 @@ class Connection:
             self._fail(e.status, e.reason)
         except Timeout:
             self._fail(408, "timeout")
-        except (ConnectionClosed, ConnectionError, _Close):
+        except (ConnectionClosed, ConnectionError, _Close, Cancelled):
             self.close()
         except OSError as e:
             log.debug("socket error on %s: %s", self.peer, e)
