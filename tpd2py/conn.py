@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
@@ -58,7 +58,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
         "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
-        "response_started", "wake", "keep_alive", "queued", "body_seen",
+        "response_started", "wake", "keep_alive", "queued", "body_seen", "park_hook",
     )
 
     def __init__(self, server: Server, sock: Any, peer: Any) -> None:
@@ -79,6 +79,7 @@ class Connection:
         self.keep_alive = True
         self.queued = 0
         self.body_seen = 0
+        self.park_hook: Callable[[], None] | None = None
         self.wake = self._on_readable
         self.rec: FdRecord = server.hub.register(sock.fileno(), self.wake)
 
@@ -88,19 +89,37 @@ class Connection:
 
     # -- parking (for handlers that wait on something else than this socket) ------------------
 
-    def before_park(self) -> None:
+    def before_park(self, on_hangup: Callable[[], None] | None = None) -> None:
         """Call before a handler parks on an event: sends the responses already queued (earlier
         pipelined requests must not wait for this one) and watches for the client hanging up,
         which throws ``ClientDisconnected`` into the handler. May switch to the hub (flush).
+
+        With ``on_hangup``, a hang-up (or the server closing the connection) calls it from the
+        hub instead, once: a waiter that can also be woken by someone else (``Channel.wait``)
+        then decides itself whether to throw, so the handler is never resumed twice.
         """
         self.flush()
+        self.park_hook = on_hangup
         self.rec.on_readable = self._hangup_check
         if self.rec.read_pending:
             self._hangup_check(self.rec)
 
     def after_park(self) -> None:
-        """Stop watching for hang-ups (the handler is running again). Never switches."""
+        """Stop watching for hang-ups (the handler is running again); take an input buffer
+        again if ``release_buffer_if_empty`` gave it back. Never switches."""
         self.rec.on_readable = None
+        self.park_hook = None
+        if self.buf is None and not self.rec.closed:
+            self.buf, self.view = self.server.take_buffer()
+            self.start = self.end = 0
+
+    def release_buffer_if_empty(self) -> bool:
+        """While parked: return the input buffer to the server's pool when it holds no unread
+        bytes, so a parked handler costs no buffer (``after_park`` takes one again).
+        Returns whether the connection now holds no buffer. Never switches."""
+        if self.buf is not None and self.start == self.end:
+            self.server.release_buffer(self)
+        return self.buf is None
 
     def _hangup_check(self, rec: FdRecord) -> None:
         # Runs in the hub. A readable edge on a busy connection is either the client's next
@@ -114,7 +133,12 @@ class Connection:
         rec.read_pending = True
         if not data and self.worker is not None:
             rec.on_readable = None
-            self.server.hub.throw(self.worker, ClientDisconnected())
+            hook = self.park_hook
+            if hook is not None:
+                self.park_hook = None
+                hook()
+            else:
+                self.server.hub.throw(self.worker, ClientDisconnected())
 
     # -- I/O helpers (switch points) ------------------------------------------------------------
 
@@ -253,6 +277,11 @@ class Connection:
         """Close now. Never switches (waiters on the fd are woken with ConnectionClosed)."""
         if self.rec.closed:
             return
+        hook = self.park_hook
+        if hook is not None:
+            # A parked handler learns that its connection is gone (e.g. at shutdown).
+            self.park_hook = None
+            hook()
         self.server.forget(self)
         self.out.clear()
         try:
