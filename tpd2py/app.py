@@ -57,11 +57,14 @@ def _check_header(name: bytes, value: bytes) -> None:
 class Response:
     """What goes back: status, headers, body. ``body`` is bytes, a list of chunks or an iterator.
 
-    ``headers`` holds already-checked ``(name, value)`` bytes pairs, without Content-Length,
-    Date, Connection or Transfer-Encoding, which the connection adds itself.
+    The content type and handler-set headers are checked and pre-encoded once, here, into
+    ``fields`` (``b"Name: value\\r\\n"`` lines); the connection adds Content-Length, Date,
+    Connection and Transfer-Encoding itself. The default content type is
+    ``text/html; charset=utf-8``; pass ``content_type=None`` explicitly via ``set_header`` to
+    change it, or ``content_type=""`` to send none.
     """
 
-    __slots__ = ("status", "body", "content_type", "headers", "reason")
+    __slots__ = ("status", "body", "fields", "reason")
 
     def __init__(
         self,
@@ -71,38 +74,62 @@ class Response:
         content_type: str | bytes | None = None,
         reason: str | None = None,
     ) -> None:
-        if not 100 <= status <= 999:
+        if status < 100 or status > 999:
             raise ValueError(f"bad status {status}")
         self.status = status
-        if isinstance(body, str):
-            body = body.encode()
-            if content_type is None:
-                content_type = HTML
-        self.body = body
-        self.content_type: bytes | None = (
-            _to_bytes(content_type) if content_type is not None else None
-        )
-        if self.content_type is not None and _FORBIDDEN_IN_HEADERS.search(self.content_type):
-            raise ValueError("CR, LF or NUL in content type")
+        self.body: Any = body.encode() if type(body) is str else body
+        if content_type is None:
+            self.fields = _HTML_LINE
+        else:
+            line = _CONTENT_TYPE_LINES.get(content_type)
+            self.fields = line if line is not None else _content_type_line(content_type)
         self.reason: bytes | None = None
         if reason is not None:
             r = reason.encode("latin-1")
             if _FORBIDDEN_IN_HEADERS.search(r):
                 raise ValueError("CR, LF or NUL in reason phrase")
             self.reason = r
-        self.headers: list[tuple[bytes, bytes]] = []
         if headers:
             items = headers.items() if isinstance(headers, dict) else headers
             for name, value in items:
                 self.set_header(name, value)
 
     def set_header(self, name: str | bytes, value: str | bytes | int) -> None:
+        """Add a header (Content-Type replaces the current one). Raises ValueError on CR/LF/NUL."""
         n, v = _to_bytes(name), _to_bytes(value)
         _check_header(n, v)
         if n.lower() == b"content-type":
-            self.content_type = v
+            lines = [ln for ln in self.fields.split(b"\r\n")
+                     if ln and not ln.lower().startswith(b"content-type:")]
+            self.fields = b"".join(ln + b"\r\n" for ln in [b"Content-Type: " + v, *lines])
         else:
-            self.headers.append((n, v))
+            self.fields += b"%s: %s\r\n" % (n, v)
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The handler-set header fields, parsed back from ``fields`` (for tests and logs)."""
+        out = []
+        for line in self.fields.split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b": ")
+                out.append((name, value))
+        return out
+
+
+def _content_type_line(content_type: str | bytes) -> bytes:
+    ct = _to_bytes(content_type)
+    if not ct:
+        return b""
+    if _FORBIDDEN_IN_HEADERS.search(ct):
+        raise ValueError("CR, LF or NUL in content type")
+    line = b"Content-Type: %s\r\n" % ct
+    if len(_CONTENT_TYPE_LINES) < 256:  # bounded: content types are few in a real app
+        _CONTENT_TYPE_LINES[content_type] = line
+    return line
+
+
+_CONTENT_TYPE_LINES: dict[str | bytes, bytes] = {}
+_HTML_LINE = _content_type_line(HTML)
 
 
 def to_response(result: Any) -> Response:
@@ -112,18 +139,17 @@ def to_response(result: Any) -> Response:
     if isinstance(result, Response):
         return result
     if isinstance(result, str):
-        return Response(result.encode(), content_type=HTML)
+        return Response(result.encode())
     if isinstance(result, (bytes, bytearray, memoryview)):
-        return Response(bytes(result) if not isinstance(result, bytes) else result,
-                        content_type=HTML)
+        return Response(bytes(result) if not isinstance(result, bytes) else result)
     if isinstance(result, list):
-        return Response(result, content_type=HTML)
+        return Response(result)
     if isinstance(result, dict):
         return Response(json.dumps(result).encode(), content_type=JSON)
     if result is None:
         return Response(b"", status=204)
     if isinstance(result, Iterator) or hasattr(result, "__next__"):
-        return Response(result, content_type=HTML)
+        return Response(result)
     raise TypeError(f"handler returned {type(result).__name__}; expected str, bytes, list, "
                     "dict, generator or Response")
 
@@ -283,7 +309,7 @@ class App:
     """A router of straight-line handlers: ``@app.route("/hello/<name>")``."""
 
     def __init__(self) -> None:
-        self._exact: dict[bytes, _Route] = {}
+        self.exact: dict[bytes, _Route] = {}
         self._patterns: list[_Route] = []
         self._all: dict[str, _Route] = {}
 
@@ -303,7 +329,7 @@ class App:
         if route is None:
             route = self._all[pattern] = _Route(pattern)
             if route.regex is None:
-                self._exact[pattern.encode()] = route
+                self.exact[pattern.encode()] = route
             else:
                 self._patterns.append(route)
         for m in methods:
@@ -315,12 +341,12 @@ class App:
 
         status is 200 when found, else 404 or 405 (with the allowed methods).
         """
-        route = self._exact.get(raw_path)
+        route = self.exact.get(raw_path)
         params: dict[str, Any] = {}
         if route is None:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace") \
                 if b"%" in raw_path else raw_path.decode("latin-1")
-            route = self._exact.get(path.encode()) if b"%" in raw_path else None
+            route = self.exact.get(path.encode()) if b"%" in raw_path else None
             if route is None:
                 for candidate in self._patterns:
                     assert candidate.regex is not None

@@ -19,16 +19,22 @@ Switch points: ``recv``, ``flush`` and whatever the handler calls. The parser ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from greenlet import getcurrent
-
 from . import respond
-from .app import Request, to_response
-from .errors import Cancelled, ClientDisconnected, ConnectionClosed, HTTPError, ProtocolError, Timeout
+from .app import Request, Response, to_response
+from .errors import (
+    Cancelled,
+    ClientDisconnected,
+    ConnectionClosed,
+    HTTPError,
+    ProtocolError,
+    Timeout,
+)
 from .http11 import ChunkedDecoder, RequestHead, parse_head
 from .sendbuf import SendBuf
 
@@ -44,6 +50,8 @@ MAX_DRAIN = 65536
 # Flush early once this many responses or bytes wait in the SendBuf (pipelining backpressure).
 MAX_QUEUED_RESPONSES = 64
 MAX_QUEUED_BYTES = 256 * 1024
+# Free input buffers kept by the server; a burst needs no more than one per busy connection.
+MAX_POOLED_BUFFERS = 512
 
 _INF = float("inf")
 _BODY_DONE = 0
@@ -58,7 +66,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
         "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
-        "response_started", "wake", "keep_alive", "queued", "body_seen", "park_hook",
+        "response_started", "keep_alive", "queued", "park_hook",
     )
 
     def __init__(self, server: Server, sock: Any, peer: Any) -> None:
@@ -78,14 +86,9 @@ class Connection:
         self.response_started = False
         self.keep_alive = True
         self.queued = 0
-        self.body_seen = 0
         self.park_hook: Callable[[], None] | None = None
-        self.wake = self._on_readable
-        self.rec: FdRecord = server.hub.register(sock.fileno(), self.wake)
-
-    def _on_readable(self, rec: FdRecord) -> None:
-        """Hub callback: bytes arrived on an idle connection."""
-        self.server.dispatch(self)
+        self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch)
+        self.rec.owner = self
 
     # -- parking (for handlers that wait on something else than this socket) ------------------
 
@@ -191,23 +194,29 @@ class Connection:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def serve(self) -> None:
-        """Serve until the connection is idle (returns, keeping it open) or closed."""
+    def serve(self, worker: Any) -> None:
+        """Serve until the connection is idle (returns, keeping it open) or closed.
+
+        Runs in ``worker``, a pooled greenlet. The loop is the hot path of the server: it
+        binds what it uses to locals (see bench/RESULTS.md, "hot path").
+        """
         server = self.server
         hub = server.hub
         config = server.config
         limits = config.limits
+        header_timeout = config.header_timeout
         rec = self.rec
+        out = self.out
         rec.on_readable = None
-        self.worker = getcurrent()
+        self.worker = worker
         if self.buf is None:
-            self.buf, self.view = server.take_buffer()
+            self.buf, self.view = server.buffers.pop() if server.buffers else server.new_buffer()
             self.start = self.end = 0
         try:
-            self.deadline = hub.now + config.header_timeout
+            self.deadline = hub.now + header_timeout
             while True:
                 if self.start == self.end:
-                    if self.out.size:
+                    if out.size:
                         self.flush()
                     if not rec.read_pending:
                         self._go_idle()
@@ -223,10 +232,10 @@ class Connection:
                         self.close()
                         return
                     self.end = n
-                    self.deadline = hub.now + config.header_timeout
+                    self.deadline = hub.now + header_timeout
                 result = parse_head(self.buf, self.start, self.end, limits)
                 if result is None:
-                    if self.out.size:
+                    if out.size:
                         self.flush()
                     if self._recv() == 0:
                         self.close()
@@ -237,8 +246,8 @@ class Connection:
                     self.flush()
                     self.close()
                     return
-                self.deadline = hub.now + config.header_timeout
-                if self.queued >= MAX_QUEUED_RESPONSES or self.out.size >= MAX_QUEUED_BYTES:
+                self.deadline = hub.now + header_timeout
+                if self.queued >= MAX_QUEUED_RESPONSES or out.size >= MAX_QUEUED_BYTES:
                     self.flush()
         except ProtocolError as e:
             self._fail(e.status, e.reason)
@@ -253,12 +262,19 @@ class Connection:
             self.worker = None
 
     def _go_idle(self) -> None:
-        self.server.release_buffer(self)
-        self.deadline = self.server.hub.now + self.server.config.keepalive_timeout
-        if self.server.draining:
+        server = self.server
+        buf = self.buf
+        if buf is not None and len(buf) == server.config.buffer_size \
+                and len(server.buffers) < MAX_POOLED_BUFFERS:
+            server.buffers.append((buf, self.view))  # type: ignore[arg-type]
+            self.buf = self.view = None
+        else:
+            server.release_buffer(self)
+        self.deadline = server.hub.now + server.config.keepalive_timeout
+        if server.draining:
             self.close()
             return
-        self.rec.on_readable = self.wake
+        self.rec.on_readable = server.dispatch
 
     def _fail(self, status: int, reason: str) -> None:
         """Answer a protocol error with a canned response, after what is queued; then close."""
@@ -267,10 +283,8 @@ class Connection:
             if server.access_log is not None:
                 server.log_access(self, self.head, status, 0)
             self.out.add(respond.error_response(status, server.date.line))
-        try:
+        with contextlib.suppress(OSError, Timeout):
             self.flush()
-        except (OSError, Timeout):
-            pass
         self.close()
 
     def close(self) -> None:
@@ -284,52 +298,54 @@ class Connection:
             hook()
         self.server.forget(self)
         self.out.clear()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     # -- one request ----------------------------------------------------------------------------
 
     def _handle(self, head: RequestHead) -> bool:
         """Run the handler and queue its response. Returns whether to keep the connection."""
         server = self.server
-        config = server.config
         self.head = head
-        self.response_started = False
-        self.continue_sent = False
+        if self.response_started or self.continue_sent:
+            self.response_started = self.continue_sent = False
         self.keep_alive = head.keep_alive and not head.must_close and not server.draining
         if head.chunked:
             self.body_left = _BODY_CHUNKED
             self.decoder = None
         else:
             cl = head.content_length
-            self.body_left = cl if cl > 0 else _BODY_DONE
-            if cl > config.max_body_size:
-                raise ProtocolError(413, "content too large")
-        self.body_seen = 0
+            if cl > 0:
+                if cl > server.config.max_body_size:
+                    raise ProtocolError(413, "content too large")
+                self.body_left = cl
+            else:
+                self.body_left = _BODY_DONE
         self.deadline = _INF
         request = Request(head, self)
-        handler, params, status, allowed = server.app.match(head.method, head.path)
-        is_head = head.method == b"HEAD"
-        try:
+        app = server.app
+        # Fast path: an exact route with a handler for this method; else the full router.
+        route = app.exact.get(head.path)
+        handler = route.handlers.get(head.method) if route is not None else None
+        params: dict[str, Any] | None = None
+        if handler is None:
+            handler, params, status, allowed = app.match(head.method, head.path)
             if handler is None:
                 extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-                response_bytes = respond.error_response(status, server.date.line, False, extra)
-                self._finish_body()
-                self._queue_raw(response_bytes, status, is_head)
+                self._finish_body_or_close()
+                self._queue_raw(respond.error_response(status, server.date.line, False, extra),
+                                status)
                 return self.keep_alive
+        try:
             if params:
                 request.params = params
                 result = handler(request, **params)
             else:
                 result = handler(request)
-            response = to_response(result)
+            response = result if type(result) is Response else to_response(result)
         except HTTPError as e:
             response = e.response()
         except ProtocolError:
-            raise
-        except (ConnectionClosed, Timeout, _Close):
             raise
         except Exception:
             log.exception("handler error for %r from %s", _request_line(head), self.peer)
@@ -337,10 +353,11 @@ class Connection:
                 raise _Close() from None
             self._finish_body_or_close()
             self._queue_raw(respond.error_response(500, server.date.line, not self.keep_alive),
-                            500, is_head)
+                            500)
             return self.keep_alive
-        self._finish_body_or_close()
-        self._write_response(response, is_head)
+        if self.body_left != _BODY_DONE:
+            self._finish_body_or_close()
+        self._write_response(response, head.method == b"HEAD")
         return self.keep_alive
 
     def _connection_header(self) -> bytes:
@@ -350,8 +367,8 @@ class Connection:
             return respond.KEEP_ALIVE
         return b""
 
-    def _queue_raw(self, data: bytes, status: int, is_head: bool) -> None:
-        if is_head:
+    def _queue_raw(self, data: bytes, status: int) -> None:
+        if self.head is not None and self.head.method == b"HEAD":
             data = data[: data.index(b"\r\n\r\n") + 4]
         if not self.keep_alive and b"Connection: close" not in data[: data.index(b"\r\n\r\n")]:
             i = data.index(b"\r\n") + 2
@@ -361,25 +378,26 @@ class Connection:
         if self.server.access_log is not None:
             self.server.log_access(self, self.head, status, len(data))
 
-    def _write_response(self, response: Any, is_head: bool) -> None:
+    def _write_response(self, response: Response, is_head: bool) -> None:
         server = self.server
         status = response.status
         body = response.body
-        extra = respond.extra_headers(response.headers) if response.headers else b""
-        status_bytes = (respond.STATUS_LINES.get(status) if response.reason is None
-                        else None) or respond.status_line(status, response.reason)
+        status_bytes = respond.STATUS_LINES.get(status) if response.reason is None else None
+        if status_bytes is None:
+            status_bytes = respond.status_line(status, response.reason)
         out = self.out
-        if type(body) is bytes or type(body) is list:
+        body_type = type(body)
+        if body_type is bytes or body_type is list:
             if status in respond.NO_BODY_STATUSES:
-                out.add(respond.head(status_bytes, None, -1, extra, server.date.line,
-                                     self._connection_header()))
                 size = 0
+                out.add(respond.head(status_bytes, response.fields, -1, server.date.line,
+                                     self._connection_header()))
             else:
-                size = len(body) if type(body) is bytes else sum(map(len, body))
-                out.add(respond.head(status_bytes, response.content_type, size, extra,
-                                     server.date.line, self._connection_header()))
+                size = len(body) if body_type is bytes else sum(map(len, body))
+                out.add(respond.head(status_bytes, response.fields, size, server.date.line,
+                                     self._connection_header()))
                 if not is_head:
-                    if type(body) is bytes:
+                    if body_type is bytes:
                         out.add(body)
                     else:
                         out.extend(body)
@@ -387,18 +405,18 @@ class Connection:
             if server.access_log is not None:
                 server.log_access(self, self.head, status, size)
             return
-        self._stream(response, status_bytes, extra, is_head)
+        self._stream(response, status_bytes, is_head)
 
-    def _stream(self, response: Any, status_bytes: bytes, extra: bytes, is_head: bool) -> None:
+    def _stream(self, response: Response, status_bytes: bytes, is_head: bool) -> None:
         """Send an iterator body as it is produced: chunked for 1.1, close-delimited for 1.0."""
         server = self.server
         assert self.head is not None
         chunked = self.head.version == 11
         if not chunked:
             self.keep_alive = False
-        self.out.add(respond.head(status_bytes, response.content_type, -1,
-                                  extra + (respond.CHUNKED if chunked else b""),
-                                  server.date.line, self._connection_header()))
+        fields = response.fields + respond.CHUNKED if chunked else response.fields
+        self.out.add(respond.head(status_bytes, fields, -1, server.date.line,
+                                  self._connection_header()))
         self.response_started = True
         body = response.body
         size = 0
@@ -459,7 +477,7 @@ class Connection:
                 decoder = self.decoder = ChunkedDecoder(config.limits)
             while True:
                 if self.start < self.end:
-                    self.start = decoder.feed(self.buf, self.start, self.end)
+                    self.start = decoder.feed(self.buf, self.start, self.end)  # type: ignore[arg-type]
                     if decoder.total > config.max_body_size:
                         raise ProtocolError(413, "content too large")
                     if decoder.out:

@@ -7,6 +7,11 @@ cancellation and timeouts thrown into greenlets derive from BaseException so tha
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .app import Response
+
 
 class ProtocolError(Exception):
     """The peer broke HTTP/1.1 framing or grammar: answer `status` (with `reason` for logs), close.
@@ -56,7 +61,7 @@ class HTTPError(Exception):
         self.message = message
         self.headers = headers
 
-    def response(self) -> object:
+    def response(self) -> Response:
         from http import HTTPStatus
 
         from .app import TEXT, Response

@@ -9,6 +9,7 @@ Deadlines: ``timeout`` (seconds, or None) bounds each blocking call; expiry rais
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -102,10 +103,8 @@ class Socket:
             raise OSError(err, os.strerror(err))
 
     def shutdown(self, how: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(how)
-        except OSError:
-            pass
 
     def close(self) -> None:
         """Mark closed, wake waiters with ConnectionClosed, unregister, close. Never switches."""

@@ -28,6 +28,7 @@ Cancellation and timeouts thrown into greenlets derive from ``BaseException``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import logging
 import os
@@ -55,7 +56,7 @@ MAX_EVENTS = 1024
 class FdRecord:
     """The hub's view of one fd: who waits on it and what an unclaimed edge should do."""
 
-    __slots__ = ("fd", "reader", "writer", "read_pending", "on_readable", "closed")
+    __slots__ = ("fd", "reader", "writer", "read_pending", "on_readable", "closed", "owner")
 
     def __init__(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> None:
         self.fd = fd
@@ -66,6 +67,9 @@ class FdRecord:
         self.read_pending = True
         self.on_readable = on_readable
         self.closed = False
+        # Whatever the registrant wants to find from the record (a Connection, say), so that
+        # one shared on_readable callback serves every fd without a bound method each.
+        self.owner: Any = None
 
 
 class Timer:
@@ -126,10 +130,8 @@ class Hub:
         rec.closed = True
         if self.records.get(rec.fd) is rec:
             del self.records[rec.fd]
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.epoll.unregister(rec.fd)
-            except (OSError, ValueError):
-                pass
         for g in (rec.reader, rec.writer):
             if g is not None:
                 self.ready.append((g, _Throw(exc or ConnectionClosed())))
@@ -223,10 +225,8 @@ class Hub:
             if self._wake_sent:
                 return
             self._wake_sent = True
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self.wake_w, b"\0")
-        except BlockingIOError:
-            pass
 
     def _drain_wakeups(self, rec: FdRecord) -> None:
         try:

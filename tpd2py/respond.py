@@ -52,27 +52,17 @@ class DateCache:
             self.line = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode("ascii")
 
 
-_HEAD = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s%s\r\n"
-_HEAD_NO_TYPE = b"%sContent-Length: %d\r\n%s%s%s\r\n"
-_HEAD_STREAM = b"%sContent-Type: %s\r\n%s%s%s\r\n"
+_HEAD = b"%s%sContent-Length: %d\r\n%s%s\r\n"
+_HEAD_NO_LENGTH = b"%s%s%s%s\r\n"
 
 
-def head(status_bytes: bytes, content_type: bytes | None, length: int, extra: bytes,
-         date_line: bytes, connection: bytes) -> bytes:
-    """One response head. ``length`` < 0 means no Content-Length (streamed or bodiless)."""
+def head(status_bytes: bytes, fields: bytes, length: int, date_line: bytes,
+         connection: bytes) -> bytes:
+    """One response head. ``fields`` are pre-encoded header lines; ``length`` < 0 means no
+    Content-Length (a streamed or bodiless response)."""
     if length >= 0:
-        if content_type is None:
-            return _HEAD_NO_TYPE % (status_bytes, length, extra, date_line, connection)
-        return _HEAD % (status_bytes, content_type, length, extra, date_line, connection)
-    if content_type is None:
-        return b"%s%s%s%s\r\n" % (status_bytes, extra, date_line, connection)
-    return _HEAD_STREAM % (status_bytes, content_type, extra, date_line, connection)
-
-
-def extra_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
-    if not headers:
-        return b""
-    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
+        return _HEAD % (status_bytes, fields, length, date_line, connection)
+    return _HEAD_NO_LENGTH % (status_bytes, fields, date_line, connection)
 
 
 _ERROR_BODIES: dict[int, bytes] = {
@@ -80,9 +70,12 @@ _ERROR_BODIES: dict[int, bytes] = {
 }
 
 
+_TEXT_LINE = b"Content-Type: text/plain; charset=utf-8\r\n"
+
+
 def error_response(status: int, date_line: bytes, close: bool = True,
                    extra: bytes = b"") -> bytes:
     """A short text/plain error page, as one chunk."""
     body = _ERROR_BODIES.get(status, b"%d\n" % status)
-    return head(status_line(status), b"text/plain; charset=utf-8", len(body), extra,
-                date_line, CLOSE if close else b"") + body
+    return head(status_line(status), _TEXT_LINE + extra, len(body), date_line,
+                CLOSE if close else b"") + body

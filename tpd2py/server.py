@@ -17,6 +17,7 @@ How it works:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -31,18 +32,16 @@ from typing import IO, Any
 import greenlet
 
 from .app import App
-from .conn import Connection
+from .conn import MAX_POOLED_BUFFERS, Connection
 from .errors import Timeout
 from .http11 import Limits
-from .hub import Hub, _resume, get_hub
+from .hub import FdRecord, Hub, get_hub
 from .respond import DateCache
 
 log = logging.getLogger("tpd2py.server")
 
 # Idle worker greenlets kept for reuse; more are created on demand and die when returned.
 MAX_POOLED_GREENLETS = 512
-# Free input buffers kept; a burst needs no more than one per busy connection.
-MAX_POOLED_BUFFERS = 512
 ACCEPT_BURST = 64
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -94,11 +93,9 @@ class Server:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            # Do not wake us for connections that have sent nothing yet (TPD2).
+        # Do not wake us for connections that have sent nothing yet (TPD2).
+        with contextlib.suppress(AttributeError, OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 10)
-        except (AttributeError, OSError):
-            pass
         sock.bind((host, port))
         sock.listen(backlog)
         self._add_listener(sock)
@@ -154,7 +151,7 @@ class Server:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     conn = Connection(self, sock, addr)
                     conns[fd] = conn
-                    hub.call_soon(self.dispatch, conn)
+                    hub.call_soon(self.dispatch, conn.rec)
                     if len(conns) >= max_conns:
                         break
                 else:
@@ -164,13 +161,23 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def dispatch(self, conn: Connection) -> None:
-        """Give a connection with new bytes a worker greenlet. Runs in the hub; never switches."""
-        if conn.worker is not None or conn.rec.closed:
+    def dispatch(self, rec: FdRecord) -> None:
+        """Hub callback: bytes arrived on an idle connection; give it a worker greenlet.
+
+        Runs in the hub and switches into the worker until it parks or returns.
+        """
+        if rec.closed:
+            return
+        conn = rec.owner
+        if conn.worker is not None:
             return
         pool = self.pool
         g = pool.pop() if pool else greenlet.greenlet(self._worker, parent=self.hub.loop)
-        _resume(g, conn)
+        try:
+            g.switch(conn)
+        except Exception:  # _worker catches everything; this is a bug in it: loud
+            log.exception("worker greenlet failed")
+            raise
 
     def _worker(self, conn: Connection) -> None:
         me = greenlet.getcurrent()
@@ -178,7 +185,7 @@ class Server:
         switch = self.hub.loop.switch
         while True:
             try:
-                conn.serve()
+                conn.serve(me)
             except Exception:
                 log.exception("connection loop error for %s", conn.peer)
                 conn.close()
@@ -191,8 +198,9 @@ class Server:
                 return
 
     def take_buffer(self) -> tuple[bytearray, memoryview]:
-        if self.buffers:
-            return self.buffers.pop()
+        return self.buffers.pop() if self.buffers else self.new_buffer()
+
+    def new_buffer(self) -> tuple[bytearray, memoryview]:
         buf = bytearray(self.config.buffer_size)
         return buf, memoryview(buf)
 
@@ -232,7 +240,7 @@ class Server:
         fd = conn.rec.fd
         if self.conns.get(fd) is conn:
             del self.conns[fd]
-        conn.wake = None  # type: ignore[assignment]
+        conn.rec.owner = None
         if self._accept_waiters:
             for g in self._accept_waiters:
                 self.hub.schedule(g)
@@ -253,10 +261,8 @@ class Server:
             elif conn.rec.reader is worker or conn.rec.writer is worker:
                 hub.throw(worker, Timeout())
         if self.access_log is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.access_log.flush()
-            except (OSError, ValueError):
-                pass
         if not self.stopped:
             self._sweeper = hub.call_later(1.0, self._sweep)
 
