@@ -169,11 +169,14 @@ class Connection:
             if rec.closed:
                 raise ConnectionClosed()
             rec.read_pending = False
+            space = view[self.end:]
             try:
-                n = recv_into(view[self.end:])
+                n = recv_into(space)
             except BlockingIOError:
                 self.server.hub.wait_readable(rec)
                 continue
+            if n == len(space):
+                rec.read_pending = True  # maybe more in the kernel (see serve)
             self.end += n
             return n
 
@@ -218,7 +221,7 @@ class Connection:
                 if self.start == self.end:
                     if out.size:
                         self.flush()
-                    if not rec.read_pending:
+                    if not rec.read_pending and not rec.hangup:
                         self._go_idle()
                         return
                     self.start = self.end = 0
@@ -231,6 +234,10 @@ class Connection:
                     if n == 0:
                         self.close()
                         return
+                    if n == len(self.view):
+                        # Edge-triggered: a read that filled the buffer may have left bytes in
+                        # the kernel, and no new edge will announce them.
+                        rec.read_pending = True
                     self.end = n
                     self.deadline = hub.now + header_timeout
                 result = parse_head(self.buf, self.start, self.end, limits)

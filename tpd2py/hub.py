@@ -48,6 +48,7 @@ EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 _READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_HANGUP_EVENTS = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
 _REGISTER_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 # How many events one epoll_wait may return; more simply wait for the next round.
 MAX_EVENTS = 1024
@@ -56,7 +57,8 @@ MAX_EVENTS = 1024
 class FdRecord:
     """The hub's view of one fd: who waits on it and what an unclaimed edge should do."""
 
-    __slots__ = ("fd", "reader", "writer", "read_pending", "on_readable", "closed", "owner")
+    __slots__ = ("fd", "reader", "writer", "read_pending", "hangup", "on_readable", "closed",
+                 "owner")
 
     def __init__(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> None:
         self.fd = fd
@@ -65,6 +67,10 @@ class FdRecord:
         # True when a read edge came while nobody waited: the next reader must not go idle
         # without trying recv once more.
         self.read_pending = True
+        # True once the peer half-closed or the fd failed (EPOLLRDHUP/HUP/ERR): a FIN that
+        # arrived together with data yields one edge, so a reader that got a short read must
+        # still read again to see the EOF.
+        self.hangup = False
         self.on_readable = on_readable
         self.closed = False
         # Whatever the registrant wants to find from the record (a Connection, say), so that
@@ -285,6 +291,8 @@ class Hub:
                     if rec is None:
                         continue
                     if ev & _READ_EVENTS:
+                        if ev & _HANGUP_EVENTS:
+                            rec.hangup = True
                         g = rec.reader
                         if g is not None:
                             rec.reader = None

@@ -67,6 +67,9 @@ class Config:
     # Input buffer size; a head may grow it up to limits.max_header_bytes.
     buffer_size: int = 16384
     limits: Limits = field(default_factory=Limits)
+    # Log the stack of a handler that runs this many seconds without switching (it blocks
+    # everyone). None: 0.1 s in debug (python -X dev, or tpd2py logging at DEBUG), else off; 0: off.
+    watchdog: float | None = None
 
 
 class Server:
@@ -228,9 +231,11 @@ class Server:
 
             raise ProtocolError(431, "request head too large")
         new = bytearray(min(len(old) * 2, cap))
-        new[: conn.end] = old[: conn.end]
-        self.release_buffer(conn)
+        start, end = conn.start, conn.end
+        new[start:end] = old[start:end]
+        self.release_buffer(conn)  # resets start/end: restore them below
         conn.buf, conn.view = new, memoryview(new)
+        conn.start, conn.end = start, end
 
     def forget(self, conn: Connection) -> None:
         """Drop a closing connection: unregister (waking its waiters), free its buffer."""
@@ -283,7 +288,14 @@ class Server:
         self.start()
         if install_signals:
             self._install_signals()
-        self.hub.run()
+        from .watchdog import for_config
+
+        dog = for_config(self.hub, self.config.watchdog)
+        try:
+            self.hub.run()
+        finally:
+            if dog is not None:
+                dog.stop()
 
     def _install_signals(self) -> None:
         hub = self.hub
