@@ -253,7 +253,7 @@ class Request:
 
     @property
     def peer(self) -> Any:
-        return self.conn.peer
+        return self.conn.address()
 
     def body(self) -> bytes:
         """The whole request body (b"" if none). Reads it on first call: may switch to the hub.

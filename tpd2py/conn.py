@@ -69,9 +69,11 @@ class Connection:
         "response_started", "keep_alive", "queued", "park_hook",
     )
 
-    def __init__(self, server: Server, sock: Any, peer: Any) -> None:
+    def __init__(self, server: Server, sock: Any, peer: Any = None) -> None:
         self.server = server
         self.sock = sock
+        # The peer address is kept only when the access log needs it on every request;
+        # otherwise ``address()`` asks the kernel on the rare occasions it is wanted.
         self.peer = peer
         self.buf: bytearray | None = None
         self.view: memoryview | None = None
@@ -89,6 +91,15 @@ class Connection:
         self.park_hook: Callable[[], None] | None = None
         self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch)
         self.rec.owner = self
+
+    def address(self) -> Any:
+        """The peer's address (from accept, or getpeername when it was not kept)."""
+        if self.peer is None:
+            try:
+                return self.sock.getpeername()
+            except OSError:
+                return None
+        return self.peer
 
     # -- parking (for handlers that wait on something else than this socket) ------------------
 
@@ -263,7 +274,7 @@ class Connection:
         except (ConnectionClosed, ConnectionError, _Close, Cancelled):
             self.close()
         except OSError as e:
-            log.debug("socket error on %s: %s", self.peer, e)
+            log.debug("socket error on %s: %s", self.address(), e)
             self.close()
         finally:
             self.worker = None
@@ -277,6 +288,7 @@ class Connection:
             self.buf = self.view = None
         else:
             server.release_buffer(self)
+        self.head = None  # an idle connection keeps nothing of its last request
         self.deadline = server.hub.now + server.config.keepalive_timeout
         if server.draining:
             self.close()
@@ -355,7 +367,7 @@ class Connection:
         except ProtocolError:
             raise
         except Exception:
-            log.exception("handler error for %r from %s", _request_line(head), self.peer)
+            log.exception("handler error for %r from %s", _request_line(head), self.address())
             if self.response_started:
                 raise _Close() from None
             self._finish_body_or_close()
@@ -450,7 +462,8 @@ class Connection:
         except (ConnectionClosed, ConnectionError, Timeout):
             raise
         except Exception:
-            log.exception("error while streaming %r to %s", _request_line(self.head), self.peer)
+            log.exception("error while streaming %r to %s", _request_line(self.head),
+                          self.address())
             raise _Close() from None
         finally:
             close = getattr(body, "close", None)

@@ -127,6 +127,7 @@ class Server:
         conns = self.conns
         max_conns = self.config.max_connections
         make = socket.socket
+        keep_addr = self.access_log is not None
         try:
             while not self.draining:
                 if len(conns) >= max_conns:
@@ -152,7 +153,7 @@ class Server:
                     sock.setblocking(False)
                     if tcp:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    conn = Connection(self, sock, addr)
+                    conn = Connection(self, sock, addr if keep_addr else None)
                     conns[fd] = conn
                     hub.call_soon(self.dispatch, conn.rec)
                     if len(conns) >= max_conns:
@@ -190,7 +191,7 @@ class Server:
             try:
                 conn.serve(me)
             except Exception:
-                log.exception("connection loop error for %s", conn.peer)
+                log.exception("connection loop error for %s", conn.address())
                 conn.close()
             conn = None  # type: ignore[assignment]
             if len(pool) >= MAX_POOLED_GREENLETS or self.stopped:
@@ -275,7 +276,7 @@ class Server:
         from .accesslog import format_line
 
         assert self.access_log is not None
-        self.access_log.write(format_line(conn.peer, head, status, size))
+        self.access_log.write(format_line(conn.address(), head, status, size))
 
     # -- running --------------------------------------------------------------------------------
 
