@@ -47,9 +47,17 @@ def _to_bytes(value: str | bytes | int) -> bytes:
     return value.encode("latin-1")
 
 
+# Framing and connection management belong to the connection: a second copy set by a handler
+# could make a proxy frame the response differently (response smuggling).
+_RESERVED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"date",
+                       b"keep-alive", b"upgrade", b"trailer"})
+
+
 def _check_header(name: bytes, value: bytes) -> None:
     if not _TOKEN.match(name):
         raise ValueError(f"invalid response header name {name!r}")
+    if name.lower() in _RESERVED:
+        raise ValueError(f"{name.decode()} is set by the server, not by handlers")
     if _FORBIDDEN_IN_HEADERS.search(value):
         raise ValueError(f"CR, LF or NUL in response header {name!r}")
 

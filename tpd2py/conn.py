@@ -497,6 +497,7 @@ class Connection:
                 decoder = self.decoder = ChunkedDecoder(config.limits)
             while True:
                 if self.start < self.end:
+                    before = self.start
                     self.start = decoder.feed(self.buf, self.start, self.end)  # type: ignore[arg-type]
                     if decoder.total > config.max_body_size:
                         raise ProtocolError(413, "content too large")
@@ -510,8 +511,9 @@ class Connection:
                         self.decoder = None
                         self.deadline = _INF
                         return
-                    if self.start < self.end:
-                        continue
+                    if self.start < self.end and self.start != before:
+                        continue  # more complete input to decode
+                # Buffer empty, or it ends in an incomplete chunk line: read more.
                 self._recv_body()
         while self.body_left > 0:
             if self.start == self.end:
