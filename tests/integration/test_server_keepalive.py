@@ -1,0 +1,106 @@
+"""Connection persistence: keep-alive, HTTP/1.0 rules, Connection: close (peers #34)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_many_requests_on_one_http_client_connection(srv):
+    conn = srv.http()
+    for i in range(200):
+        conn.request("GET", f"/query?i={i}")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert json.loads(resp.read())["query"] == {"i": str(i)}
+        assert not resp.will_close
+    conn.close()
+    assert srv.closed_count <= 1
+
+
+def test_keep_alive_mixes_methods_and_bodies(srv):
+    conn = srv.http()
+    for i in range(20):
+        conn.request("POST", "/echo", body=b"x" * i)
+        assert conn.getresponse().read() == b"x" * i
+        conn.request("HEAD", "/")
+        head = conn.getresponse()
+        assert head.read() == b""
+        assert head.getheader("Content-Length") == "13"
+        conn.request("GET", "/missing")
+        missing = conn.getresponse()
+        assert missing.status == 404
+        missing.read()
+    conn.close()
+
+
+def test_http10_closes_by_default(srv):
+    ex = srv.exchange(b"GET / HTTP/1.0\r\n\r\nGET /path/second HTTP/1.0\r\n\r\n")
+    assert ex.statuses == [200], "the second HTTP/1.0 request must not be read"
+    assert ex.replies[0].header("Connection") == "close"
+    assert ex.replies[0].body == b"Hello, World!"
+
+
+@pytest.mark.parametrize("value", ["keep-alive", "Keep-Alive", "KEEP-ALIVE"])
+def test_http10_keep_alive_when_asked(srv, value):
+    with srv.connect() as sock:
+        request = f"GET / HTTP/1.0\r\nConnection: {value}\r\n\r\n".encode()
+        sock.sendall(request)
+        (first,) = srv.read_replies(sock, 1)
+        assert first.header("Connection") == "keep-alive"
+        assert first.header("Content-Length") == "13"
+        sock.sendall(b"GET /path/second HTTP/1.0\r\n\r\n")
+        ex = srv.read_until_close(sock)
+    assert ex.statuses == [200]
+    assert ex.replies[0].body == b"second"
+    assert ex.replies[0].header("Connection") == "close"
+
+
+def test_http11_response_has_no_connection_header_when_kept(srv):
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        (reply,) = srv.read_replies(sock, 1)
+    assert reply.header("Connection") is None
+    assert reply.version == b"HTTP/1.1"
+
+
+@pytest.mark.parametrize("value", ["close", "Close", "keep-alive, close", "close, upgrade"])
+def test_p34_connection_close_honoured_and_next_request_not_processed(srv, value):
+    ex = srv.exchange(f"GET /path/a HTTP/1.1\r\nHost: a\r\nConnection: {value}\r\n\r\n"
+                      "GET /path/b HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert ex.statuses == [200]
+    assert ex.replies[0].body == b"a"
+    assert ex.replies[0].header("Connection") == "close"
+    assert b"\r\n\r\nb" not in ex.raw
+
+
+def test_p34_connection_close_on_a_post_is_honoured(srv):
+    ex = srv.exchange(b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                      b"Content-Length: 3\r\n\r\nabcGET /path/b HTTP/1.1\r\nHost: a\r\n\r\n",
+                      methods=["POST"])
+    assert ex.statuses == [200]
+    assert ex.replies[0].body == b"abc"
+
+
+def test_idle_keep_alive_connection_closed_after_timeout(server):
+    srv = server(keepalive_timeout=0.3)
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        srv.read_replies(sock, 1)
+        # Nothing more is sent: the server's sweep must close it (read_until_close fails the
+        # test if it does not within its timeout).
+        rest = srv.read_until_close(sock)
+    assert rest.raw == b""
+    assert srv.open_connections() == 0
+
+
+def test_keep_alive_survives_errors_that_are_not_protocol_errors(srv):
+    conn = srv.http()
+    for path, status in (("/missing", 404), ("/error", 500), ("/http-error", 418), ("/", 200)):
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == status
+        assert not resp.will_close, f"{path} should not close the connection"
+    conn.close()
