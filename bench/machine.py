@@ -128,15 +128,19 @@ def describe(tools: dict[str, str | None]) -> dict:
     }
 
 
-def core_ticks() -> dict[int, tuple[int, int]]:
-    """Per core: (busy, total) clock ticks since boot, from /proc/stat."""
+def core_ticks() -> dict[int, tuple[int, int, int]]:
+    """Per core, clock ticks since boot from /proc/stat: (tasks, stolen, total).
+
+    tasks is user + nice + system time of whatever ran there; stolen is time the hypervisor gave
+    to other guests. Interrupt time is left out: loopback packet processing lands there.
+    """
     ticks = {}
     for line in Path("/proc/stat").read_text().splitlines():
         name, *values = line.split()
         if name.startswith("cpu") and name != "cpu":
-            numbers = [int(value) for value in values]
-            idle = numbers[3] + numbers[4]  # idle + iowait
-            ticks[int(name[3:])] = (sum(numbers[:8]) - idle, sum(numbers[:8]))
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
+            total = user + nice + system + idle + iowait + irq + softirq + steal
+            ticks[int(name[3:])] = (user + nice + system, steal, total)
     return ticks
 
 

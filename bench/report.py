@@ -11,8 +11,8 @@ import csv
 import json
 from pathlib import Path
 
-COLUMNS = ("scenario", "server", "req/s", "vs tpd2py", "p50 ms", "p99 ms", "errors", "RSS MiB",
-           "server CPU", "notes")
+COLUMNS = ("scenario", "server", "req/s", "vs tpd2py", "server CPU", "CPU µs/req", "p50 ms",
+           "p99 ms", "errors", "RSS MiB", "notes")
 
 
 def _number(value: float | None, digits: int = 0) -> str:
@@ -32,8 +32,9 @@ def notes(row: dict) -> str:
     if row.get("scenario") == "c10k" and "idle_held" in row:
         parts.append(f"held {row['idle_held']:,}/{row['idle_requested']:,} idle")
         if row.get("idle_open_end") is not None:
-            parts.append(f"open at end {row['idle_open_end']:,} "
-                         f"(answering {row['idle_answered_end']:,})")
+            parts.append(f"open at end {row['idle_open_end']:,}, of which "
+                         f"{row['idle_answered_end']:,} answered a new request in "
+                         f"{row['idle_probe_s']:.1f} s")
         if row.get("bytes_per_idle") is not None:
             parts.append(f"{row['bytes_per_idle'] / 1024:.1f} KiB per idle conn")
         if row.get("idle_ratio") is not None:
@@ -57,8 +58,9 @@ def table(rows: list[dict]) -> str:
         rss = _number(row["rss_kib"] / 1024, 1) if row.get("rss_kib") else "—"
         status = "" if ok else f"**{row['status'].upper()}** "
         cells = (row["scenario"], row["server"], _number(row.get("rps")) if ok else "—", ratio,
-                 millis(row.get("p50_ms")), millis(row.get("p99_ms")),
-                 _number(row.get("errors")), rss, cpu, status + notes(row))
+                 cpu, _number(row.get("cpu_us_per_request"), 1), millis(row.get("p50_ms")),
+                 millis(row.get("p99_ms")), _number(row.get("errors")), rss,
+                 status + notes(row))
         lines.append("| " + " | ".join(str(cell).replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ PIPELINE_DEPTH = 16
 LATENCY_CONNECTIONS = 10
 SETTLE_S = 1.0  # lets a server finish freeing and allocating before its RSS is read
 HOLDER_CONNECT_DEADLINE_S = 60.0
-HOLDER_PROBE_DEADLINE_S = 20.0
+HOLDER_PROBE_DEADLINE_S = 60.0
 INTERFERENCE_WARNING = 0.10  # share of the server core used by others that makes a point suspect
 
 
@@ -43,6 +43,7 @@ class Context:
     logs: Path
     say: Callable[[str], None]
     settle: float = SETTLE_S
+    attempts: int = 1  # per point, while others take more than INTERFERENCE_WARNING of the core
     rows: list[dict] = field(default_factory=list)
 
 
@@ -71,7 +72,7 @@ def failed_row(point: str, server: str, why: str, status: str = "failed") -> dic
     return {"scenario": point, "server": server, "status": status, "note": why}
 
 
-def _measure(point: str, server: Running, load: Callable[[], dict]) -> dict:
+def _measure_once(point: str, server: Running, load: Callable[[], dict]) -> dict:
     cpu_before, cores_before = server.cpu_seconds(), machine.core_ticks()
     started = time.monotonic()
     try:
@@ -81,16 +82,18 @@ def _measure(point: str, server: Running, load: Callable[[], dict]) -> dict:
     elapsed = max(time.monotonic() - started, 1e-9)
     cpu = (server.cpu_seconds() - cpu_before) / elapsed
     row = {"scenario": point, "server": server.name, "status": "ok", **result,
-           "rss_kib": server.rss_kib(), "server_cpu": round(cpu, 3)}
+           "rss_kib": server.rss_kib(), "server_cpu": round(cpu, 3),
+           # The cost of a request in server CPU time: steadier than requests/s when the server
+           # does not get its whole core, and the talk's measure of a design.
+           "cpu_us_per_request": round(cpu * 1e6 / result["rps"], 1) if result["rps"] else None}
     if server.cpu is not None:
-        # Whatever else ran on the server's core (other users of a shared machine) skews the point.
-        busy, total = (after - before for after, before in
-                       zip(machine.core_ticks()[server.cpu], cores_before[server.cpu],
-                           strict=True))
-        row["server_core_busy"] = round(busy / total, 3) if total else None
-        if total and busy / total - cpu > INTERFERENCE_WARNING:
-            row["note"] = (f"other processes used ~{busy / total - cpu:.0%} of the server core "
-                           "during this point")
+        # Whatever else ran on the server's core (other users of a shared machine, other guests
+        # of the hypervisor) took time the server would have used: the point is suspect.
+        tasks, stolen, total = (after - before for after, before in
+                                zip(machine.core_ticks()[server.cpu], cores_before[server.cpu],
+                                    strict=True))
+        if total:
+            row["server_core_others"] = round(max(0.0, tasks / total - cpu) + stolen / total, 3)
     if not server.alive():
         row["status"] = "failed"
         row["note"] = f"the server died during the run\n{server.log_tail()}"
@@ -100,23 +103,40 @@ def _measure(point: str, server: Running, load: Callable[[], dict]) -> dict:
     return row
 
 
+def _measure(ctx: Context, point: str, server: Running, load: Callable[[], dict]) -> dict:
+    """Measure one point; on a shared machine, retry up to ctx.attempts and keep the quietest."""
+    tries = []
+    for _ in range(max(1, ctx.attempts)):
+        row = _measure_once(point, server, load)
+        tries.append(row)
+        if row["status"] != "ok" or row.get("server_core_others", 0.0) <= INTERFERENCE_WARNING:
+            break
+    row = min(tries, key=lambda each: each.get("server_core_others", 0.0))
+    row["attempts"] = len(tries)
+    others = row.get("server_core_others", 0.0)
+    if row["status"] == "ok" and others > INTERFERENCE_WARNING:
+        row["note"] = (f"other processes or guests took ~{others:.0%} of the server core "
+                       "during this point")
+    return row
+
+
 def keepalive(ctx: Context, server: Running) -> list[dict]:
-    return [_measure("keepalive", server,
+    return [_measure(ctx, "keepalive", server,
                      lambda: _keepalive_load(ctx, server.port, "/", ctx.connections))]
 
 
 def pipeline(ctx: Context, server: Running) -> list[dict]:
-    return [_measure("pipeline", server, lambda: _keepalive_load(
+    return [_measure(ctx, "pipeline", server, lambda: _keepalive_load(
         ctx, server.port, "/", ctx.connections, depth=PIPELINE_DEPTH))]
 
 
 def latency(ctx: Context, server: Running) -> list[dict]:
-    return [_measure("latency", server,
+    return [_measure(ctx, "latency", server,
                      lambda: _keepalive_load(ctx, server.port, "/", LATENCY_CONNECTIONS))]
 
 
 def fremlin(ctx: Context, server: Running) -> list[dict]:
-    return [_measure(f"fremlin-c{concurrency}", server,
+    return [_measure(ctx, f"fremlin-c{concurrency}", server,
                      lambda c=concurrency: _close_load(ctx, server.port, FREMLIN_PATH, c))
             for concurrency in (1, 10)]
 
@@ -159,18 +179,11 @@ class Holder:
             self.process.wait()
 
 
-def _no_idle_rate(ctx: Context, server: Running) -> tuple[float | None, str]:
-    """This server's keep-alive rate without idle connections: from this run, else measured now."""
-    for row in ctx.rows:
-        same = row["scenario"] == "keepalive" and row["server"] == server.name
-        if same and row["status"] == "ok":
-            return row["rps"], "keepalive scenario"
-    row = keepalive(ctx, server)[0]
-    return (row["rps"], "measured before the holder") if row["status"] == "ok" else (None, "")
-
-
 def c10k(ctx: Context, server: Running) -> list[dict]:
-    rate_without, rate_source = _no_idle_rate(ctx, server)
+    # The rate without idle connections is measured right here, on the same process, just before
+    # the holder connects: a figure from another scenario minutes ago would carry other noise.
+    baseline = keepalive(ctx, server)[0]
+    rate_without = baseline["rps"] if baseline["status"] == "ok" else None
     time.sleep(ctx.settle)
     rss_before = server.rss_kib()
     holder = Holder(ctx, server)
@@ -185,7 +198,7 @@ def c10k(ctx: Context, server: Running) -> list[dict]:
                 f"{held['seconds']} s" + (f"; {held['problems']}" if held["problems"] else ""))
         time.sleep(ctx.settle)
         rss_idle = server.rss_kib()
-        row = _measure("c10k", server,
+        row = _measure(ctx, "c10k", server,
                        lambda: _keepalive_load(ctx, server.port, "/", ctx.connections))
         checked = holder.check(HOLDER_PROBE_DEADLINE_S + 30) or {}
     finally:
@@ -197,13 +210,13 @@ def c10k(ctx: Context, server: Running) -> list[dict]:
         "idle_problems": held["problems"],
         "idle_open_end": checked.get("open"),
         "idle_answered_end": checked.get("probe_answered"),
+        "idle_probe_s": checked.get("probe_seconds"),
         "idle_closed_end": checked.get("closed"),
         "rss_before_kib": rss_before,
         "rss_idle_kib": rss_idle,
         "bytes_per_idle": (round((rss_idle - rss_before) * 1024 / held["held"])
                            if held["held"] else None),
         "rps_no_idle": rate_without,
-        "rps_no_idle_source": rate_source,
         "idle_ratio": (round(row["rps"] / rate_without, 3)
                        if rate_without and row.get("rps") else None),
     })

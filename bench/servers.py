@@ -128,7 +128,9 @@ def command(name: str, port: int, options: Options, workdir: Path) -> list[str]:
         return [py, "-m", "granian", *interface, "--host", "127.0.0.1", "--port", str(port),
                 "--workers", "1", "--runtime-threads", "1", "--http", "1", "--no-access-log",
                 "--log-level", "warning", "--backlog", str(LISTEN_BACKLOG),
-                "--http1-header-read-timeout", str(GRANIAN_MAX_HEADER_READ_TIMEOUT_MS)]
+                "--http1-header-read-timeout", str(GRANIAN_MAX_HEADER_READ_TIMEOUT_MS),
+                # granian stops accepting beyond `backpressure` connections (default: backlog).
+                "--backpressure", str(options.max_connections)]
     if name == "nginx":
         template = (ROOT / "bench" / "peers" / "nginx.conf").read_text()
         for key, value in (("@DIR@", str(workdir)), ("@PORT@", str(port)),
