@@ -75,3 +75,14 @@ class HTTPError(Exception):
         if isinstance(body, str):
             body = body.encode()
         return Response(body, status=self.status, headers=self.headers, content_type=TEXT)
+
+
+class Overloaded(HTTPError):
+    """The server sheds load instead of queueing without limit (SEDA's admission control):
+    answered ``503 Service Unavailable`` with ``Retry-After`` (seconds). Raised by
+    ``run_in_thread`` when its pool and queue are full; a handler may raise it too."""
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(503, message or "503 Service Unavailable: overloaded, retry later\n",
+                         {"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
