@@ -16,3 +16,13 @@ __all__ = [
     "Config", "Server", "serve",
 ]
 __version__ = "0.1.0"
+
+# Comet and blocking work (comet.py, threads.py, watchdog.py).
+from .comet import Channel, Message, Update, event_stream, long_poll, sse, sse_event  # noqa: E402
+from .errors import Overloaded  # noqa: E402
+from .threads import ThreadPool, run_in_thread  # noqa: E402
+
+__all__ += [
+    "Channel", "Message", "Update", "event_stream", "long_poll", "sse", "sse_event",
+    "Overloaded", "ThreadPool", "run_in_thread",
+]
