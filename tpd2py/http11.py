@@ -59,6 +59,8 @@ MAX_CHUNK_SIZE_DIGITS = 15
 # Validated header-name spellings are cached; bounded so a client cannot grow it forever.
 NAME_CACHE_MAX = 2048
 NAME_CACHE_MAX_LEN = 64
+# Validated Host values are cached too (a set lookup beats a translate); bounded likewise.
+HOST_CACHE_MAX = 256
 
 
 class Limits:
@@ -211,6 +213,8 @@ _COMMON_NAMES = (
 )
 # Validated spelling -> lower-case name. Only names that passed _check_name are ever added.
 _NAMES: dict[bytes, bytes] = {}
+# Host values that passed _check_host: a server sees few distinct ones.
+_HOSTS: set[bytes] = set()
 
 
 def _bad(status: int, reason: str) -> ProtocolError:
@@ -372,15 +376,9 @@ def _check_transfer_encoding(values: list[bytes]) -> None:
         raise _bad(501, "unsupported transfer coding")  # e.g. gzip, chunked: we do not decode
 
 
-def _connection_tokens(values: list[bytes]) -> set[bytes]:
-    """RFC 9110 §7.6.1: Connection = #connection-option, tokens compared case-insensitively."""
-    tokens = set()
-    for value in values:
-        for member in value.lower().split(b","):
-            member = member.strip(_OWS)
-            if member:
-                tokens.add(member)
-    return tokens
+def _connection_tokens(value: bytes) -> set[bytes]:
+    """RFC 9110 §7.6.1: Connection = #connection-option; `value` is already lower-cased."""
+    return {member.strip(_OWS) for member in value.split(b",")}
 
 
 def parse_head(
@@ -440,9 +438,9 @@ def parse_head(
         version = _parse_version(version_bytes)
     # Targets are ASCII without CTL/SP (RFC 9112 §3.2; the head check already refused CTLs but
     # allowed HTAB and obs-text, which a target must not contain).
-    if not target or not target.isascii() or 9 in target:
+    if not target.isascii() or 9 in target:
         raise _bad(400, "invalid byte in request target")
-    if target[0] == 47 and method != b"CONNECT":  # origin-form: absolute-path [ "?" query ]
+    if target and target[0] == 47 and method != b"CONNECT":  # origin-form (RFC 9112 §3.2.1)
         if 63 in target:
             path, _, query = target.partition(b"?")
         else:
@@ -454,12 +452,14 @@ def parse_head(
     # --- field lines: field-name ":" OWS field-value OWS (RFC 9112 §5) ---
     if n_lines - 1 > limits.max_headers:
         raise _bad(431, "too many header fields")
-    headers: list[tuple[bytes, bytes]] = []
-    append = headers.append  # bound once: saves an attribute lookup per field line
+    # The list of lines becomes the list of (name, value) pairs in place: one allocation less.
+    del lines[0]
+    headers: list[tuple[bytes, bytes]] = lines  # type: ignore[assignment]
     names = _NAMES
+    host = None
     special: list[tuple[bytes, bytes]] | None = None
-    for i in range(1, n_lines):
-        line = lines[i]
+    i = 0
+    for line in lines:
         name, colon, value = line.partition(b":")
         if not colon:
             raise _bad(400, "field line without colon")  # also catches "Transfer-\r\nEncoding"
@@ -467,100 +467,110 @@ def parse_head(
         if lname is None:
             lname = _check_name(name)
         value = value.strip(_OWS)
-        append((lname, value))
+        headers[i] = (lname, value)
+        i += 1  # noqa: SIM113 -- enumerate() costs an allocation per request
         if lname in _SPECIAL:
-            if special is None:
+            if lname is _HOST and host is None:
+                host = value
+            elif special is None:
                 special = [(lname, value)]
             else:
                 special.append((lname, value))
 
     # --- framing and connection semantics ---
-    content_length = -1
-    chunked = False
-    must_close = False
-    keep_alive = version == 11
-    expect_continue = False
-    if special is None:
+    if host is None:
         if version == 11:
             raise _bad(400, "missing Host header")  # RFC 9112 §3.2
-    elif len(special) == 1 and special[0][0] is _HOST:
-        _check_host(special[0][1])  # the common case: a lone Host field
-    else:
-        hosts = 0
-        has_length = False
-        codings = None
-        connection = None
-        for lname, value in special:
-            if lname is _HOST:
-                hosts += 1
-                _check_host(value)
-            elif lname is _CONTENT_LENGTH:
-                length = _parse_content_length(value)
-                if content_length >= 0 and length != content_length:
-                    raise _bad(400, "conflicting Content-Length values")  # RFC 9112 §6.3 item 5
-                content_length = length
-                has_length = True
-            elif lname is _TRANSFER_ENCODING:
-                if codings is None:
-                    codings = [value]
-                else:
-                    codings.append(value)
-            elif lname is _CONNECTION:
-                if connection is None:
-                    connection = [value]
-                else:
-                    connection.append(value)
-            elif lname is _EXPECT and version == 11 and value.lower() == b"100-continue":
-                # RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients; other
-                # expectations are ignored too (417 is optional).
-                expect_continue = True
-        if hosts > 1:
-            raise _bad(400, "more than one Host header")  # RFC 9112 §3.2
-        if hosts == 0 and version == 11:
-            raise _bad(400, "missing Host header")
-        if codings is not None:
-            if version == 10:
-                # RFC 9112 §6.1: TE in an HTTP/1.0 message means faulty framing (peers #11).
-                raise _bad(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if len(codings) != 1 or codings[0].lower() != b"chunked":
-                _check_transfer_encoding(codings)
-            chunked = True
-            if has_length:
-                # RFC 9112 §6.3 item 3: TE overrides CL, and the server MUST close afterwards
-                # because a peer may have framed it by CL (peers #4, #9).
-                content_length = -1
-                must_close = True
-        if connection is not None:
-            tokens = _connection_tokens(connection)
-            if b"close" in tokens:
-                keep_alive = False
-            elif version == 10 and b"keep-alive" in tokens:
-                keep_alive = True
-    if must_close:
-        keep_alive = False
-
+    elif host not in _HOSTS:
+        _check_host(host)
     h = _new(RequestHead)
+    if special is None:
+        h.content_length = -1
+        h.chunked = False
+        h.keep_alive = version == 11
+        h.expect_continue = False
+        h.must_close = False
+    else:
+        _framing(h, special, version)
     h.method = method
     h.target = target
     h.path = path
     h.query = query
     h.version = version
     h.headers = headers
-    h.content_length = content_length
-    h.chunked = chunked
-    h.keep_alive = keep_alive
-    h.expect_continue = expect_continue
-    h.must_close = must_close
     return h, idx + 4
 
 
 _new = object.__new__
 
 
+def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -> None:
+    """Set h's framing and connection fields from the special fields (all but the first Host)."""
+    content_length = -1
+    has_length = False
+    codings = None
+    keep_alive = version == 11
+    expect_continue = False
+    for lname, value in special:
+        if lname is _CONTENT_LENGTH:
+            length = _parse_content_length(value)
+            if has_length and length != content_length:
+                raise _bad(400, "conflicting Content-Length values")  # RFC 9112 §6.3 item 5
+            content_length = length
+            has_length = True
+        elif lname is _CONNECTION:
+            # RFC 9110 §7.6.1: a list of case-insensitive tokens; lines combine.
+            tokens = value.lower()
+            if tokens == b"keep-alive":
+                if version == 10:
+                    keep_alive = True
+            elif tokens == b"close":
+                keep_alive = False
+            else:
+                tokens_set = _connection_tokens(tokens)
+                if b"close" in tokens_set:
+                    keep_alive = False
+                elif version == 10 and b"keep-alive" in tokens_set:
+                    keep_alive = True
+        elif lname is _TRANSFER_ENCODING:
+            if codings is None:
+                codings = [value]
+            else:
+                codings.append(value)
+        elif lname is _HOST:
+            raise _bad(400, "more than one Host header")  # RFC 9112 §3.2
+        elif version == 11 and value.lower() == b"100-continue":  # lname is _EXPECT
+            # RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients; other
+            # expectations are ignored too (417 is optional).
+            expect_continue = True
+    must_close = False
+    chunked = False
+    if codings is not None:
+        chunked = True
+        if version == 10:
+            # RFC 9112 §6.1: TE in an HTTP/1.0 message means faulty framing (peers #11).
+            raise _bad(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if len(codings) != 1 or codings[0].lower() != b"chunked":
+            _check_transfer_encoding(codings)
+        if has_length:
+            # RFC 9112 §6.3 item 3: TE overrides CL, and the server MUST close afterwards
+            # because a peer may have framed it by CL (peers #4, #9).
+            content_length = -1
+            must_close = True
+            keep_alive = False
+    h.content_length = content_length
+    h.chunked = chunked
+    h.keep_alive = keep_alive
+    h.expect_continue = expect_continue
+    h.must_close = must_close
+
+
 def _check_host(value: bytes) -> None:
     """RFC 9112 §3.2: a Host with an invalid value gets 400. Host = uri-host [ ":" port ]."""
     if value.translate(_HOST_TABLE).count(0):
         raise _bad(400, "invalid Host header")
+    if len(_HOSTS) < HOST_CACHE_MAX:
+        _HOSTS.add(value)
 
 
 def _check_incomplete(
