@@ -54,6 +54,9 @@ MAX_QUEUED_BYTES = 256 * 1024
 MAX_POOLED_BUFFERS = 512
 
 _INF = float("inf")
+_STATUS_LINES = respond.STATUS_LINES
+# Status line, fields, Content-Length, Date, end of head: a kept-alive HTTP/1.1 response.
+_HEAD_KEEP_ALIVE = b"%s%sContent-Length: %d\r\n%s\r\n"
 _BODY_DONE = 0
 _BODY_CHUNKED = -2
 
@@ -376,6 +379,25 @@ class Connection:
             return self.keep_alive
         if self.body_left != _BODY_DONE:
             self._finish_body_or_close()
+        # The common case inline: a fixed body (bytes) with a known status, no reason phrase.
+        body = response.body
+        status = response.status
+        if type(body) is bytes and response.reason is None and status < 300 \
+                and status != 204 and status >= 200 and self.keep_alive and head.version == 11:
+            out = self.out
+            size = len(body)
+            chunk = _HEAD_KEEP_ALIVE % (_STATUS_LINES[status], response.fields, size,
+                                        server.date.line)
+            out.chunks.append(chunk)
+            if size and head.method != b"HEAD":
+                out.chunks.append(body)
+                out.size += len(chunk) + size
+            else:
+                out.size += len(chunk)
+            self.queued += 1
+            if server.access_log is not None:
+                server.log_access(self, head, status, size)
+            return True
         self._write_response(response, head.method == b"HEAD")
         return self.keep_alive
 
