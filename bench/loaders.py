@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.machine import ROOT
+from bench.machine import ROOT, tool
 
 PIPELINE_SCRIPT = ROOT / "bench" / "pipeline.lua"
 AB_MAX_REQUESTS = 2_000_000
@@ -26,15 +26,15 @@ class LoadError(Exception):
 
 
 def _pinned(argv: list[str], cpu: int | None) -> list[str]:
-    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+    return argv if cpu is None else [tool("taskset"), "-c", str(cpu), *argv]
 
 
 def _run(argv: list[str], timeout: float) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise LoadError(f"{argv[0] if argv[0] != 'taskset' else argv[3]} did not finish in "
-                        f"{timeout:.0f} s and was killed") from exc
+        raise LoadError(f"{' '.join(argv)} did not finish in {timeout:.0f} s and was "
+                        "killed") from exc
     if done.returncode != 0:
         raise LoadError(f"{' '.join(argv)} exited {done.returncode}: "
                         f"{(done.stderr or done.stdout).strip()[-300:]}")
@@ -83,7 +83,7 @@ def parse_wrk(output: str) -> dict:
 def wrk(port: int, path: str, connections: int, duration: float, cpu: int | None,
         depth: int = 1) -> dict:
     """Keep-alive load with one wrk thread; depth > 1 pipelines through bench/pipeline.lua."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+    argv = [tool("wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
             "--timeout", "5s"]
     if depth > 1:
         argv += ["-s", str(PIPELINE_SCRIPT)]
@@ -134,8 +134,8 @@ def ab(port: int, path: str, concurrency: int, duration: float, cpu: int | None)
     with tempfile.NamedTemporaryFile("r", suffix=".csv") as percentiles:
         # -t first: it implies -n 50000, and the later -n lifts that cap. -r: count receive errors
         # instead of aborting the run on the first one.
-        argv = ["ab", "-q", "-r", "-t", str(max(1, round(duration))), "-n", str(AB_MAX_REQUESTS),
-                "-c", str(concurrency), "-s", "5", "-e", percentiles.name,
+        argv = [tool("ab"), "-q", "-r", "-t", str(max(1, round(duration))),
+                "-n", str(AB_MAX_REQUESTS), "-c", str(concurrency), "-s", "5", "-e", percentiles.name,
                 f"http://127.0.0.1:{port}{path}"]
         output = _run(_pinned(argv, cpu), duration + GRACE_S)
         return parse_ab(output, Path(percentiles.name).read_text())

@@ -44,6 +44,11 @@ def which(tool: str) -> str | None:
     return None
 
 
+def tool(name: str) -> str:
+    """The path to run `name` by: found on PATH or in sbin, else the bare name (fails loudly)."""
+    return which(name) or name
+
+
 def install_hint(tool: str) -> str:
     package = PACKAGES.get(tool, tool)
     return f"`{tool}` not found: install it with `sudo apt-get install -y {package}` (Debian)"

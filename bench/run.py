@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runnable.append(name)
 
-    restore = (lambda: None) if args.dry or args.no_sysctl else machine.tune_network(say)
+    # Only the non-keep-alive runs (ab) need the wide port range and TIME_WAIT reuse.
+    needs_ports = "fremlin" in args.scenarios and tools["ab"] and not args.dry
+    restore = machine.tune_network(say) if needs_ports and not args.no_sysctl else (lambda: None)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(part) for part in sys.argv),

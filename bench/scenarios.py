@@ -149,7 +149,7 @@ class Holder:
                 "--connect-deadline", str(HOLDER_CONNECT_DEADLINE_S),
                 "--probe-deadline", str(HOLDER_PROBE_DEADLINE_S)]
         if ctx.client_cpu is not None:
-            argv = ["taskset", "-c", str(ctx.client_cpu), *argv]
+            argv = [machine.tool("taskset"), "-c", str(ctx.client_cpu), *argv]
         with open(ctx.logs / f"holder-{server.name}.log", "wb") as log:
             self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=log, text=True)

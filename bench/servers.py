@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.machine import ROOT
+from bench.machine import ROOT, tool
 
 # Idle connections must survive a whole scenario; every server gets this idle timeout if it has one.
 IDLE_TIMEOUT_S = 600
@@ -85,9 +85,9 @@ def missing_requirements(spec: Spec, tools: dict[str, str | None]) -> list[str]:
         if importlib.util.find_spec(module) is None:
             problems.append(f"Python package `{module}` is missing: install the bench extra with "
                             "`.venv/bin/pip install -e '.[bench]'` (or `make bench`)")
-    for tool in spec.tools:
-        if not tools.get(tool):
-            problems.append(install_hint(tool))
+    for name in spec.tools:
+        if not tools.get(name):
+            problems.append(install_hint(name))
     return problems
 
 
@@ -138,7 +138,8 @@ def command(name: str, port: int, options: Options, workdir: Path) -> list[str]:
                            ("@CONNECTIONS@", str(max(1024, options.nofile - 100)))):
             template = template.replace(key, value)
         (workdir / "nginx.conf").write_text(template)
-        return ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"]
+        conf = workdir / "nginx.conf"
+        return [tool("nginx"), "-p", str(workdir), "-c", str(conf), "-e", "stderr"]
     raise KeyError(name)
 
 
@@ -214,7 +215,7 @@ class Running:
         self.workdir = workdir
         self.cpu = cpu
         if cpu is not None:
-            argv = ["taskset", "-c", str(cpu), *argv]
+            argv = [tool("taskset"), "-c", str(cpu), *argv]
         self.argv = argv
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log_path, "wb") as log:
