@@ -138,6 +138,16 @@ def make_app() -> App:
         tpd2py.sleep(float(req.query.get("t", "0.5")))
         return b"slept"
 
+    @app.route("/slow-stream")
+    def slow_stream(req: Request) -> Iterator[bytes]:
+        # The first chunk tells the client the handler is running (in flight) before it sleeps.
+        def gen() -> Iterator[bytes]:
+            yield b"start\n"
+            tpd2py.sleep(float(req.query.get("t", "0.5")))
+            yield b"end\n"
+
+        return gen()
+
     @app.route("/post-only", methods=["POST"])
     def post_only(req: Request) -> bytes:
         return b"posted"

@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+
 def _post(path: bytes, body: bytes, *fields: bytes, version: bytes = b"HTTP/1.1") -> bytes:
     head = b"POST " + path + b" " + version + b"\r\nHost: a\r\n"
     head += b"".join(f + b"\r\n" for f in fields)
