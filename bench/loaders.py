@@ -135,7 +135,7 @@ def ab(port: int, path: str, concurrency: int, duration: float, cpu: int | None)
         # -t first: it implies -n 50000, and the later -n lifts that cap. -r: count receive errors
         # instead of aborting the run on the first one.
         argv = [tool("ab"), "-q", "-r", "-t", str(max(1, round(duration))),
-                "-n", str(AB_MAX_REQUESTS), "-c", str(concurrency), "-s", "5", "-e", percentiles.name,
-                f"http://127.0.0.1:{port}{path}"]
+                "-n", str(AB_MAX_REQUESTS), "-c", str(concurrency), "-s", "5",
+                "-e", percentiles.name, f"http://127.0.0.1:{port}{path}"]
         output = _run(_pinned(argv, cpu), duration + GRACE_S)
         return parse_ab(output, Path(percentiles.name).read_text())
