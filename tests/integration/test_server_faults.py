@@ -184,3 +184,41 @@ def test_server_survives_many_aborted_connections(srv):
     srv.wait_closed(sent)
     assert srv.open_connections() == 0
     assert srv.get("/").status == 200
+
+
+def _mistakes_app() -> App:
+    app = App()
+
+    @app.route("/bad-http-error")
+    def bad_http_error(req: Request) -> Response:
+        from tpd2py import HTTPError
+
+        raise HTTPError(400, headers={"X-Reason": "a\r\nSet-Cookie: injected=1"})
+
+    @app.route("/list-of-str")
+    def list_of_str(req: Request) -> list:
+        return ["not", "bytes"]
+
+    @app.route("/unsupported-type")
+    def unsupported_type(req: Request) -> int:
+        return 42
+
+    return app
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #10 (core_bugs.md): app mistakes outside the handler call "
+                   "(HTTPError with bad headers, list of str) drop the connection, no 500")
+@pytest.mark.parametrize("path", ["/bad-http-error", "/list-of-str"])
+def test_app_mistakes_become_500_not_a_dropped_connection(server, path):
+    srv = server(_mistakes_app(), allow_errors=True)
+    ex = srv.exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"  # 404 queued before the mistake
+                      + f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+    assert ex.statuses == [404, 500], ex.raw[:300]
+    assert b"injected" not in ex.raw
+
+
+def test_unsupported_return_type_is_a_500(server):
+    srv = server(_mistakes_app())
+    ex = srv.exchange(b"GET /unsupported-type HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert ex.statuses == [500]

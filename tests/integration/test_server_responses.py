@@ -114,6 +114,22 @@ def test_head_falls_back_to_get_route(srv):
     assert ex.replies[0].header("Content-Length") == "1"
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #9 (core_bugs.md): <int:x> with a 5000-digit segment raises "
+                   "ValueError in the router; the connection is dropped without a response")
+def test_int_route_with_huge_numeral_is_answered(server):
+    app = App()
+
+    @app.route("/items/<int:n>")
+    def item(req: Request, n: int) -> bytes:
+        return b"%d" % (n % 1000)
+
+    srv = server(app, allow_errors=True)
+    ex = srv.exchange(b"GET /items/" + b"9" * 5000 + b" HTTP/1.1\r\nHost: a\r\n"
+                      b"Connection: close\r\n\r\n")
+    assert ex.statuses in ([200], [404], [400]), ex.raw[:200]
+
+
 def test_http_error_from_handler(srv):
     r = srv.get("/http-error")
     assert r.status == 418

@@ -1,0 +1,335 @@
+"""The hub on its own: spawn order, sleep order, timers, error isolation, the one-reader rule,
+closing wakes waiters, BaseException cancellation, and cross-thread wake-ups."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import greenlet
+import pytest
+
+from tpd2py.errors import ConnectionClosed, HubError, Timeout
+from tpd2py.hub import Hub
+
+LIMIT = 10.0
+
+
+@pytest.fixture
+def hub():
+    hub = Hub()
+    yield hub
+    hub.epoll.close()
+    for fd in (hub._wake_r, hub.wake_w):
+        os.close(fd)
+
+
+def run_until(hub: Hub, limit: float = LIMIT) -> None:
+    """Run the hub until something calls ``hub.stop()``; fail if ``limit`` passes first."""
+    expired = []
+    timer = hub.call_later(limit, lambda: (expired.append(1), hub.stop()))
+    hub.run()
+    timer.cancel()
+    assert not expired, f"the hub ran for {limit}s without being stopped"
+
+
+def test_spawn_runs_greenlets_in_fifo_order_with_their_arguments(hub):
+    order = []
+    for name in "abc":
+        hub.spawn(order.append, name)
+    hub.spawn(hub.stop)
+    run_until(hub)
+    assert order == ["a", "b", "c"]
+
+
+def test_sleep_zero_yields_to_other_ready_greenlets(hub):
+    order = []
+
+    def worker(name):
+        for i in range(3):
+            order.append(f"{name}{i}")
+            hub.sleep(0)
+
+    hub.spawn(worker, "a")
+    hub.spawn(worker, "b")
+    hub.spawn(lambda: (hub.sleep(0), hub.sleep(0), hub.sleep(0), hub.stop()))
+    run_until(hub)
+    assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_sleepers_wake_in_deadline_order(hub):
+    order = []
+
+    def sleeper(seconds):
+        hub.sleep(seconds)
+        order.append(seconds)
+        if len(order) == 4:
+            hub.stop()
+
+    for seconds in (0.04, 0.01, 0.03, 0.02):
+        hub.spawn(sleeper, seconds)
+    run_until(hub)
+    assert order == [0.01, 0.02, 0.03, 0.04]
+
+
+def test_call_later_runs_in_deadline_order_and_cancel_prevents_it(hub):
+    fired = []
+    hub.call_later(0.02, fired.append, "second")
+    cancelled = hub.call_later(0.01, fired.append, "cancelled")
+    hub.call_later(0.005, fired.append, "first")
+    hub.call_later(0.03, hub.stop)
+    cancelled.cancel()
+    run_until(hub)
+    assert fired == ["first", "second"]
+
+
+def test_sleep_interrupted_by_throw_cancels_its_timer(hub):
+    seen = []
+
+    def sleeper():
+        try:
+            hub.sleep(5)
+        except Timeout:
+            seen.append("timeout")
+        hub.sleep(0.01)
+        seen.append("slept again")
+        hub.stop()
+
+    g = hub.spawn(sleeper)
+    hub.call_soon(hub.throw, g, Timeout())
+    run_until(hub)
+    assert seen == ["timeout", "slept again"]
+    assert all(t.cancelled for t in hub.timers if t.when > hub.now + 1)
+
+
+def test_an_erroring_greenlet_does_not_kill_the_hub(hub, caplog):
+    after = []
+
+    def broken():
+        raise ValueError("expected by the test")
+
+    hub.spawn(broken)
+    hub.spawn(lambda: (hub.sleep(0.01), after.append("ran"), hub.stop()))
+    with caplog.at_level(logging.ERROR, logger="tpd2py.hub"):
+        run_until(hub)
+    assert after == ["ran"]
+    assert any("expected by the test" in (r.exc_text or "") or
+               "ValueError" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_an_error_after_a_switch_does_not_kill_the_hub(hub, caplog):
+    after = []
+
+    def broken_later():
+        hub.sleep(0.005)
+        raise KeyError("expected by the test")
+
+    hub.spawn(broken_later)
+    hub.spawn(lambda: (hub.sleep(0.02), after.append("ran"), hub.stop()))
+    with caplog.at_level(logging.ERROR, logger="tpd2py.hub"):
+        run_until(hub)
+    assert after == ["ran"]
+
+
+def test_two_readers_on_one_fd_raise_hub_error(hub):
+    a, b = socket.socketpair()
+    rec = hub.register(a.fileno())
+    result = []
+
+    def first_reader():
+        hub.wait_readable(rec)
+        result.append("first woke")
+        hub.stop()
+
+    def second_reader():
+        try:
+            hub.wait_readable(rec)
+        except HubError as e:
+            result.append(f"second refused: {e}")
+            b.send(b"x")
+
+    hub.spawn(first_reader)
+    hub.spawn(second_reader)
+    run_until(hub)
+    assert result[0].startswith("second refused")
+    assert result[1] == "first woke"
+    hub.unregister(rec)
+    a.close()
+    b.close()
+
+
+def test_two_writers_on_one_fd_raise_hub_error(hub):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        for _ in range(100_000):
+            a.send(b"w" * 65536)
+    rec = hub.register(a.fileno())
+    result = []
+
+    def first_writer():
+        hub.wait_writable(rec)
+        result.append("first woke")
+        hub.stop()
+
+    def second_writer():
+        try:
+            hub.wait_writable(rec)
+        except HubError:
+            result.append("second refused")
+            b.setblocking(False)
+            while True:
+                try:
+                    b.recv(1 << 20)
+                except BlockingIOError:
+                    break
+
+    hub.spawn(first_writer)
+    hub.spawn(second_writer)
+    run_until(hub)
+    assert result == ["second refused", "first woke"]
+    hub.unregister(rec)
+    a.close()
+    b.close()
+
+
+def test_unregister_wakes_waiters_with_connection_closed(hub):
+    a, b = socket.socketpair()
+    rec = hub.register(a.fileno())
+    result = []
+
+    def reader():
+        try:
+            hub.wait_readable(rec)
+        except ConnectionClosed:
+            result.append("closed")
+        hub.stop()
+
+    hub.spawn(reader)
+    hub.spawn(hub.unregister, rec)
+    run_until(hub)
+    assert result == ["closed"]
+    with pytest.raises(ConnectionClosed):
+        hub.wait_readable(rec)
+    a.close()
+    b.close()
+
+
+def test_a_ready_fd_wakes_its_reader(hub):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    rec = hub.register(a.fileno())
+    got = []
+
+    def reader():
+        while True:
+            try:
+                got.append(a.recv(100))
+                break
+            except BlockingIOError:
+                hub.wait_readable(rec)
+        hub.stop()
+
+    hub.spawn(reader)
+    hub.call_later(0.01, b.send, b"hello")
+    run_until(hub)
+    assert got == [b"hello"]
+    hub.unregister(rec)
+    a.close()
+    b.close()
+
+
+def test_timeout_and_cancel_are_not_swallowed_by_except_exception(hub):
+    seen = []
+
+    def app_code():
+        try:
+            hub.sleep(5)
+        except Exception:  # noqa: BLE001 - the point: this must not catch it
+            seen.append("swallowed")
+        seen.append("went on")
+
+    def watcher(g):
+        hub.sleep(0)
+        hub.throw(g, Timeout())
+        hub.sleep(0.01)
+        hub.stop()
+
+    g = hub.spawn(app_code)
+    hub.spawn(watcher, g)
+    run_until(hub)
+    assert seen == []
+    assert g.dead
+
+
+def test_waiting_from_inside_the_hub_raises(hub):
+    errors = []
+
+    def in_hub():
+        for wait in (lambda: hub.sleep(0.01), hub.park):
+            try:
+                wait()
+            except HubError:
+                errors.append("refused")
+        hub.stop()
+
+    hub.call_soon(in_hub)
+    run_until(hub)
+    assert errors == ["refused", "refused"]
+
+
+def test_call_soon_threadsafe_from_another_thread_wakes_the_hub(hub):
+    # A far timer keeps epoll_wait asleep for LIMIT seconds unless the wake-up pipe works.
+    called_in = []
+
+    def from_thread():
+        hub.call_soon_threadsafe(lambda: (called_in.append(threading.get_ident()), hub.stop()))
+
+    hub.call_soon(lambda: threading.Thread(target=from_thread).start())
+    run_until(hub)
+    assert called_in == [threading.get_ident()], "the callback runs in the hub's thread"
+
+
+def test_many_threadsafe_calls_all_run_once(hub):
+    results = []
+    n = 1000
+
+    def spam(base):
+        for i in range(n):
+            hub.call_soon_threadsafe(results.append, base + i)
+
+    def stop_when_done():
+        if len(results) == 4 * n:
+            hub.stop()
+        else:
+            hub.call_later(0.001, stop_when_done)
+
+    threads = [threading.Thread(target=spam, args=(k * n,)) for k in range(4)]
+    hub.call_soon(lambda: [t.start() for t in threads])
+    hub.call_soon(stop_when_done)
+    run_until(hub)
+    for t in threads:
+        t.join(LIMIT)
+    assert sorted(results) == list(range(4 * n))
+
+
+def test_statistics_reports_registered_fds(hub):
+    a, b = socket.socketpair()
+    base = hub.statistics()["fds"]
+    rec = hub.register(a.fileno())
+    assert hub.statistics()["fds"] == base + 1
+    hub.unregister(rec)
+    assert hub.statistics()["fds"] == base
+    a.close()
+    b.close()
+
+
+def test_spawned_greenlets_are_children_of_the_hub_loop(hub):
+    g = hub.spawn(lambda: None)
+    assert g.parent is hub.loop
+    assert isinstance(g, greenlet.greenlet)
+    hub.spawn(hub.stop)
+    run_until(hub)
+    assert g.dead
