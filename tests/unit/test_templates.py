@@ -1,0 +1,266 @@
+"""tpd2py.templates: byte-for-byte stock jinja2 output, rendered as a list of bytes chunks.
+
+The differential test renders every template of templates_corpus/ (one file per jinja2 feature)
+with stock jinja2 (``render(**ctx).encode()``) and with tpd2py, in several environment variants,
+for hypothesis-generated contexts, and demands the same bytes or the same exception.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markupsafe import Markup
+
+from tpd2py._jinja_codegen import BIG_STATIC
+from tpd2py.templates import BytesEnvironment, BytesTemplate, Templates, default_autoescape
+
+CORPUS = Path(__file__).parent / "templates_corpus"
+NAMES = sorted(p.name for p in CORPUS.iterdir() if not p.name.startswith("_"))
+
+
+@dataclass
+class User:
+    name: str
+    email: str
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Item:
+    name: str
+    price: int | float
+    note: str | None
+
+
+class HasHtml:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __html__(self) -> str:
+        return f"<obj>{self.text}</obj>"
+
+    def __str__(self) -> str:
+        return f"obj:{self.text}"
+
+
+# Markup-significant, %-significant and non-ASCII characters, plus anything printable.
+text = st.lists(st.sampled_from(list("<>&\"'%s aZé漢😀\n\t-") + ["{{", "</b>", "&amp;", "%s"])
+                | st.characters(blacklist_categories=("Cs",)), max_size=10).map("".join)
+note = st.none() | text | text.map(Markup)
+item = st.builds(Item, text, st.integers(-5, 1000) | st.floats(-10, 10, allow_nan=False), note)
+contexts = st.fixed_dictionaries({
+    "title": text,
+    "user": st.builds(User, text, text, st.lists(text, max_size=3)),
+    "items": st.lists(item, max_size=5),
+    "mapping": st.dictionaries(st.sampled_from(["k1", "k2", "k<3>"]), text, max_size=3),
+    "html": text.map(lambda s: Markup("<b>%s</b>") % s),
+    "obj": text.map(HasHtml),
+    "n": st.integers(-3, 10**6),
+    "flag": st.booleans(),
+    "nothing": st.none(),
+    "text": text,
+    "tree": st.just([{"name": "root <1>", "children": [
+        {"name": "kid & 1", "children": []},
+        {"name": "kid ü", "children": [{"name": "leaf", "children": []}]}]}]),
+    "layout": st.just("base.html"),
+})
+
+TYPICAL = {
+    "title": "Café <b>&'\"% s", "user": User("Zoë <z>", "z@x.org", ["a&b", "ü"]),
+    "items": [Item("pomme <1>", 3, None), Item("poire & 2", 3, Markup("<i>mûre</i>")),
+              Item("prune \"3\"", 7.5, "n'ote")],
+    "mapping": {"k1": "v<1>", "k2": "v&2"}, "html": Markup("<b>safe ✓</b>"),
+    "obj": HasHtml("x"), "n": 12, "flag": True, "nothing": None, "text": "see http://x.org <a>",
+    "tree": [{"name": "root", "children": [{"name": "kid", "children": []}]}],
+    "layout": "base.html",
+}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "trim": {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True},
+    "strict": {"undefined": jinja2.StrictUndefined},
+    "chainable": {"undefined": jinja2.ChainableUndefined},
+    "extensions": {"extensions": ["jinja2.ext.loopcontrols", "jinja2.ext.do"]},
+    "finalize": {"finalize": lambda value: "∅" if value is None else value},
+    "finalize_env": {"finalize": jinja2.pass_environment(
+        lambda env, value: "" if value is None else value)},
+}
+_pairs: dict[str, tuple[jinja2.Environment, Templates]] = {}
+
+
+def pair(variant: str) -> tuple[jinja2.Environment, Templates]:
+    if variant not in _pairs:
+        options = VARIANTS[variant]
+        loader = jinja2.FileSystemLoader(CORPUS)
+        stock = jinja2.Environment(loader=loader, autoescape=default_autoescape, **options)
+        _pairs[variant] = stock, Templates(loader=loader, **options)
+    return _pairs[variant]
+
+
+def outcome(render: Callable[[], bytes]) -> tuple[Any, ...]:
+    try:
+        return ("ok", render())
+    except Exception as error:  # the same exception, with the same message, is the same outcome
+        return ("error", type(error), str(error))
+
+
+def both(variant: str, name: str, context: dict[str, Any]) -> tuple[tuple[Any, ...], ...]:
+    stock, ours = pair(variant)
+    expected = outcome(lambda: stock.get_template(name).render(**context).encode())
+    got = outcome(lambda: b"".join(ours.render(name, **context)))
+    return expected, got
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(context=contexts)
+def test_same_bytes_as_stock_jinja2(name: str, variant: str, context: dict[str, Any]) -> None:
+    expected, got = both(variant, name, context)
+    assert got == expected
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corpus_renders_with_a_typical_context(name: str) -> None:
+    # Guards the differential test against comparing two identical errors.
+    variant = {"extensions.html": "extensions", "undefined_chain.html": "chainable"}.get(
+        name, "default")
+    expected, got = both(variant, name, TYPICAL)
+    assert expected[0] == "ok", expected
+    assert got == expected
+
+
+def test_chunks_are_bytes_and_the_source_has_byte_constants() -> None:
+    templates = pair("default")[1]
+    chunks = templates.render("child.html", **TYPICAL)
+    assert chunks and all(type(chunk) is bytes for chunk in chunks)
+    source = templates.env.loader.get_source(templates.env, "child.html")[0]  # type: ignore
+    code = templates.env.compile(source, "child.html", raw=True)
+    assert "tpd_write(b'" in code or "(b'" in code
+
+
+def test_big_static_text_is_one_constant_never_re_encoded() -> None:
+    templates = pair("default")[1]
+    first = templates.render("big_static.html", **TYPICAL)
+    second = templates.render("big_static.html", **TYPICAL)
+    assert len(first[0]) >= BIG_STATIC
+    assert first[0] is second[0]  # the very bytes object made when the template was compiled
+
+
+def test_a_long_loop_is_a_few_chunks() -> None:
+    templates = Templates(loader=jinja2.DictLoader(
+        {"t.html": "<ul>{% for i in rows %}<li>{{ i }}</li>{% endfor %}</ul>"}))
+    chunks = templates.render("t.html", rows=range(1000))
+    assert len(chunks) <= 3
+    assert b"".join(chunks).count(b"<li>") == 1000
+
+
+# -- errors name the template and line, as stock jinja2's do
+
+
+def test_syntax_error_names_template_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.html").write_text("line 1\n{% for x in y %}\n{{ x }\n")
+    stock = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path))
+    errors = []
+    for env in (stock, Templates(tmp_path).env):
+        with pytest.raises(jinja2.TemplateSyntaxError) as caught:
+            env.get_template("bad.html")
+        errors.append((caught.value.name, caught.value.lineno, caught.value.message))
+    assert errors[0] == errors[1]
+    assert errors[1][:2] == ("bad.html", 3)
+
+
+STRICT_CASES = {
+    "top.html": "a\nb {{ title }}\nc {{ missing }} d\n",
+    "loop.html": "<ul>\n{% for i in items %}\n<li>{{ i }} {{ i.name }}\n"
+                 "{{ i.missing.deeper }}</li>\n{% endfor %}</ul>\n",
+    "child.html": "{% extends 'layout.html' %}\n{% block body %}\nx\n{{ nope }}{% endblock %}\n",
+    "layout.html": "<body>\n{% block body %}{% endblock %}\n</body>\n",
+    "includer.html": "one\n{% include 'top.html' %}\n",
+    "macro.html": "{% macro m() %}\n\n{{ nope }}{% endmacro %}\n{{ m() }}\n",
+    "call.html": "{% macro m() %}{{ caller() }}{% endmacro %}\n{% call m() %}\n{{ nope }}"
+                 "{% endcall %}\n",
+}
+
+
+def template_frames(error: BaseException, directory: Path) -> list[tuple[str, int]]:
+    return [(Path(frame.filename).name, frame.lineno or 0)
+            for frame in traceback.extract_tb(error.__traceback__)
+            if frame.filename.startswith(str(directory))]
+
+
+@pytest.mark.parametrize("name", [n for n in STRICT_CASES if n != "layout.html"])
+def test_strict_undefined_traceback_points_at_the_template_line(tmp_path: Path, name: str) -> None:
+    for filename, source in STRICT_CASES.items():
+        (tmp_path / filename).write_text(source)
+    stock = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path),
+                               undefined=jinja2.StrictUndefined)
+    ours = Templates(tmp_path, strict=True)
+    context = {"title": "t", "items": [Item("a", 1, None)]}
+    with pytest.raises(jinja2.UndefinedError) as stock_error:
+        stock.get_template(name).render(**context)
+    with pytest.raises(jinja2.UndefinedError) as our_error:
+        ours.render(name, **context)
+    assert str(our_error.value) == str(stock_error.value)
+    expected = template_frames(stock_error.value, tmp_path)
+    assert expected  # stock shows the template frames (file, line)...
+    assert template_frames(our_error.value, tmp_path) == expected  # ...and so do we
+
+
+# -- the Templates front
+
+
+def test_templates_from_directory_package_or_loader(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hi.html").write_text("<p>{{ who }}</p>")
+    package = tmp_path / "tpd_test_pkg"
+    (package / "templates").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "templates" / "hi.html").write_text("<p>pkg {{ who }}</p>")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert Templates(tmp_path).render("hi.html", who="<&>") == [b"<p>&lt;&amp;&gt;</p>"]
+    assert b"".join(Templates(package="tpd_test_pkg").render("hi.html", who="é")) == \
+        "<p>pkg é</p>".encode()
+    loader = jinja2.DictLoader({"x.html": "{{ name }}"})
+    out: list[bytes] = [b"head"]
+    Templates(loader=loader).render_into(out, "x.html", name="n")  # 'name' is a fine variable
+    assert out == [b"head", b"n"]
+    for bad in ((), (tmp_path,)):
+        with pytest.raises(TypeError):
+            Templates(*bad, loader=loader if bad else None)
+    sys.modules.pop("tpd_test_pkg", None)
+
+
+def test_autoescape_follows_the_extension() -> None:
+    loader = jinja2.DictLoader({"a.html": "{{ v }}", "a.xml": "{{ v }}", "a.txt": "{{ v }}"})
+    templates = Templates(loader=loader)
+    assert [templates.render(n, v="<")[0] for n in ("a.html", "a.xml", "a.txt")] == \
+        [b"&lt;", b"&lt;", b"<"]
+    assert templates.from_string("{{ v }}").chunks(v="<") == [b"&lt;"]
+
+
+def test_text_render_is_stock_and_async_is_refused() -> None:
+    template = Templates(loader=jinja2.DictLoader({"a.html": "é{{ v }}"})).get_template("a.html")
+    assert isinstance(template, BytesTemplate)
+    assert template.render(v="<") == "é&lt;"
+    with pytest.raises(ValueError):
+        BytesEnvironment(enable_async=True)
+
+
+def test_template_compiled_by_stock_jinja2_still_renders_bytes() -> None:
+    # e.g. a bytecode cache shared with a stock Environment: no byte functions in the module.
+    stock = jinja2.Environment(autoescape=True)
+    env = BytesEnvironment(autoescape=True)
+    code = stock.compile("{% for i in r %}<{{ i }}>{% endfor %}é", "s.html")
+    template = BytesTemplate.from_code(env, code, env.make_globals(None))
+    assert isinstance(template, BytesTemplate)
+    assert b"".join(template.chunks(r=["&", 2])) == "<&amp;><2>é".encode()

@@ -1,0 +1,417 @@
+"""jinja2 code generation for byte output: the second pass behind ``tpd2py.templates``.
+
+What it is: a ``jinja2.compiler.CodeGenerator`` subclass. Each template module it writes holds two
+render paths. The first is stock jinja2's, untouched (``root``, ``block_*``): every place where
+jinja2 captures output as text (macros, call/filter/set blocks, ``super()``, ``self.name()``,
+imported modules, ``Template.render``) keeps running it, so those stay stock by construction. The
+second (``tpd_root``, ``tpd_block_*``) is the streaming path: plain functions taking
+``(context, write)`` that call ``write(bytes)``.
+
+Rules of the byte path:
+- Static text is encoded to a UTF-8 ``bytes`` literal when the template is compiled; it is never
+  re-encoded. Dynamic values are escaped (markupsafe semantics, exactly) and encoded one by one.
+- One ``write`` per Output node: its small static pieces and its values are merged with one
+  ``bytes % tuple``; a static piece of ``BIG_STATIC`` bytes or more is written alone (no copy).
+- A non-recursive ``{% for %}`` collects its iterations and writes one joined chunk, so a
+  1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why).
+- The output is byte-for-byte ``root(...)`` joined and encoded: the same nodes, in the same order,
+  only the text-to-bytes step moves (UTF-8 encoding commutes with concatenation). Each dynamic value
+  is written on its own source line, mapped to its template line, so tracebacks point where stock
+  jinja2's do.
+
+How it works: ``visit_Template`` runs the stock pass, resets the per-pass state, then walks the same
+tree again with ``self._write`` set to the name of the current byte writer. The overrides below
+only act while ``_write`` is set and the frame has no text buffer; everything else is stock code.
+Runtime helpers the generated code imports live at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from jinja2 import Environment, nodes
+from jinja2.compiler import CodeGenerator, Frame, find_undeclared
+from jinja2.idtracking import VAR_LOAD_PARAMETER
+from jinja2.runtime import Context
+from markupsafe import escape
+
+try:  # the C speedup that markupsafe.escape itself calls; its pure-Python twin otherwise
+    from markupsafe._speedups import _escape_inner
+except ImportError:  # pragma: no cover - depends on how markupsafe was installed
+    from markupsafe._native import _escape_inner
+
+Write = Callable[[bytes], object]
+RenderBytes = Callable[[Context, Write], None]
+
+# A static piece this large is its own chunk: copying it into a formatted chunk would cost more
+# than the extra iovec it saves.
+BIG_STATIC = 1024
+
+_WRITE = "tpd_write"
+_HELPERS = ("tpd_escape", "tpd_str", "tpd_escape_getattr", "tpd_root_of", "tpd_block_of",
+            "tpd_module_bytes")
+
+
+class BytesCodeGenerator(CodeGenerator):
+    """Stock jinja2 code plus a byte-writing twin of the root and block functions."""
+
+    def __init__(self, environment: Environment, name: str | None, filename: str | None,
+                 *args: Any, **kwargs: Any) -> None:
+        super().__init__(environment, name, filename, *args, **kwargs)
+        self._write: str | None = None  # name of the current byte writer; None in the stock pass
+        # escape(environment.getattr(x, "a")) may be fused into one helper only when getattr is
+        # jinja2's own (a sandbox, for one, overrides it).
+        self._fuse_getattr = type(environment).getattr is Environment.getattr
+
+    # -- the second pass
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        super().visit_Template(node, frame)
+        if self.environment.is_async:
+            raise RuntimeError("tpd2py templates do not support enable_async")
+        self.has_known_extends = False
+        self.extends_so_far = 0
+        self._last_line = 0
+        envenv = "" if self.defer_init else ", environment=environment"
+        have_extends = node.find(nodes.Extends) is not None
+        eval_ctx = nodes.EvalContext(self.environment, self.name)
+
+        self.writeline(f"from {__name__} import {', '.join(_HELPERS)}", extra=1)
+        self.writeline(f"def tpd_root(context, {_WRITE}, missing=missing{envenv}):", extra=1)
+        self.indent()
+        self._write_commons()
+        frame = Frame(eval_ctx)
+        if "self" in find_undeclared(node.body, ("self",)):
+            ref = frame.symbols.declare_parameter("self")
+            self.writeline(f"{ref} = TemplateReference(context)")
+        frame.symbols.analyze_node(node)
+        frame.toplevel = frame.rootlevel = True
+        frame.require_output_check = have_extends
+        if have_extends:
+            self.writeline("parent_template = None")
+        self._write = _WRITE
+        self.enter_frame(frame)
+        self.pull_dependencies(node.body)
+        self.blockvisit(node.body, frame)
+        self.leave_frame(frame, with_python_scope=True)
+        if have_extends:
+            if not self.has_known_extends:
+                self.writeline("if parent_template is not None:")
+                self.indent()
+            self.writeline(f"tpd_root_of(parent_template)(context, {_WRITE})")
+            if not self.has_known_extends:
+                self.outdent()
+        self.outdent()
+
+        for name, block in self.blocks.items():
+            self.writeline(f"def tpd_block_{name}(context, {_WRITE}, missing=missing{envenv}):",
+                           block, 1)
+            self.indent()
+            self._write_commons()
+            block_frame = Frame(eval_ctx)  # not a child of the root frame, as in stock jinja2
+            block_frame.block_frame = True
+            undeclared = find_undeclared(block.body, ("self", "super"))
+            if "self" in undeclared:
+                ref = block_frame.symbols.declare_parameter("self")
+                self.writeline(f"{ref} = TemplateReference(context)")
+            if "super" in undeclared:
+                # context.blocks holds the text functions: super() finds its place by them.
+                ref = block_frame.symbols.declare_parameter("super")
+                self.writeline(f"{ref} = context.super({name!r}, block_{name})")
+            block_frame.symbols.analyze_node(block)
+            block_frame.block = name
+            self.writeline("_block_vars = {}")
+            self.enter_frame(block_frame)
+            self.pull_dependencies(block.body)
+            self.blockvisit(block.body, block_frame)
+            self.leave_frame(block_frame, with_python_scope=True)
+            self.outdent()
+        self._write = None
+
+        pairs = ", ".join(f"{name!r}: tpd_block_{name}" for name in self.blocks)
+        self.writeline(f"tpd_blocks = {{{pairs}}}", extra=1)
+        debug_info = "&".join(f"{k}={v}" for k, v in self.debug_info)
+        self.writeline(f"tpd_debug_info = {debug_info!r}")
+
+    def _write_commons(self) -> None:
+        # The names stock code expects; macros nested in the byte functions use concat.
+        self.writeline("resolve = context.resolve_or_missing")
+        self.writeline("undefined = environment.undefined")
+        self.writeline("concat = environment.concat")
+        self.writeline("cond_expr_undefined = Undefined")
+
+    def _streaming(self, frame: Frame) -> bool:
+        return self._write is not None and frame.buffer is None
+
+    # -- output
+
+    def visit_Output(self, node: nodes.Output, frame: Frame) -> None:
+        if not self._streaming(frame):
+            super().visit_Output(node, frame)
+            return
+        if frame.require_output_check:
+            if self.has_known_extends:
+                return
+            self.writeline("if parent_template is None:")
+            self.indent()
+        finalize = self._make_finalize()
+        run: list[bytes | nodes.Expr] = []
+        for piece in self._output_pieces(node, frame, finalize):
+            if isinstance(piece, bytes) and len(piece) >= BIG_STATIC:
+                self._write_run(run, frame, finalize)
+                run = []
+                self.writeline(f"{self._write}({piece!r})")
+            elif isinstance(piece, bytes) and run and isinstance(run[-1], bytes):
+                run[-1] += piece
+            else:
+                run.append(piece)
+        self._write_run(run, frame, finalize)
+        if frame.require_output_check:
+            self.outdent()
+
+    def _output_pieces(self, node: nodes.Output, frame: Frame,
+                       finalize: CodeGenerator._FinalizeInfo) -> Iterator[bytes | nodes.Expr]:
+        """The children of an Output node: constants folded and encoded, or nodes to evaluate."""
+        for child in node.nodes:
+            # Only the constant folding stock jinja2 does: template data, and constant
+            # expressions when finalize needs no runtime context.
+            if finalize.const or isinstance(child, nodes.TemplateData):
+                try:
+                    text = self._output_child_to_const(child, frame, finalize)
+                except (nodes.Impossible, Exception):
+                    yield child  # errors are easier to debug at runtime, as stock does
+                else:
+                    yield str(text).encode()
+            else:
+                yield child
+
+    def _write_run(self, run: list[bytes | nodes.Expr], frame: Frame,
+                   finalize: CodeGenerator._FinalizeInfo) -> None:
+        values = [piece for piece in run if not isinstance(piece, bytes)]
+        if not values:
+            if run and run[0]:
+                self.writeline(f"{self._write}({run[0]!r})")
+            return
+        if len(run) == 1:
+            self.writeline(f"{self._write}(", values[0])
+            self._write_value(values[0], frame, finalize)
+            self.write(")")
+            return
+        template = b"".join(
+            piece.replace(b"%", b"%%") if isinstance(piece, bytes) else b"%s" for piece in run)
+        self.writeline(f"{self._write}({template!r} % (")
+        self.indent()
+        for value in values:
+            self.newline(value)  # one line per value: tracebacks name its template line
+            self._write_value(value, frame, finalize)
+            self.write(",")
+        self.outdent()
+        self.writeline("))")
+
+    def _write_value(self, node: nodes.Expr, frame: Frame,
+                     finalize: CodeGenerator._FinalizeInfo) -> None:
+        """An expression giving the bytes of ``str(escape(value))`` (or ``str(value)``)."""
+        if frame.eval_ctx.volatile:
+            self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
+        elif not frame.eval_ctx.autoescape:
+            self.write("tpd_str(")
+        elif (self._fuse_getattr and finalize.src is None and isinstance(node, nodes.Getattr)):
+            self.write("tpd_escape_getattr(environment, ")
+            self.visit(node.node, frame)
+            self.write(f", {node.attr!r})")
+            return
+        else:
+            self.write("tpd_escape(")
+        if finalize.src is not None:
+            self.write(finalize.src)
+        self.visit(node, frame)
+        self.write(")")
+        if finalize.src is not None:
+            self.write(")")
+
+    def start_write(self, frame: Frame, node: nodes.Node | None = None) -> None:
+        # Call blocks, filter blocks, recursive loops: their value is text (usually Markup).
+        if self._streaming(frame):
+            self.writeline(f"{self._write}(str.encode(", node)
+        else:
+            super().start_write(frame, node)
+
+    def end_write(self, frame: Frame) -> None:
+        if self._streaming(frame):
+            self.write("))")
+        else:
+            super().end_write(frame)
+
+    def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        loop = None if forward_caller else self._loop_cycle_target(node, frame)
+        if loop is None:
+            super().visit_Call(node, frame, forward_caller=forward_caller)
+            return
+        # loop.cycle(...) is most rows' one call. context.call costs more than the rest of a
+        # row, and for a real LoopContext it amounts to calling the bound method (cycle takes no
+        # context and cannot raise StopIteration); anything else takes the stock path.
+        self.write(f"({loop}.cycle(")
+        for index, arg in enumerate(node.args):
+            self.write(", " if index else "")
+            self.visit(arg, frame)
+        self.write(f") if type({loop}) is LoopContext else ")
+        super().visit_Call(node, frame)
+        self.write(")")
+
+    def _loop_cycle_target(self, node: nodes.Call, frame: Frame) -> str | None:
+        """The Python name of ``loop`` in ``loop.cycle(args)``, if it is a for-loop parameter."""
+        callee = node.node
+        if not (self._streaming(frame) and self._fuse_getattr and not node.kwargs
+                and node.dyn_args is None and node.dyn_kwargs is None
+                and isinstance(callee, nodes.Getattr) and callee.attr == "cycle"
+                and isinstance(callee.node, nodes.Name) and callee.node.name == "loop"):
+            return None
+        ref = frame.symbols.find_ref("loop")
+        load = None if ref is None else frame.symbols.find_load(ref)
+        if ref is None or load is None or load[0] != VAR_LOAD_PARAMETER:
+            return None
+        return None if self.parameter_is_undeclared(ref) else ref
+
+    # -- statements that call other render functions or shape chunks
+
+    def visit_Block(self, node: nodes.Block, frame: Frame) -> None:
+        if not self._streaming(frame):
+            super().visit_Block(node, frame)
+            return
+        level = 0
+        if frame.toplevel:
+            if self.has_known_extends:
+                return
+            if self.extends_so_far > 0:
+                self.writeline("if parent_template is None:")
+                self.indent()
+                level = 1
+        context = self.derive_context(frame) if node.scoped else self.get_context_ref()
+        if node.required:
+            self.writeline(f"if len(context.blocks[{node.name!r}]) <= 1:", node)
+            self.indent()
+            self.writeline(
+                f'raise TemplateRuntimeError("Required block {node.name!r} not found")', node)
+            self.outdent()
+        self.writeline(
+            f"tpd_block_of(context.blocks[{node.name!r}][0])({context}, {self._write})", node)
+        self.outdent(level)
+
+    def visit_Include(self, node: nodes.Include, frame: Frame) -> None:
+        if not self._streaming(frame):
+            super().visit_Include(node, frame)
+            return
+        if node.ignore_missing:
+            self.writeline("try:")
+            self.indent()
+        target = node.template
+        getter = "get_or_select_template"
+        if isinstance(target, nodes.Const):
+            if isinstance(target.value, str):
+                getter = "get_template"
+            elif isinstance(target.value, (tuple, list)):
+                getter = "select_template"
+        elif isinstance(target, (nodes.Tuple, nodes.List)):
+            getter = "select_template"
+        self.writeline(f"template = environment.{getter}(", node)
+        self.visit(target, frame)
+        self.write(f", {self.name!r})")
+        if node.ignore_missing:
+            self.outdent()
+            self.writeline("except TemplateNotFound:")
+            self.indent()
+            self.writeline("pass")
+            self.outdent()
+            self.writeline("else:")
+            self.indent()
+        if node.with_context:
+            self.writeline(
+                "tpd_root_of(template)(template.new_context(context.get_all(), True, "
+                f"{self.dump_local_context(frame)}), {self._write})")
+        else:
+            self.writeline(f"{self._write}(tpd_module_bytes(template._get_default_module()))")
+        if node.ignore_missing:
+            self.outdent()
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        if not self._streaming(frame) or node.recursive:
+            super().visit_For(node, frame)
+            return
+        outer = self._write
+        assert outer is not None
+        chunks, append = self.temporary_identifier(), self.temporary_identifier()
+        self.writeline(f"{chunks} = []")
+        self.writeline(f"{append} = {chunks}.append")
+        self._write = append
+        try:
+            super().visit_For(node, frame)
+        finally:
+            self._write = outer
+        self.writeline(f"if {chunks}:")
+        self.indent()
+        self.writeline(f"{outer}(b''.join({chunks}))")
+        self.outdent()
+
+
+# -- runtime helpers imported by generated modules
+
+
+def tpd_escape(value: Any) -> bytes:
+    """``str(markupsafe.escape(value)).encode()``, without building the Markup for a str."""
+    if type(value) is str:
+        return _escape_inner(value).encode()
+    if type(value) is int:  # digits and "-" never need escaping
+        return str(value).encode()
+    return escape(value).encode()
+
+
+def tpd_str(value: Any) -> bytes:
+    return str(value).encode()
+
+
+def tpd_escape_getattr(environment: Environment, obj: Any, attribute: str) -> bytes:
+    """``tpd_escape(environment.getattr(obj, attribute))`` in one call (stock getattr only)."""
+    try:
+        value = getattr(obj, attribute)
+    except AttributeError:
+        try:
+            value = obj[attribute]
+        except (TypeError, LookupError, AttributeError):
+            value = environment.undefined(obj=obj, name=attribute)
+    if type(value) is str:
+        return _escape_inner(value).encode()
+    if type(value) is int:
+        return str(value).encode()
+    return escape(value).encode()
+
+
+def _text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderBytes:
+    def render_bytes(context: Context, write: Write) -> None:
+        for text in render_text(context):
+            write(str.encode(text))
+    return render_bytes
+
+
+def tpd_root_of(template: Any) -> RenderBytes:
+    """The byte root of a template; a text adapter for a template compiled elsewhere."""
+    render: RenderBytes | None = getattr(template, "tpd_root_render_func", None)
+    return render if render is not None else _text_to_bytes(template.root_render_func)
+
+
+def tpd_block_of(block: Callable[[Context], Iterable[str]]) -> RenderBytes:
+    """The byte twin of a text block function (see ``BytesTemplate``), or a text adapter."""
+    render: RenderBytes | None = getattr(block, "tpd_bytes", None)
+    return render if render is not None else _text_to_bytes(block)
+
+
+_module_bytes: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def tpd_module_bytes(module: Any) -> bytes:
+    """The encoded body of a cached template module (``{% include ... without context %}``)."""
+    body = _module_bytes.get(module)
+    if body is None:
+        body = _module_bytes[module] = b"".join(text.encode() for text in module._body_stream)
+    return body
