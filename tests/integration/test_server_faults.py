@@ -222,3 +222,33 @@ def test_unsupported_return_type_is_a_500(server):
     srv = server(_mistakes_app())
     ex = srv.exchange(b"GET /unsupported-type HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert ex.statuses == [500]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #11 (core_bugs.md): a Timeout from the handler's own socket "
+                   "is answered as 408 Request Timeout, blaming the client")
+def test_handler_upstream_timeout_is_not_a_408(server):
+    # The client sent its request promptly; the handler's outbound socket timed out. That is
+    # the server's failure (500, or 504 for a gateway), never 408.
+    import tpd2py
+
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(1)  # accepts (in the kernel) but never answers
+    port = upstream.getsockname()[1]
+    app = App()
+
+    @app.route("/upstream")
+    def call_upstream(req: Request) -> bytes:
+        conn = tpd2py.connect("127.0.0.1", port, timeout=0.2)
+        try:
+            return conn.recv(10)
+        finally:
+            conn.close()
+
+    srv = server(app, allow_errors=True)
+    try:
+        ex = srv.exchange(b"GET /upstream HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    finally:
+        upstream.close()
+    assert ex.statuses in ([500], [502], [504]), ex.statuses

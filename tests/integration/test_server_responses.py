@@ -204,3 +204,34 @@ def test_handler_cannot_send_second_framing_header(server, path):
     assert not (b"content-length" in names and b"transfer-encoding" in names)
     first = ex.replies[0]
     assert first.status == 500 or first.body == b"hello"
+
+
+def _bodiless_stream_app() -> App:
+    app = App()
+
+    @app.route("/stream-204")
+    def stream_204(req: Request) -> Response:
+        return Response((piece for piece in [b"should not be sent"]), status=204)
+
+    @app.route("/stream-304")
+    def stream_304(req: Request) -> Response:
+        return Response(iter(()), status=304)
+
+    return app
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #12 (core_bugs.md): a streamed 204/304 goes out with "
+                   "Transfer-Encoding: chunked and a chunked body; the next response desyncs")
+@pytest.mark.parametrize("path", ["/stream-204", "/stream-304"])
+def test_streamed_bodiless_status_sends_no_body(server, path):
+    # RFC 9112 §6.1: no Transfer-Encoding in a 204 (nor a 304's body); RFC 9110 §6.4.1: they
+    # end at the blank line, so any body bytes become the start of the next "response".
+    srv = server(_bodiless_stream_app())
+    with srv.connect() as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+                     + b"GET /missing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        ex = srv.read_until_close(sock)
+    first_head, _, rest = ex.raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in first_head.lower()
+    assert rest.startswith(b"HTTP/1.1 404 "), f"bytes between the responses: {rest[:40]!r}"
