@@ -1,0 +1,164 @@
+"""The model behind html.py: elements, loops, conditionals and symbolic values.
+
+What it is: immutable nodes built at definition time by ``h.<tag>(...)``, ``each`` and ``when``,
+and ``Var``, a symbolic run-time value (a page hole, a loop item, an attribute or item of one).
+
+Rules: nodes validate when they are built, so a wrong definition fails at import
+(``HtmlDefinitionError``); a Var refuses truth testing and iteration, which would silently take
+one branch at definition. Nothing here renders; ``_html_compiler`` turns a tree into code.
+
+How it works: a ``Var`` holds its ``_Scope`` (the page, or one ``each``) and a Python path relative
+to the scope's root name (``.name``, ``['id']``); the compiler gives each scope its root name.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Iterable
+from typing import Any, TypeAlias
+
+
+class HtmlDefinitionError(ValueError):
+    """A page definition is wrong; raised at definition (import), never per request."""
+
+
+class _Scope:
+    """A page's holes, or one ``each``'s item and loop: what a Var or loop value hangs from."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+
+class Var:
+    """A value known only at render time: a hole, a loop item, or an attribute/item of one."""
+
+    __slots__ = ("_scope", "_code")
+
+    def __init__(self, scope: _Scope, code: str) -> None:
+        self._scope = scope
+        self._code = code  # Python source relative to the scope's root name
+
+    def __getattr__(self, name: str) -> Var:
+        if name.startswith("_") or not name.isidentifier() or keyword.iskeyword(name):
+            raise AttributeError(name)
+        return Var(self._scope, f"{self._code}.{name}")
+
+    def __getitem__(self, key: str | int) -> Var:
+        if type(key) not in (str, int):
+            raise HtmlDefinitionError(f"Var keys are str or int, not {key!r}")
+        return Var(self._scope, f"{self._code}[{key!r}]")
+
+    def __bool__(self) -> bool:
+        raise HtmlDefinitionError(f"{self!r} has no truth value at definition; use when()")
+
+    def __iter__(self) -> Any:
+        raise HtmlDefinitionError(f"{self!r} cannot be iterated at definition; use each()")
+
+    def __repr__(self) -> str:
+        return f"Var({self._scope.label}{'' if self._code.startswith(('.', '[')) else ':'}" \
+               f"{self._code})"
+
+
+class Node:
+    """Something that compiles to markup: an element, a loop, a conditional, a loop value."""
+
+    __slots__ = ()
+
+
+class _LoopValue(Node):
+    """``loop.index``, ``.index0``, ``.length`` (numbers), ``.first``, ``.last`` (conditions)."""
+
+    __slots__ = ("scope", "kind")
+
+    def __init__(self, scope: _Scope, kind: str) -> None:
+        self.scope, self.kind = scope, kind
+
+
+class _Cycle(Node):
+    """``loop.cycle(a, b, ...)``: static values, each rendered at definition."""
+
+    __slots__ = ("scope", "values")
+
+    def __init__(self, scope: _Scope, values: tuple[AttrValue, ...]) -> None:
+        self.scope, self.values = scope, values
+
+
+class Loop:
+    """The second argument of an ``each`` body: where the current row is."""
+
+    def __init__(self, scope: _Scope) -> None:
+        self._scope = scope
+        self.index = _LoopValue(scope, "index")  # 1-based
+        self.index0 = _LoopValue(scope, "index0")
+        self.length = _LoopValue(scope, "length")
+        self.first = _LoopValue(scope, "first")
+        self.last = _LoopValue(scope, "last")
+
+    def cycle(self, *values: AttrValue) -> Node:
+        """The i-th of ``values`` (mod their number) in row i; static values, rendered once."""
+        if not values:
+            raise HtmlDefinitionError("loop.cycle() needs at least one value")
+        for value in values:
+            _check_static(value)
+        return _Cycle(self._scope, values)
+
+
+#: What an attribute may be set to (loop values are Nodes).
+AttrValue: TypeAlias = "str | int | float | bool | None | Var | Node"
+#: What an element may contain; iterables are flattened, None and booleans dropped.
+Child: TypeAlias = "str | int | float | bool | None | Var | Node | Iterable[Child]"
+
+
+def _check_static(value: object) -> None:
+    if not isinstance(value, (str, int, float, type(None))):
+        raise HtmlDefinitionError(f"loop.cycle() takes static values, not {value!r}")
+
+
+def _children(children: Iterable[Child]) -> tuple[Any, ...]:
+    """Flatten nested iterables; drop None and booleans; reject what cannot be markup."""
+    flat: list[Any] = []
+    for child in children:
+        if child is None or isinstance(child, bool):
+            continue
+        if isinstance(child, (str, int, float, Var, Node)):
+            flat.append(child)
+        elif isinstance(child, (bytes, bytearray, dict)):
+            raise HtmlDefinitionError(f"not markup: {child!r} (use str, or Markup for raw HTML)")
+        elif isinstance(child, Iterable):
+            flat.extend(_children(child))
+        else:
+            raise HtmlDefinitionError(f"not markup: {child!r}")
+    return tuple(flat)
+
+
+class Element(Node):
+    """A tag with its attributes and children; built by ``Tag.__call__``, immutable."""
+
+    __slots__ = ("tag", "attrs", "children")
+
+    def __init__(self, tag: str, attrs: tuple[tuple[str, AttrValue], ...],
+                 children: tuple[Any, ...]) -> None:
+        self.tag, self.attrs, self.children = tag, attrs, children
+
+    def __repr__(self) -> str:
+        return f"<{self.tag} element>"
+
+
+class Each(Node):
+    """``each(seq, body)``: the body, built once with symbolic item and loop, per item."""
+
+    __slots__ = ("seq", "scope", "body", "otherwise")
+
+    def __init__(self, seq: Var, scope: _Scope, body: tuple[Any, ...],
+                 otherwise: tuple[Any, ...]) -> None:
+        self.seq, self.scope, self.body, self.otherwise = seq, scope, body, otherwise
+
+
+class When(Node):
+    """``when(condition, then, otherwise)``: one of two subtrees, chosen at render time."""
+
+    __slots__ = ("condition", "then", "otherwise")
+
+    def __init__(self, condition: Var | _LoopValue, then: tuple[Any, ...],
+                 otherwise: tuple[Any, ...]) -> None:
+        self.condition, self.then, self.otherwise = condition, then, otherwise
