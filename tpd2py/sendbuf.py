@@ -76,16 +76,16 @@ class SendBuf:
                 wait_writable()
                 continue
             calls += 1
-            self.size -= sent
-            if self.size == 0:
-                chunks.clear()
-                break
-            self._advance(sent)
+            self.consume(sent)
         return calls
 
-    def _advance(self, sent: int) -> None:
-        """Drop ``sent`` bytes from the front without copying what remains."""
+    def consume(self, sent: int) -> None:
+        """Drop ``sent`` bytes from the front (they were sent) without copying what remains."""
+        self.size -= sent
         chunks = self.chunks
+        if self.size == 0:
+            chunks.clear()
+            return
         done = 0
         for chunk in chunks:
             n = len(chunk)

@@ -87,7 +87,8 @@ class Server:
         self.access_log = access_log
         self._accept_waiters: list[greenlet.greenlet] = []
         self._sweeper: Any = None
-        self.requests_served = 0
+        self.requests = 0
+        self.sendmsg_calls = 0
         self.stopped = False
 
     # -- listening ------------------------------------------------------------------------------
@@ -271,6 +272,17 @@ class Server:
                 self.access_log.flush()
         if not self.stopped:
             self._sweeper = hub.call_later(1.0, self._sweep)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters for tests and monitoring: requests, sendmsg calls, connections, pools."""
+        return {
+            "requests": self.requests,
+            "sendmsg_calls": self.sendmsg_calls,
+            "connections": len(self.conns),
+            "pooled_greenlets": len(self.pool),
+            "pooled_buffers": len(self.buffers),
+            **self.hub.statistics(),
+        }
 
     def log_access(self, conn: Connection, head: Any, status: int, size: int) -> None:
         from .accesslog import format_line
