@@ -22,6 +22,8 @@ with whatever bytes have arrived; it consumes exactly one message body and leave
 
 from __future__ import annotations
 
+import re
+
 from .errors import ProtocolError
 
 __all__ = [
@@ -185,6 +187,7 @@ _HEAD_TABLE = _table(_HEAD_OK)
 _HOST_TABLE = _table(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
 )
+_HEX_TABLE = _table(_HEXDIG)
 _OWS = b" \t"  # RFC 9110 §5.6.3: only SP and HTAB are whitespace; never bare .strip()
 
 _METHODS = frozenset(
@@ -601,6 +604,9 @@ def _check_incomplete(
 # --- chunked bodies (RFC 9112 §7.1) --------------------------------------------------------------
 
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+# Below this size bytes(buf[a:b]) (two copies) beats bytes(memoryview(buf)[a:b]) (one copy plus
+# a view); measured in CPython 3.11, crossing near 4 KiB.
+_VIEW_COPY_FROM = 4096
 
 
 class ChunkedDecoder:
@@ -636,7 +642,10 @@ class ChunkedDecoder:
                     take = self._remaining
                     state = _DATA_END
                 self._remaining -= take
-                out.append(bytes(buf[start : start + take]))
+                if take < _VIEW_COPY_FROM:
+                    out.append(bytes(buf[start : start + take]))
+                else:  # one copy instead of two; the temporary view is released at once
+                    out.append(bytes(memoryview(buf)[start : start + take]))
                 self.total += take
                 start += take
             elif state == _DATA_END:
@@ -718,6 +727,8 @@ def _check_partial_line(buf: bytes | bytearray, start: int, end: int, max_line: 
 
 def _parse_chunk_line(line: bytes) -> int:
     """chunk-size [ chunk-ext ] (RFC 9112 §7.1, §7.1.1); return the size, or raise 400."""
+    if 0 < len(line) <= MAX_CHUNK_SIZE_DIGITS and not line.translate(_HEX_TABLE).count(0):
+        return int(line, 16)  # the common case: 1*HEXDIG alone, checked byte by byte first
     if line.translate(_HEAD_TABLE).count(0):
         raise _bad(400, "invalid byte in chunk line")  # bare CR/LF or CTL (peers #14)
     cut = len(line)
@@ -726,12 +737,21 @@ def _parse_chunk_line(line: bytes) -> int:
         if i >= 0:
             cut = i
     size = line[:cut]
-    ext = line[cut:]
-    if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(None, _HEXDIG):
+    if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(_HEX_TABLE).count(0):
         # peers #12: 0x5, +5, 1_0, -0, " 5" are not 1*HEXDIG; never int(x, 16) unchecked.
         raise _bad(400, "invalid chunk size")
-    # chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ); we do not interpret
-    # extensions, but the line must at least start one (no stray bytes after the size).
-    if ext and ext.lstrip(_OWS)[:1] != b";":
+    if _CHUNK_EXT.fullmatch(line, cut) is None:
         raise _bad(400, "invalid chunk extension")
     return int(size, 16)
+
+
+# chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ), ext-val = token / quoted-string
+# (RFC 9112 §7.1.1, RFC 9110 §5.6.4). Every quantifier is possessive ("*+", "++", "?+"), so the
+# engine never backtracks: matching is linear in the line length even for hostile input
+# (peers #33). Extensions are checked, never interpreted.
+_TOKEN_RE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++"
+_QUOTED_RE = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*+"'
+_CHUNK_EXT = re.compile(
+    rb"(?:[ \t]*+;[ \t]*+" + _TOKEN_RE
+    + rb"(?:[ \t]*+=[ \t]*+(?:" + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?+)*+"
+)
