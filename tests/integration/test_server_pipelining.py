@@ -7,7 +7,6 @@ import json
 import math
 
 from tpd2py import conn as conn_module
-from tpd2py.sendbuf import SendBuf
 
 
 def _get(i: int) -> bytes:
@@ -71,46 +70,37 @@ def test_p35_many_valid_requests_then_garbage(srv):
     assert ex.statuses[10:] == [400]
 
 
-def _count_sendmsg(monkeypatch) -> list[int]:
-    """Record, per SendBuf.flush, how many sendmsg calls it made (flush returns that count)."""
-    calls: list[int] = []
-    original = SendBuf.flush
-
-    def counting_flush(self, sendmsg, wait_writable):
-        n = original(self, sendmsg, wait_writable)
-        calls.append(n)
-        return n
-
-    monkeypatch.setattr(SendBuf, "flush", counting_flush)
-    return calls
+def _sendmsg_calls(srv) -> int:
+    """The server's own count of sendmsg calls (``Server.statistics()``), read in its thread."""
+    return srv.call(lambda: srv.server.statistics()["sendmsg_calls"])
 
 
-def test_pipelined_batch_leaves_in_one_sendmsg(srv, monkeypatch):
+def test_pipelined_batch_leaves_in_one_sendmsg(srv):
     n = min(50, conn_module.MAX_QUEUED_RESPONSES)
     with srv.connect() as sock:
         sock.sendall(_get(0))
         srv.read_replies(sock, 1)
-        calls = _count_sendmsg(monkeypatch)
+        before = _sendmsg_calls(srv)
         with srv.frozen():  # the whole batch is in the kernel before the server reads any
             sock.sendall(b"".join(_get(i) for i in range(n)))
         replies = srv.read_replies(sock, n)
-        srv.sync()  # the count is recorded after sendmsg returns, maybe after we read
+        calls = _sendmsg_calls(srv) - before
     _check_in_order(replies, n)
-    assert sum(calls) == 1, f"{n} pipelined responses took {sum(calls)} sendmsg calls: {calls}"
+    assert calls == 1, f"{n} pipelined responses took {calls} sendmsg calls"
 
 
-def test_hundred_pipelined_responses_use_a_bounded_number_of_sendmsg(srv, monkeypatch):
+def test_hundred_pipelined_responses_use_a_bounded_number_of_sendmsg(srv):
     with srv.connect() as sock:
         sock.sendall(_get(0))
         srv.read_replies(sock, 1)
-        calls = _count_sendmsg(monkeypatch)
+        before = _sendmsg_calls(srv)
         with srv.frozen():
             sock.sendall(b"".join(_get(i) for i in range(100)))
         replies = srv.read_replies(sock, 100)
-        srv.sync()
+        calls = _sendmsg_calls(srv) - before
     _check_in_order(replies, 100)
     # Backpressure flushes every MAX_QUEUED_RESPONSES responses; nothing more.
-    assert sum(calls) == math.ceil(100 / conn_module.MAX_QUEUED_RESPONSES), calls
+    assert calls == math.ceil(100 / conn_module.MAX_QUEUED_RESPONSES), calls
 
 
 def test_full_buffer_read_at_request_boundary_keeps_reading(srv):
