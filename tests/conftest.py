@@ -592,14 +592,24 @@ def free_port() -> int:
 class CliServer(Client):
     """``python -m tpd2py SPEC --port N`` with its stderr collected."""
 
-    def __init__(self, spec: str, port: int, args: tuple[str, ...]) -> None:
+    def __init__(self, spec: str, port: int, args: tuple[str, ...],
+                 max_fds: int | None = None) -> None:
         self.address = ("127.0.0.1", port)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]))
+
+        def limit_fds() -> None:
+            if max_fds is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tpd2py", spec, "--port", str(port), *args],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=limit_fds,  # noqa: PLW1509 - only setrlimit, no locks involved
         )
         self.stderr: list[bytes] = []
+        self._stderr_cond = threading.Condition()
         assert self.proc.stderr is not None
         line = self._read_line(WAIT)
         if b"serving on" not in line:
@@ -629,7 +639,15 @@ class CliServer(Client):
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            self.stderr.append(line)
+            with self._stderr_cond:
+                self.stderr.append(line)
+                self._stderr_cond.notify_all()
+
+    def wait_stderr(self, text: bytes, timeout: float = WAIT) -> bool:
+        """Wait until a line containing ``text`` was logged; returns whether it was."""
+        with self._stderr_cond:
+            return self._stderr_cond.wait_for(
+                lambda: any(text in line for line in self.stderr), timeout)
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -644,11 +662,12 @@ class CliServer(Client):
 
 @pytest.fixture
 def cli_server(free_port: int) -> Iterator[Callable[..., CliServer]]:
-    """Factory: ``cli_server(spec="bench.hello:app", *extra_args)`` on ``free_port``."""
+    """Factory: ``cli_server(spec="bench.hello:app", *extra_args, max_fds=None)`` on
+    ``free_port``; ``max_fds`` sets the subprocess's RLIMIT_NOFILE."""
     started: list[CliServer] = []
 
-    def start(spec: str = "bench.hello:app", *args: str) -> CliServer:
-        running = CliServer(spec, free_port, args)
+    def start(spec: str = "bench.hello:app", *args: str, max_fds: int | None = None) -> CliServer:
+        running = CliServer(spec, free_port, args, max_fds)
         started.append(running)
         return running
 

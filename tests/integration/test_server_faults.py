@@ -4,6 +4,7 @@ max_connections, and how the server closes on a client that is still sending."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -252,3 +253,31 @@ def test_handler_upstream_timeout_is_not_a_408(server):
     finally:
         upstream.close()
     assert ex.statuses in ([500], [502], [504]), ex.statuses
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_backs_off_and_recovers(cli_server):
+    # EMFILE on accept leaves the connection in the backlog and the listener readable: a
+    # server that retries at once spins. It must back off, and serve again once fds free up.
+    srv = cli_server("bench.hello:app", max_fds=40)
+    socks = []
+    for _ in range(60):
+        sock = srv.connect()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        socks.append(sock)
+    served = srv.read_replies(socks[0], 1)  # the first ones are served
+    assert served[0].body == b"Hello, World!"
+    assert srv.wait_stderr(b"backing off"), "the server never ran out of fds: test is void"
+    # Absence of spinning cannot be awaited: measure the CPU the server burns while stuck.
+    cpu = _cpu_seconds(srv.proc.pid)
+    threading.Event().wait(0.5)
+    assert _cpu_seconds(srv.proc.pid) - cpu < 0.25, "the server spins while out of fds"
+    for sock in socks:
+        sock.close()
+    assert srv.get("/").body == b"Hello, World!"
+    assert srv.proc.poll() is None
