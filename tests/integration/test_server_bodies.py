@@ -224,3 +224,49 @@ def test_half_sent_body_then_close_costs_only_that_connection(srv):
         ex = srv.read_until_close(sock)
     assert 200 not in ex.statuses
     assert srv.get("/").status == 200
+
+
+def test_expect_100_continue_behind_a_pipelined_request_keeps_order(srv):
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+                     b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 5\r\n\r\n")
+        got = b""
+        while b"100 Continue\r\n\r\n" not in got:
+            more = sock.recv(4096)
+            assert more, got
+            got += more
+        sock.sendall(b"hello")
+        rest = srv.read_replies(sock, 1, methods=["POST"])
+    first, after = got.split(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"Hello, World!"), \
+        "the GET's response goes out before the POST's 100"
+    assert after == b"", "nothing can follow the 100 before the body is sent"
+    assert rest[0].body == b"hello"
+
+
+def test_expect_100_continue_with_chunked_body(srv):
+    with srv.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"3\r\nabc\r\n0\r\n\r\n")
+        replies = srv.read_replies(sock, 1, methods=["POST"])
+    assert replies[0].body == b"abc"
+
+
+def test_expect_100_continue_on_a_404_gets_no_100(srv):
+    ex = srv.exchange(b"POST /missing HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: 5\r\n\r\n", methods=["POST"])
+    assert ex.statuses == [404]
+
+
+def test_post_without_length_has_an_empty_body_not_411(srv):
+    # RFC 9112 §6.3 item 7: no Content-Length and no Transfer-Encoding means length 0, so
+    # 411 never applies; the next bytes are the next request.
+    ex = srv.exchange(b"POST /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+                      b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                      methods=["POST", "GET"])
+    assert ex.statuses == [200, 200]
+    assert ex.replies[0].body == b""
+    assert ex.replies[1].body == b"Hello, World!"
