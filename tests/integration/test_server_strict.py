@@ -124,6 +124,30 @@ def test_malformed_request_gets_error_and_close(srv, request_bytes, statuses):
     assert b"smuggled" not in ex.raw
 
 
+SHORT_BAD_REQUESTS = [(i, r, s) for i, r, s in BAD_REQUESTS if len(r) < 300]
+
+
+@pytest.mark.parametrize(
+    "request_bytes, statuses", [pytest.param(r, s, id=i) for i, r, s in SHORT_BAD_REQUESTS])
+def test_malformed_request_fed_one_byte_per_read(srv, request_bytes, statuses):
+    # The same verdict when every byte arrives in its own read (limits and the chunked
+    # decoder must work incrementally, not only on a whole request).
+    with srv.connect() as sock:
+        sock.sendall(GOOD)
+        srv.read_replies(sock, 1)
+        for i in range(len(request_bytes)):
+            try:
+                sock.sendall(request_bytes[i:i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            srv.sync()
+            if srv.closed_count:
+                break
+        ex = srv.read_until_close(sock)
+    assert len(ex.replies) == 1, ex.statuses
+    assert ex.replies[0].status in statuses
+
+
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/9.9"])
 def test_p27_unsupported_major_version_gets_505(srv, version):
     ex = srv.exchange(b"GET / " + version + b"\r\nHost: a\r\n\r\n" + AFTER)
