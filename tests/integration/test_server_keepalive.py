@@ -104,3 +104,23 @@ def test_keep_alive_survives_errors_that_are_not_protocol_errors(srv):
         assert resp.status == status
         assert not resp.will_close, f"{path} should not close the connection"
     conn.close()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #13 (core_bugs.md): 404/405/500 to an HTTP/1.0 keep-alive "
+                   "request omit Connection: keep-alive yet the server keeps the connection")
+@pytest.mark.parametrize("path", ["/missing", "/error", "/post-only"])
+def test_http10_keep_alive_error_responses_say_what_happens_next(server, path):
+    # An HTTP/1.0 client treats a response without "Connection: keep-alive" as the last on
+    # the connection and may wait for EOF (ab -k does): the header and the server's
+    # behaviour must agree.
+    srv = server(keepalive_timeout=30)
+    with srv.connect() as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+        (reply,) = srv.read_replies(sock, 1)
+        if reply.header("Connection") == "keep-alive":
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert srv.read_until_close(sock).replies[0].body == b"Hello, World!"
+        else:
+            rest = srv.read_until_close(sock, timeout=1.5)  # a close would be immediate
+            assert rest.raw == b""
