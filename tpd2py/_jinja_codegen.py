@@ -14,6 +14,9 @@ Rules of the byte path:
   ``bytes % tuple``; a static piece of ``BIG_STATIC`` bytes or more is written alone (no copy).
 - A non-recursive ``{% for %}`` collects its iterations and writes one joined chunk, so a
   1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why).
+- ``loop.cycle(...)`` on a real LoopContext calls the bound method directly: ``Context.call``
+  would cost more than the rest of a table row, and here amounts to the same call. Any other
+  ``loop`` (a variable, a macro argument) takes the stock path, checked at run time.
 - The output is byte-for-byte ``root(...)`` joined and encoded: the same nodes, in the same order,
   only the text-to-bytes step moves (UTF-8 encoding commutes with concatenation). Each dynamic value
   is written on its own source line, mapped to its template line, so tracebacks point where stock
@@ -50,8 +53,7 @@ RenderBytes = Callable[[Context, Write], None]
 BIG_STATIC = 1024
 
 _WRITE = "tpd_write"
-_HELPERS = ("tpd_escape", "tpd_str", "tpd_escape_getattr", "tpd_root_of", "tpd_block_of",
-            "tpd_module_bytes")
+_HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes")
 
 
 class BytesCodeGenerator(CodeGenerator):
@@ -61,9 +63,9 @@ class BytesCodeGenerator(CodeGenerator):
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(environment, name, filename, *args, **kwargs)
         self._write: str | None = None  # name of the current byte writer; None in the stock pass
-        # escape(environment.getattr(x, "a")) may be fused into one helper only when getattr is
-        # jinja2's own (a sandbox, for one, overrides it).
-        self._fuse_getattr = type(environment).getattr is Environment.getattr
+        # The loop.cycle shortcut below assumes jinja2's own getattr and call (no sandbox).
+        self._stock_getattr = (type(environment).getattr is Environment.getattr
+                               and not environment.sandboxed)
 
     # -- the second pass
 
@@ -217,11 +219,6 @@ class BytesCodeGenerator(CodeGenerator):
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
         elif not frame.eval_ctx.autoescape:
             self.write("tpd_str(")
-        elif (self._fuse_getattr and finalize.src is None and isinstance(node, nodes.Getattr)):
-            self.write("tpd_escape_getattr(environment, ")
-            self.visit(node.node, frame)
-            self.write(f", {node.attr!r})")
-            return
         else:
             self.write("tpd_escape(")
         if finalize.src is not None:
@@ -263,7 +260,7 @@ class BytesCodeGenerator(CodeGenerator):
     def _loop_cycle_target(self, node: nodes.Call, frame: Frame) -> str | None:
         """The Python name of ``loop`` in ``loop.cycle(args)``, if it is a for-loop parameter."""
         callee = node.node
-        if not (self._streaming(frame) and self._fuse_getattr and not node.kwargs
+        if not (self._streaming(frame) and self._stock_getattr and not node.kwargs
                 and node.dyn_args is None and node.dyn_kwargs is None
                 and isinstance(callee, nodes.Getattr) and callee.attr == "cycle"
                 and isinstance(callee.node, nodes.Name) and callee.node.name == "loop"):
@@ -369,22 +366,6 @@ def tpd_escape(value: Any) -> bytes:
 
 def tpd_str(value: Any) -> bytes:
     return str(value).encode()
-
-
-def tpd_escape_getattr(environment: Environment, obj: Any, attribute: str) -> bytes:
-    """``tpd_escape(environment.getattr(obj, attribute))`` in one call (stock getattr only)."""
-    try:
-        value = getattr(obj, attribute)
-    except AttributeError:
-        try:
-            value = obj[attribute]
-        except (TypeError, LookupError, AttributeError):
-            value = environment.undefined(obj=obj, name=attribute)
-    if type(value) is str:
-        return _escape_inner(value).encode()
-    if type(value) is int:
-        return str(value).encode()
-    return escape(value).encode()
 
 
 def _text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderBytes:

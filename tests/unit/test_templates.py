@@ -52,6 +52,14 @@ class HasHtml:
         return f"obj:{self.text}"
 
 
+class FakeLoop:
+    def cycle(self, *values: Any) -> str:
+        return "fake<" + "".join(map(str, values)) + ">"
+
+    def __repr__(self) -> str:
+        return "FakeLoop()"
+
+
 # Markup-significant, %-significant and non-ASCII characters, plus anything printable.
 text = st.lists(st.sampled_from(list("<>&\"'%s aZé漢😀\n\t-") + ["{{", "</b>", "&amp;", "%s"])
                 | st.characters(blacklist_categories=("Cs",)), max_size=10).map("".join)
@@ -72,6 +80,8 @@ contexts = st.fixed_dictionaries({
         {"name": "kid & 1", "children": []},
         {"name": "kid ü", "children": [{"name": "leaf", "children": []}]}]}]),
     "layout": st.just("base.html"),
+    "loop": st.just(FakeLoop()),
+    "fake": st.just(FakeLoop()),
 })
 
 TYPICAL = {
@@ -81,7 +91,7 @@ TYPICAL = {
     "mapping": {"k1": "v<1>", "k2": "v&2"}, "html": Markup("<b>safe ✓</b>"),
     "obj": HasHtml("x"), "n": 12, "flag": True, "nothing": None, "text": "see http://x.org <a>",
     "tree": [{"name": "root", "children": [{"name": "kid", "children": []}]}],
-    "layout": "base.html",
+    "layout": "base.html", "loop": FakeLoop(), "fake": FakeLoop(),
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
