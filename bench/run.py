@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attempts", type=int, default=1,
                         help="on a shared machine: measure a point up to N times while other "
                              "processes take >10%% of the server core, and keep the quietest")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="on a shared machine: run the harness, servers and load generators "
+                             "at this niceness (negative needs root), so other users' processes "
+                             "take less of the two cores")
     parser.add_argument("--no-sysctl", action="store_true",
                         help="do not widen the ephemeral port range or enable tcp_tw_reuse")
     parser.add_argument("--out", type=Path, default=machine.ROOT / "bench" / "out")
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
     started = time.monotonic()
-    soft, nofile = machine.raise_nofile()
+    _, nofile = machine.raise_nofile()
     fit_idle_to_limits(args, nofile)
     tools = {tool: machine.which(tool) for tool in machine.PACKAGES}
     if not args.dry:
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             if not tools[tool]:
                 say(f"warning: {machine.install_hint(tool)}")
     server_cpu, client_cpu = pinning(args, tools)
+    restore_niceness = machine.set_niceness(args.nice, say) if args.nice else (lambda: None)
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})  # the harness itself never runs on the server core
     ctx = Context(dry=args.dry, duration=args.duration, connections=args.connections,
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "idle": args.idle,
                      "connections": args.connections, "server_cpu": server_cpu,
                      "client_cpu": client_cpu, "attempts": args.attempts,
+                     "niceness": os.getpriority(os.PRIO_PROCESS, 0),
                      "tpd2py_flags": sorted(options.tpd2py_flags)},
     }
     say(f"bench: {meta['mode']} run, {args.duration:g} s per point, servers "
@@ -175,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         say("\ninterrupted: reporting what was measured")
     finally:
         restore()
+        restore_niceness()
 
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     say("\n" + report.table(ctx.rows))

@@ -3,7 +3,8 @@
 Every server runs one worker process, access log off, pinned with `taskset` to the server core, with
 its open-file soft limit raised to the hard limit (and, where the server has its own connection
 ceiling or idle timeout, that set above what a run needs: see `command`). Each is started in its own
-session so that stopping it stops its children (granian's worker, nginx's worker) and nothing else.
+process group so that stopping it stops its children (granian's worker, nginx's worker) and nothing
+else; it stays in our session so that `--nice` reaches it under autogroup scheduling.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class Running:
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True, preexec_fn=_raise_nofile_in_child,
+                env=env, process_group=0, preexec_fn=_raise_nofile_in_child,
             )
         self.pid = self.process.pid
 
