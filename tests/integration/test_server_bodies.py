@@ -75,7 +75,7 @@ def test_chunked_upload_fed_in_whole_chunks_across_reads(srv):
 def test_chunk_line_split_across_reads(cli_server, cut):
     # Regression (BUG #4): the chunked reader fed the same partial line to the decoder again
     # and again, freezing the hub. A subprocess, so a relapse cannot hang the suite.
-    srv = cli_server("conftest:app")
+    srv = cli_server("bench.hello:app")
     body = b"5;ext=1\r\nhello\r\n0\r\n\r\n"
     with srv.connect() as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"

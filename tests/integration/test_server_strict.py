@@ -203,7 +203,7 @@ def test_p16_last_chunk_without_trailer_end_is_not_dispatched(server):
 def test_p17_hundred_thousand_one_byte_chunks(cli_server):
     # Regression (BUG #4): some chunk line always straddles two reads, and the chunked reader
     # spun on it forever. A subprocess, so a relapse cannot freeze the suite.
-    srv = cli_server("conftest:app")
+    srv = cli_server("bench.hello:app")
     body = b"1\r\na\r\n" * 100_000 + b"0\r\n\r\n"
     ex = srv.exchange(_head(*CHUNKED, b"Connection: close") + body, methods=["POST"], timeout=5)
     assert ex.statuses == [200]
