@@ -63,6 +63,8 @@ SPECS = {
         Spec("threaded", "http.server ThreadingHTTPServer: a thread per connection"),
         Spec("granian-asgi", "granian, ASGI app, 1 worker (compare with RSGI)",
              ("granian", "uvloop"), default=False),
+        Spec("granian-wsgi", "granian, WSGI app, 1 worker, 1 blocking thread",
+             ("granian", "gevent"), default=False),
     )
 }
 
@@ -122,10 +124,15 @@ def command(name: str, port: int, options: Options, workdir: Path) -> list[str]:
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning", "--timeout-keep-alive", str(IDLE_TIMEOUT_S),
                 "--backlog", str(LISTEN_BACKLOG)]
-    if name in ("granian", "granian-asgi"):
-        interface = ["--interface", "rsgi", "bench.peers.granian_app:app"]
-        if name == "granian-asgi":
-            interface = ["--interface", "asgi", "--loop", "uvloop", "bench.peers.uvicorn_app:app"]
+    if name.startswith("granian"):
+        interface = {
+            "granian": ["--interface", "rsgi", "bench.peers.granian_app:app"],
+            "granian-asgi": ["--interface", "asgi", "--loop", "uvloop",
+                             "bench.peers.uvicorn_app:app"],
+            # The WSGI app in gevent_app.py imports gevent.pywsgi but patches nothing.
+            "granian-wsgi": ["--interface", "wsgi", "--blocking-threads", "1",
+                             "bench.peers.gevent_app:app"],
+        }[name]
         return [py, "-m", "granian", *interface, "--host", "127.0.0.1", "--port", str(port),
                 "--workers", "1", "--runtime-threads", "1", "--http", "1", "--no-access-log",
                 "--log-level", "warning", "--backlog", str(LISTEN_BACKLOG),
