@@ -512,7 +512,8 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
     content_length = -1
     has_length = False
     codings = None
-    keep_alive = version == 11
+    close = False
+    keep_alive_token = False
     expect_continue = False
     for lname, value in special:
         if lname is _CONTENT_LENGTH:
@@ -522,19 +523,17 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
             content_length = length
             has_length = True
         elif lname is _CONNECTION:
-            # RFC 9110 §7.6.1: a list of case-insensitive tokens; lines combine.
+            # RFC 9110 §7.6.1: a list of case-insensitive tokens; lines combine, and "close"
+            # anywhere wins (RFC 9112 §9.6) whatever the order.
             tokens = value.lower()
             if tokens == b"keep-alive":
-                if version == 10:
-                    keep_alive = True
+                keep_alive_token = True
             elif tokens == b"close":
-                keep_alive = False
+                close = True
             else:
                 tokens_set = _connection_tokens(tokens)
-                if b"close" in tokens_set:
-                    keep_alive = False
-                elif version == 10 and b"keep-alive" in tokens_set:
-                    keep_alive = True
+                close = close or b"close" in tokens_set
+                keep_alive_token = keep_alive_token or b"keep-alive" in tokens_set
         elif lname is _TRANSFER_ENCODING:
             if codings is None:
                 codings = [value]
@@ -546,6 +545,8 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
             # RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients; other
             # expectations are ignored too (417 is optional).
             expect_continue = True
+    # RFC 9112 §9.3: 1.1 is persistent unless "close"; 1.0 only with "keep-alive".
+    keep_alive = not close and (version == 11 or keep_alive_token)
     must_close = False
     chunked = False
     if codings is not None:

@@ -126,6 +126,19 @@ VALID: list[tuple[str, bytes, dict[str, Any]]] = [
         ),
     ),
     (
+        "close wins over a later keep-alive line",
+        b"GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        head_fields(
+            version=10, keep_alive=False,
+            headers=[(b"connection", b"close"), (b"connection", b"keep-alive")],
+        ),
+    ),
+    (
+        "keep-alive token in a list, http/1.0",
+        b"GET / HTTP/1.0\r\nConnection: foo, Keep-Alive\r\n\r\n",
+        head_fields(version=10, headers=[(b"connection", b"foo, Keep-Alive")]),
+    ),
+    (
         "connection upgrade",
         b"GET / HTTP/1.1\r\n" + H
         + b"Connection: Upgrade, ,keep-alive\r\nUpgrade: websocket\r\n\r\n",
