@@ -14,6 +14,9 @@ How it works:
   (O(1) per request): the header deadline is absolute from the first byte of a request (a
   trickle does not extend it); body reads must keep a minimum rate; idle keep-alive and writes
   have their own limits.
+- A handler may return ``Later`` instead of a response (the Comet long poll does): the
+  connection then waits with no greenlet and, when its buffer is empty, no input buffer, until
+  someone calls ``resume(response)`` from the hub; a pooled greenlet then sends it and goes on.
 Switch points: ``recv``, ``flush`` and whatever the handler calls. The parser never switches.
 """
 
@@ -65,11 +68,32 @@ class _Close(Exception):
     """Internal: stop serving this connection now (its error response, if any, is queued)."""
 
 
+class _Detached(BaseException):
+    """Internal: the handler returned Later; the connection waits for ``resume``.
+    (BaseException: no ``except Exception`` on the way may take it for a handler error.)"""
+
+
+class Later:
+    """What a handler returns to answer later without holding a greenlet (TPD2's parked
+    continuation). Once the greenlet has flushed what was queued, the connection calls
+    ``attach(conn)`` (never switching, in the greenlet): it returns the Response when it is
+    ready already, else None after arranging for ``conn.resume(response)`` to be called from
+    the hub. ``on_hangup`` is called from the hub, once, if the client hangs up (or the
+    connection is closed) first; it should close the connection."""
+
+    __slots__ = ("attach", "on_hangup")
+
+    def __init__(self, attach: Callable[[Connection], Response | None],
+                 on_hangup: Callable[[], None]) -> None:
+        self.attach = attach
+        self.on_hangup = on_hangup
+
+
 class Connection:
     __slots__ = (
         "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
         "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
-        "response_started", "keep_alive", "queued", "park_hook",
+        "response_started", "keep_alive", "queued", "park_hook", "later",
     )
 
     def __init__(self, server: Server, sock: Any, peer: Any = None) -> None:
@@ -92,6 +116,7 @@ class Connection:
         self.keep_alive = True
         self.queued = 0
         self.park_hook: Callable[[], None] | None = None
+        self.later: Response | None = None
         self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch)
         self.rec.owner = self
 
@@ -148,14 +173,45 @@ class Connection:
         except OSError:
             data = b""
         rec.read_pending = True
-        if not data and self.worker is not None:
+        if data:
+            return
+        hook = self.park_hook
+        if hook is not None:
             rec.on_readable = None
-            hook = self.park_hook
-            if hook is not None:
-                self.park_hook = None
-                hook()
-            else:
-                self.server.hub.throw(self.worker, ClientDisconnected())
+            self.park_hook = None
+            hook()
+        elif self.worker is not None:
+            rec.on_readable = None
+            self.server.hub.throw(self.worker, ClientDisconnected())
+
+    def resume(self, response: Response) -> None:
+        """From the hub: the response promised by ``Later`` is ready. A pooled greenlet sends
+        it on the hub's next turn, then serves what follows. Never switches."""
+        if self.rec.closed or self.worker is not None:
+            return
+        self.park_hook = None
+        self.rec.on_readable = None
+        self.later = response
+        self.server.hub.call_soon(self.server.dispatch, self.rec)
+
+    def _wait_later(self, later: Later) -> Response:
+        """Return Later's response if it is ready; else detach (raises _Detached). May switch
+        to the hub (drains the request body, flushes earlier responses) before attaching."""
+        if self.body_left != _BODY_DONE:
+            self._finish_body_or_close()
+        self.flush()
+        self.park_hook = later.on_hangup
+        response = later.attach(self)
+        if response is not None:
+            self.park_hook = None
+            return response
+        # From here to the pool nothing switches, so resume() cannot come before we are gone.
+        self.release_buffer_if_empty()
+        rec = self.rec
+        rec.on_readable = self._hangup_check
+        if rec.read_pending:
+            self._hangup_check(rec)
+        raise _Detached()
 
     # -- I/O helpers (switch points) ------------------------------------------------------------
 
@@ -222,6 +278,8 @@ class Connection:
         config = server.config
         limits = config.limits
         header_timeout = config.header_timeout
+        if self.park_hook is not None:
+            return  # detached (Later) and not resumed: a stale dispatch (e.g. from accept)
         rec = self.rec
         out = self.out
         rec.on_readable = None
@@ -230,6 +288,14 @@ class Connection:
             self.buf, self.view = server.buffers.pop() if server.buffers else server.new_buffer()
             self.start = self.end = 0
         try:
+            if self.later is not None:
+                response, self.later = self.later, None
+                assert self.head is not None
+                self._write_response(response, self.head.method == b"HEAD")
+                if not self.keep_alive:
+                    self.flush()
+                    self.close()
+                    return
             self.deadline = hub.now + header_timeout
             while True:
                 if self.start == self.end:
@@ -274,6 +340,8 @@ class Connection:
             self._fail(e.status, e.reason)
         except Timeout:
             self._fail(408, "timeout")
+        except _Detached:
+            return
         except (ConnectionClosed, ConnectionError, _Close, Cancelled):
             self.close()
         except OSError as e:
@@ -313,12 +381,12 @@ class Connection:
         """Close now. Never switches (waiters on the fd are woken with ConnectionClosed)."""
         if self.rec.closed:
             return
+        self.server.forget(self)
         hook = self.park_hook
         if hook is not None:
             # A parked handler learns that its connection is gone (e.g. at shutdown).
             self.park_hook = None
             hook()
-        self.server.forget(self)
         self.out.clear()
         with contextlib.suppress(OSError):
             self.sock.close()
@@ -364,7 +432,12 @@ class Connection:
                 result = handler(request, **params)
             else:
                 result = handler(request)
-            response = result if type(result) is Response else to_response(result)
+            if type(result) is Response:
+                response = result
+            elif type(result) is Later:
+                response = None
+            else:
+                response = to_response(result)
         except HTTPError as e:
             response = e.response()
         except ProtocolError:
@@ -377,6 +450,8 @@ class Connection:
             self._queue_raw(respond.error_response(500, server.date.line, not self.keep_alive),
                             500)
             return self.keep_alive
+        if response is None:
+            response = self._wait_later(result)
         if self.body_left != _BODY_DONE:
             self._finish_body_or_close()
         # The common case inline: a fixed body (bytes) with a known status, no reason phrase.
