@@ -85,7 +85,11 @@ class Response:
         if status < 100 or status > 999:
             raise ValueError(f"bad status {status}")
         self.status = status
-        self.body: Any = body.encode() if type(body) is str else body
+        if type(body) is str:
+            body = body.encode()
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        self.body: Any = body
         if content_type is None:
             self.fields = _HTML_LINE
         else:
@@ -151,7 +155,7 @@ def to_response(result: Any) -> Response:
     if isinstance(result, (bytes, bytearray, memoryview)):
         return Response(bytes(result) if not isinstance(result, bytes) else result)
     if isinstance(result, list):
-        return Response(result)
+        return Response([c.encode() if isinstance(c, str) else c for c in result])
     if isinstance(result, dict):
         return Response(json.dumps(result).encode(), content_type=JSON)
     if result is None:
@@ -304,7 +308,8 @@ class _Route:
             if kind == "path":
                 parts.append(f"(?P<{name}>.+)")
             elif kind == "int":
-                parts.append(f"(?P<{name}>[0-9]+)")
+                # Bounded: int() of thousands of digits is slow or refused (peers #3).
+                parts.append(f"(?P<{name}>[0-9]{{1,18}})")
                 self.converters[name] = int
             else:
                 parts.append(f"(?P<{name}>[^/]+)")

@@ -39,7 +39,7 @@ from .errors import (
     Timeout,
 )
 from .http11 import ChunkedDecoder, RequestHead, parse_head
-from .sendbuf import SendBuf
+from .sendbuf import IOV_MAX, SendBuf
 
 if TYPE_CHECKING:
     from .hub import FdRecord
@@ -53,6 +53,9 @@ MAX_DRAIN = 65536
 # Flush early once this many responses or bytes wait in the SendBuf (pipelining backpressure).
 MAX_QUEUED_RESPONSES = 64
 MAX_QUEUED_BYTES = 256 * 1024
+# After an error response: how long and how much unread input we read and drop before the close.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 * 1024
 # Free input buffers kept by the server; a burst needs no more than one per busy connection.
 MAX_POOLED_BUFFERS = 512
 
@@ -66,6 +69,12 @@ _BODY_CHUNKED = -2
 
 class _Close(Exception):
     """Internal: stop serving this connection now (its error response, if any, is queued)."""
+
+
+class _ClientTimeout(Timeout):
+    """Internal: one of this connection's own deadlines passed while reading from the client
+    (the sweep threw Timeout into its wait). Answered with 408; a Timeout from anything else a
+    handler waited on is the application's error."""
 
 
 class _Detached(BaseException):
@@ -243,7 +252,10 @@ class Connection:
             try:
                 n = recv_into(space)
             except BlockingIOError:
-                self.server.hub.wait_readable(rec)
+                try:
+                    self.server.hub.wait_readable(rec)
+                except Timeout:
+                    raise _ClientTimeout() from None
                 continue
             if n == len(space):
                 rec.read_pending = True  # maybe more in the kernel (see serve)
@@ -253,8 +265,23 @@ class Connection:
     def flush(self) -> None:
         """Send all queued output. May switch to the hub (only when the socket is full)."""
         self.queued = 0
-        if self.out.size:
-            self.out.flush(self.sock.sendmsg, self._wait_writable)
+        out = self.out
+        if not out.size:
+            return
+        chunks = out.chunks
+        if len(chunks) <= IOV_MAX:
+            # The common case without the SendBuf.flush machinery: one sendmsg takes it all.
+            self.server.sendmsg_calls += 1
+            try:
+                sent = self.sock.sendmsg(chunks)
+            except BlockingIOError:
+                sent = 0
+            if sent == out.size:
+                chunks.clear()
+                out.size = 0
+                return
+            out.consume(sent)
+        self.server.sendmsg_calls += out.flush(self.sock.sendmsg, self._wait_writable)
 
     def _wait_writable(self) -> None:
         server = self.server
@@ -262,6 +289,9 @@ class Connection:
         self.deadline = server.hub.now + server.config.write_timeout
         try:
             server.hub.wait_writable(self.rec)
+        except Timeout:
+            # Part of a response may be on the wire: nothing honest can follow it. Close.
+            raise _Close() from None
         finally:
             self.deadline = saved
 
@@ -314,7 +344,7 @@ class Connection:
                     if n == 0:
                         self.close()
                         return
-                    if n == len(self.view):
+                    if n == len(self.view):  # type: ignore[arg-type]
                         # Edge-triggered: a read that filled the buffer may have left bytes in
                         # the kernel, and no new edge will announce them.
                         rec.read_pending = True
@@ -338,8 +368,11 @@ class Connection:
                     self.flush()
         except ProtocolError as e:
             self._fail(e.status, e.reason)
-        except Timeout:
+        except _ClientTimeout:
             self._fail(408, "timeout")
+        except Timeout:
+            # Thrown by the sweep while serve itself waited (between requests): just close.
+            self.close()
         except _Detached:
             return
         except (ConnectionClosed, ConnectionError, _Close, Cancelled):
@@ -367,14 +400,44 @@ class Connection:
         self.rec.on_readable = server.dispatch
 
     def _fail(self, status: int, reason: str) -> None:
-        """Answer a protocol error with a canned response, after what is queued; then close."""
+        """Answer a protocol error with a canned response, after what is queued; then close,
+        lingering so that unread input does not turn the close into a reset."""
         server = self.server
         if not self.response_started:
             if server.access_log is not None:
                 server.log_access(self, self.head, status, 0)
             self.out.add(respond.error_response(status, server.date.line))
-        with contextlib.suppress(OSError, Timeout):
+        try:
             self.flush()
+        except (OSError, Timeout, _Close):
+            self.close()
+            return
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Half-close, then read and discard what the client still sends, for at most
+        LINGER_SECONDS or LINGER_BYTES, then close (RFC 9112 §9.6). Closing with unread bytes
+        in the kernel sends RST, which can destroy the response before the client reads it.
+        May switch to the hub."""
+        if self.rec.closed:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.deadline = self.server.hub.now + LINGER_SECONDS
+        self.start = self.end = 0
+        discarded = 0
+        try:
+            while discarded < LINGER_BYTES and self.buf is not None:
+                self.start = self.end = 0
+                n = self._recv()
+                if n == 0:
+                    break
+                discarded += n
+        except (OSError, Timeout, _Close, ConnectionClosed):
+            pass
         self.close()
 
     def close(self) -> None:
@@ -413,6 +476,7 @@ class Connection:
                 self.body_left = _BODY_DONE
         self.deadline = _INF
         request = Request(head, self)
+        server.requests += 1
         app = server.app
         # Fast path: an exact route with a handler for this method; else the full router.
         route = app.exact.get(head.path)
@@ -422,10 +486,7 @@ class Connection:
             handler, params, status, allowed = app.match(head.method, head.path)
             if handler is None:
                 extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-                self._finish_body_or_close()
-                self._queue_raw(respond.error_response(status, server.date.line, False, extra),
-                                status)
-                return self.keep_alive
+                return self._answer_error(status, extra)
         try:
             if params:
                 request.params = params
@@ -439,17 +500,22 @@ class Connection:
             else:
                 response = to_response(result)
         except HTTPError as e:
-            response = e.response()
-        except ProtocolError:
-            raise
+            try:
+                response = e.response()
+            except (ValueError, TypeError):
+                log.exception("bad HTTPError for %r", _request_line(head))
+                return self._answer_error(500)
+        except (ProtocolError, _ClientTimeout):
+            raise  # the client's fault: 4xx and close
+        except (Timeout, ConnectionClosed):
+            if self.rec.closed:
+                raise  # our own client is gone
+            # Something else the handler waited on (an upstream socket) failed or timed out.
+            log.exception("handler error for %r from %s", _request_line(head), self.address())
+            return self._answer_error(500)
         except Exception:
             log.exception("handler error for %r from %s", _request_line(head), self.address())
-            if self.response_started:
-                raise _Close() from None
-            self._finish_body_or_close()
-            self._queue_raw(respond.error_response(500, server.date.line, not self.keep_alive),
-                            500)
-            return self.keep_alive
+            return self._answer_error(500)
         if response is None:
             response = self._wait_later(result)
         if self.body_left != _BODY_DONE:
@@ -473,7 +539,26 @@ class Connection:
             if server.access_log is not None:
                 server.log_access(self, head, status, size)
             return True
-        self._write_response(response, head.method == b"HEAD")
+        try:
+            self._write_response(response, head.method == b"HEAD")
+        except (TypeError, ValueError):
+            log.exception("bad response from the handler for %r", _request_line(head))
+            return self._answer_error(500)
+        return self.keep_alive
+
+    def _answer_error(self, status: int, extra: bytes = b"") -> bool:
+        """Queue a canned error for the current request; returns whether to keep the
+        connection. Once a streamed response has started, closing is the only honest answer."""
+        if self.response_started:
+            raise _Close()
+        self._finish_body_or_close()
+        head = self.head
+        data = respond.error_response(status, self.server.date.line, self._connection_header(),
+                                      extra, head is None or head.method != b"HEAD")
+        self.out.add(data)
+        self.queued += 1
+        if self.server.access_log is not None:
+            self.server.log_access(self, head, status, len(data))
         return self.keep_alive
 
     def _connection_header(self) -> bytes:
@@ -482,17 +567,6 @@ class Connection:
         if self.head is not None and self.head.version == 10:
             return respond.KEEP_ALIVE
         return b""
-
-    def _queue_raw(self, data: bytes, status: int) -> None:
-        if self.head is not None and self.head.method == b"HEAD":
-            data = data[: data.index(b"\r\n\r\n") + 4]
-        if not self.keep_alive and b"Connection: close" not in data[: data.index(b"\r\n\r\n")]:
-            i = data.index(b"\r\n") + 2
-            data = data[:i] + respond.CLOSE + data[i:]
-        self.out.add(data)
-        self.queued += 1
-        if self.server.access_log is not None:
-            self.server.log_access(self, self.head, status, len(data))
 
     def _write_response(self, response: Response, is_head: bool) -> None:
         server = self.server
@@ -509,6 +583,10 @@ class Connection:
                 out.add(respond.head(status_bytes, response.fields, -1, server.date.line,
                                      self._connection_header()))
             else:
+                if body_type is list:
+                    for chunk in body:
+                        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                            raise TypeError(f"response chunk of type {type(chunk).__name__}")
                 size = len(body) if body_type is bytes else sum(map(len, body))
                 out.add(respond.head(status_bytes, response.fields, size, server.date.line,
                                      self._connection_header()))
@@ -527,6 +605,16 @@ class Connection:
         """Send an iterator body as it is produced: chunked for 1.1, close-delimited for 1.0."""
         server = self.server
         assert self.head is not None
+        body = response.body
+        if response.status in respond.NO_BODY_STATUSES:
+            # 1xx/204/304 end at the blank line (RFC 9112 §6.1, §6.3): no coding, no body.
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            self.out.add(respond.head(status_bytes, response.fields, -1, server.date.line,
+                                      self._connection_header()))
+            self.queued += 1
+            return
         chunked = self.head.version == 11
         if not chunked:
             self.keep_alive = False
@@ -534,7 +622,6 @@ class Connection:
         self.out.add(respond.head(status_bytes, fields, -1, server.date.line,
                                   self._connection_header()))
         self.response_started = True
-        body = response.body
         size = 0
         try:
             self.flush()

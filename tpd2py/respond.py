@@ -73,9 +73,10 @@ _ERROR_BODIES: dict[int, bytes] = {
 _TEXT_LINE = b"Content-Type: text/plain; charset=utf-8\r\n"
 
 
-def error_response(status: int, date_line: bytes, close: bool = True,
-                   extra: bytes = b"") -> bytes:
-    """A short text/plain error page, as one chunk."""
+def error_response(status: int, date_line: bytes, connection: bytes = CLOSE,
+                   extra: bytes = b"", with_body: bool = True) -> bytes:
+    """A short text/plain error page, as one chunk. ``connection`` is the Connection header
+    line (or b""); ``with_body`` False gives the head only (a HEAD request)."""
     body = _ERROR_BODIES.get(status, b"%d\n" % status)
-    return head(status_line(status), _TEXT_LINE + extra, len(body), date_line,
-                CLOSE if close else b"") + body
+    h = head(status_line(status), _TEXT_LINE + extra, len(body), date_line, connection)
+    return h + body if with_body else h
