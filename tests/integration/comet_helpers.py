@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -119,10 +120,15 @@ class Reply:
         return json.loads(self.body)
 
 
+# Bytes read past the end of one response (pipelined answers), per socket.
+_leftover: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_reply(sock: socket.socket, timeout: float = WAIT) -> Reply:
-    """Read one Content-Length or bodiless response (no chunked) from ``sock``."""
+    """Read one Content-Length or bodiless response (no chunked) from ``sock``; bytes of the
+    responses after it are kept for the next call."""
     sock.settimeout(timeout)
-    data = b""
+    data = _leftover.pop(sock, b"")
     while b"\r\n\r\n" not in data:
         more = sock.recv(65536)
         if not more:
@@ -141,8 +147,9 @@ def read_reply(sock: socket.socket, timeout: float = WAIT) -> Reply:
         if not more:
             raise ConnectionError("closed in the middle of a body")
         rest += more
-    assert len(rest) == length, f"unexpected bytes after the response: {rest[length:]!r}"
-    return Reply(status, headers, rest)
+    if len(rest) > length:
+        _leftover[sock] = rest[length:]
+    return Reply(status, headers, rest[:length])
 
 
 def read_events(sock: socket.socket, count: int, timeout: float = WAIT) -> tuple[dict, list[bytes]]:

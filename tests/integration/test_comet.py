@@ -380,6 +380,54 @@ def test_parked_connection_holds_no_input_buffer(chat: Any) -> None:
         s.close()
 
 
+def test_parked_long_polls_hold_no_greenlet(chat: Any) -> None:
+    chat_app, srv = chat()
+
+    def busy_greenlets() -> int:
+        gc.collect()
+        pooled = set(map(id, srv.server.pool))
+        return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet)
+                   and not o.dead and id(o) not in pooled and o.parent is not None)
+
+    idle = srv.call(busy_greenlets)  # the accept loop's, and the like
+    socks = park(srv, chat_app, "/poll?after=0", count=50)
+    assert srv.call(busy_greenlets) == idle
+    assert srv.call(lambda: [c.worker for c in srv.server.conns.values()]) == [None] * 50
+    publish(srv, "x")
+    for s in socks:
+        assert read_reply(s).status == 200
+        s.close()
+
+
+def test_request_pipelined_after_a_long_poll_waits_its_turn(chat: Any) -> None:
+    chat_app, srv = chat()
+    with srv.connect() as sock:
+        sock.sendall(request("/poll?after=0") + request("/hello"))
+        srv.wait_for(lambda: chat_app.channel.waiting == 1)
+        sock.sendall(request("/hello"))  # arrives while the poll is parked
+        publish(srv, "first")
+        assert read_reply(sock).json()["version"] == 1
+        assert read_reply(sock).body == b"hello"
+        assert read_reply(sock).body == b"hello"
+
+
+def test_head_long_poll_gets_the_head_only(chat: Any) -> None:
+    chat_app, srv = chat()
+    with srv.connect() as sock:
+        sock.sendall(request("/poll?after=0", method="HEAD") + request("/hello"))
+        srv.wait_for(lambda: chat_app.channel.waiting == 1)
+        publish(srv, "for a HEAD")
+        sock.settimeout(10)
+        data = b""
+        while data.count(b"\r\n\r\n") < 2 or not data.endswith(b"hello"):
+            more = sock.recv(65536)
+            assert more, data
+            data += more
+        first, _, rest = data.partition(b"\r\n\r\n")
+        assert b"200 OK" in first and b"Content-Length: " in first
+        assert rest.startswith(b"HTTP/1.1 200")  # no body after the HEAD response
+
+
 # -- hang-ups -------------------------------------------------------------------------------------
 
 
