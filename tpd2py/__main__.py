@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections", type=int, default=d.max_connections)
     p.add_argument("--max-header-bytes", type=int, default=lim.max_header_bytes)
     p.add_argument("--max-headers", type=int, default=lim.max_headers)
+    p.add_argument("--no-head-cache", action="store_true",
+                   help="parse every request head, even one identical to an earlier head")
     p.add_argument("--grace", type=float, default=d.grace,
                    help="seconds in-flight requests get after SIGTERM (default %(default)s)")
     return p
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         body_timeout=args.body_timeout, min_body_rate=args.min_body_rate,
         write_timeout=args.write_timeout, max_body_size=args.max_body_size,
         max_connections=args.max_connections, grace=args.grace, limits=limits,
+        head_cache=not args.no_head_cache,
     )
     access_log: IO[str] | None = None
     if args.access_log == "-":
