@@ -11,6 +11,13 @@ Rules:
   refused as soon as it passes its limit (414 / 431), not when it finally ends.
 - Linear time: wire bytes are checked with translate tables and C-level bytes methods; no `int()`
   before a byte-class check, no Unicode-aware `strip()`, no backtracking regexes.
+- Transfer-Encoding plus Content-Length: chunked wins, Content-Length is ignored and `must_close`
+  is set, so the connection closes after the response (RFC 9112 §6.3 item 3, peers #4/#9). We
+  accept rather than reject because the request itself is unambiguous to us; closing removes
+  what a CL-framing peer might have read as the next request.
+- Retries are the caller's: after None it calls again from the same `start` with a larger `end`.
+  Passing `scan_from=previous_end - 3` keeps a head trickled byte by byte linear overall;
+  without it each retry rescans the whole partial head (still bounded by the head limit).
 
 How it works: `parse_head` finds the blank line with one `find`, copies the head once to `bytes`,
 checks every byte of it with one `translate` + `count`, splits it on CRLF and walks the lines.
@@ -427,10 +434,10 @@ def parse_head(
         raise _head_error(head)
 
     # --- request line: method SP request-target SP HTTP-version (RFC 9112 §3) ---
-    parts = line.split(b" ")
-    if len(parts) != 3:
-        raise _bad(400, "request line is not method SP target SP version")
-    method, target, version_bytes = parts
+    try:
+        method, target, version_bytes = line.split(b" ")
+    except ValueError:
+        raise _bad(400, "request line is not method SP target SP version") from None
     if method not in _METHODS and not _is_token(method):
         raise _bad(400, "method is not a token")  # RFC 9112 §3.1
     if version_bytes == b"HTTP/1.1":
