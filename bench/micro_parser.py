@@ -9,6 +9,8 @@ printed, since the minimum is the figure least disturbed by the rest of the mach
 from __future__ import annotations
 
 import argparse
+import platform
+import sys
 import time
 import timeit
 
@@ -43,6 +45,9 @@ def main() -> None:
     ap.add_argument("--number", type=int, default=20_000, help="calls per repeat (40 repeats)")
     args = ap.parse_args()
     limits = Limits()
+    # The interpreter build matters as much as the code: a PGO+LTO CPython runs this ~20-25%
+    # faster than a plain `./configure --enable-shared` build of the same version.
+    print(f"{sys.executable} {sys.version.split()[0]} ({platform.python_compiler()})")
     for name, head in (("wrk GET", WRK_HEAD), ("browser GET, 10 fields", BROWSER_HEAD)):
         buf = bytearray(head + b"GET / HTTP/1.1\r\n")  # a pipelined tail, as in a real buffer
         end = len(buf)

@@ -21,10 +21,12 @@ Rules:
 
 How it works: `parse_head` finds the blank line with one `find`, copies the head once to `bytes`,
 checks every byte of it with one `translate` + `count`, splits it on CRLF and walks the lines.
-Known header spellings hit a dict of validated names, so the common path does no per-byte Python
-work. A few framing headers (Host, Content-Length, Transfer-Encoding, Connection, Expect) are set
-aside during the walk and interpreted afterwards. `ChunkedDecoder` is a small state machine fed
-with whatever bytes have arrived; it consumes exactly one message body and leaves the rest.
+Known header spellings hit a dict of validated names (and Host values a set), so the common path
+does no per-byte Python work; both caches are bounded and only ever hold values that passed the
+full check, so they change speed, never the verdict. A few framing headers (Host, Content-Length,
+Transfer-Encoding, Connection, Expect) are set aside during the walk and interpreted afterwards.
+`ChunkedDecoder` is a small state machine fed with whatever bytes have arrived; it consumes exactly
+one message body and leaves the rest.
 """
 
 from __future__ import annotations
