@@ -39,6 +39,9 @@ def notes(row: dict) -> str:
             parts.append(f"{row['bytes_per_idle'] / 1024:.1f} KiB per idle conn")
         if row.get("idle_ratio") is not None:
             parts.append(f"{row['idle_ratio']:.2f}× its rate without idle conns")
+        cost, cost_before = row.get("cpu_us_per_request"), row.get("cpu_us_per_request_no_idle")
+        if cost and cost_before:
+            parts.append(f"{cost / cost_before:.2f}× its CPU per request without")
     if row.get("error_detail"):
         parts.append("errors: " + ", ".join(f"{k} {v}" for k, v in row["error_detail"].items()))
     if row.get("note"):
