@@ -18,6 +18,8 @@ Rules:
 How it works: ``BytesEnvironment`` swaps in the code generator and ``BytesTemplate``, which picks
 up the byte functions the generator adds to each template module and hangs each block's byte
 twin on its text function (``tpd_bytes``), since ``context.blocks`` holds the text functions.
+This leans on jinja2 3.1 internals (``CodeGenerator``, ``Template._from_namespace``); the
+differential test in tests/unit/test_templates.py is the guard when jinja2 is upgraded.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def both(variant: str, name: str, context: dict[str, Any]) -> tuple[tuple[Any, .
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(context=contexts)
 def test_same_bytes_as_stock_jinja2(name: str, variant: str, context: dict[str, Any]) -> None:
     expected, got = both(variant, name, context)
