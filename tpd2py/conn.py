@@ -499,14 +499,14 @@ class Connection:
         if self.rec.closed:
             return
         self.server.forget(self)
+        self.out.clear()
+        with contextlib.suppress(OSError):
+            self.sock.close()
         hook = self.park_hook
         if hook is not None:
             # A parked handler learns that its connection is gone (e.g. at shutdown).
             self.park_hook = None
             hook()
-        self.out.clear()
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
     # -- one request ----------------------------------------------------------------------------
 

@@ -126,18 +126,22 @@ class Hub:
         self.records[fd] = rec
         return rec
 
-    def unregister(self, rec: FdRecord, exc: BaseException | None = None) -> None:
+    def unregister(self, rec: FdRecord, exc: BaseException | None = None,
+                   closing: bool = False) -> None:
         """Mark closed, wake waiters with ``exc`` (default ConnectionClosed), forget the fd.
 
-        The caller closes the fd afterwards. Does not switch.
+        The caller closes the fd afterwards; with ``closing`` it promises to do so at once
+        and the ``epoll_ctl(DEL)`` is skipped (closing the only descriptor of an open file
+        removes it from epoll: one syscall less per connection). Does not switch.
         """
         if rec.closed:
             return
         rec.closed = True
         if self.records.get(rec.fd) is rec:
             del self.records[rec.fd]
-            with contextlib.suppress(OSError, ValueError):
-                self.epoll.unregister(rec.fd)
+            if not closing:
+                with contextlib.suppress(OSError, ValueError):
+                    self.epoll.unregister(rec.fd)
         for g in (rec.reader, rec.writer):
             if g is not None:
                 self.ready.append((g, _Throw(exc or ConnectionClosed())))

@@ -244,8 +244,9 @@ class Server:
         conn.start, conn.end = start, end
 
     def forget(self, conn: Connection) -> None:
-        """Drop a closing connection: unregister (waking its waiters), free its buffer."""
-        self.hub.unregister(conn.rec)
+        """Drop a connection that the caller closes right after: unregister (waking its
+        waiters), free its buffer."""
+        self.hub.unregister(conn.rec, closing=True)
         self.release_buffer(conn)
         conn.rec.on_readable = None
         fd = conn.rec.fd
