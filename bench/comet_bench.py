@@ -173,8 +173,10 @@ class Fleet:
         for sock in self.socks:
             sock.send(request)  # a few dozen bytes into an empty socket buffer: never short
 
-    def collect(self, expected: bytes, started: float, deadline: float) -> tuple[float, float]:
-        """Read until every socket holds one complete response; check each body.
+    def collect(self, expected: bytes | None, started: float,
+                deadline: float) -> tuple[float, float]:
+        """Read until every socket holds one complete response; check each body (any 200
+        when ``expected`` is None).
 
         Returns (seconds until the first, seconds until the last) since ``started``.
         """
@@ -196,7 +198,9 @@ class Fleet:
                     buffers[fd] = data
                     continue
                 buffers.pop(fd, None)
-                if data[head_end + 4:] != expected or not data.startswith(b"HTTP/1.1 200"):
+                body = data[head_end + 4:]
+                if not data.startswith(b"HTTP/1.1 200") or (expected is not None
+                                                             and body != expected):
                     raise AssertionError(f"unexpected response {data[:300]!r}")
                 self.epoll.unregister(fd)
                 left -= 1
@@ -214,11 +218,12 @@ class Fleet:
         self.epoll.close()
 
 
-def wait_parked(port: int, count: int, timeout: float) -> None:
+def wait_parked(port: int, count: int, timeout: float, at_most: bool = False) -> None:
+    """Poll /stats until ``count`` clients wait (or, ``at_most``, no more than that)."""
     deadline = time.monotonic() + timeout
     while True:
         waiting = stats(port)["waiting"]
-        if waiting >= count:
+        if (waiting <= count) if at_most else (waiting >= count):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {waiting} of {count} clients parked after {timeout:.0f} s")
@@ -228,7 +233,8 @@ def wait_parked(port: int, count: int, timeout: float) -> None:
 # -- throughput with wrk --------------------------------------------------------------------------
 
 
-def wrk_rps(port: int, seconds: float, runs: int) -> float:
+def wrk_runs_rps(port: int, seconds: float, runs: int) -> list[float]:
+    """Requests/second of ``runs`` wrk runs of ``seconds`` each (keep-alive, GET /hello)."""
     figures = []
     for _ in range(runs):
         argv = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{WRK_CONNECTIONS}",
@@ -239,9 +245,9 @@ def wrk_rps(port: int, seconds: float, runs: int) -> float:
                 figures.append(float(line.split()[1]))
         if "Non-2xx" in out or "Socket errors" in out:
             raise RuntimeError(f"wrk saw errors: {out}")
-    if not figures:
+    if len(figures) != runs:
         raise RuntimeError("wrk printed no Requests/sec")
-    return statistics.median(figures)
+    return figures
 
 
 # -- one server -----------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
                     raise RuntimeError(f"{name} did not start") from None
                 time.sleep(0.05)
         version = stats(port)["version"]
-        result.hello_rps_idle = wrk_rps(port, wrk_seconds, wrk_runs)
+        idle = wrk_runs_rps(port, wrk_seconds, wrk_runs)
         result.rss_base_kib = rss_kib(proc.pid)
 
         started = time.perf_counter()
@@ -279,7 +285,8 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         result.rss_parked_kib = rss_kib(proc.pid)
         result.bytes_per_waiter = (result.rss_parked_kib - result.rss_base_kib) * 1024 / clients
 
-        result.hello_rps_parked = wrk_rps(port, wrk_seconds, wrk_runs)
+        result.hello_rps_parked = statistics.median(
+            wrk_runs_rps(port, wrk_seconds, 2 * wrk_runs))
         if stats(port)["waiting"] != clients:
             raise RuntimeError("parked clients were lost during the throughput run")
 
@@ -305,6 +312,16 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
                 wait_parked(port, clients, PARK_TIMEOUT)
         publisher.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
         publisher.close()
+        # Idle throughput again once the clients are gone: the figure without waiters is the
+        # median of runs before and after, so that a drift in machine load does not pass for
+        # the waiters' cost.
+        fleet.repoll(version + 10**6)  # a version from the future: answered at once
+        started = time.perf_counter()
+        fleet.collect(None, started, started + WAKE_TIMEOUT)
+        fleet.close()
+        wait_parked(port, 0, PARK_TIMEOUT, at_most=True)
+        idle += wrk_runs_rps(port, wrk_seconds, wrk_runs)
+        result.hello_rps_idle = statistics.median(idle)
     except Exception as e:  # noqa: BLE001 - reported in the table, the other servers still run
         result.error = f"{type(e).__name__}: {e}"
     finally:

@@ -277,7 +277,7 @@ class Channel:
 
     @property
     def waiting(self) -> int:
-        """How many greenlets are parked on this channel now."""
+        """How many waiters (parked greenlets and waiting long polls) the channel has now."""
         return len(self._waiters)
 
     # -- publishing (any thread; never switches) ------------------------------------------------
@@ -397,26 +397,21 @@ class Channel:
         When news comes it is answered with ``Update.response()``, on timeout with ``204``;
         a client hang-up closes it. Never switches."""
 
+        waiter = _Waiter(self, None, after, detached=True)
+
         def attach(conn: Connection) -> Response | None:
             hub = self._bind()
             with self._lock:
                 update = self._since_locked(after)
                 if update:
                     return update.response()
-                waiter = _Waiter(self, conn, after, detached=True)
-                holder.append(waiter)
+                waiter.target = conn
                 self._waiters[waiter] = None
             if timeout is not None:
                 self._add_to_bucket(hub, waiter, timeout)
             return None
 
-        holder: list[_Waiter] = []
-
-        def hang_up() -> None:
-            if holder:
-                holder[0].hang_up()
-
-        return Later(attach, hang_up)
+        return Later(attach, waiter.hang_up)
 
     def updates(self, after: int | None, heartbeat: float | None = None,
                 request: Request | None = None) -> Iterator[Update]:
