@@ -669,3 +669,45 @@ def run_hub(main: Callable[[], None], timeout: float = 10.0) -> None:
     assert not t.is_alive(), "hub thread did not stop"
     if failure:
         raise failure[0]
+
+
+# -- the demo app over plain HTTP (the browser test needs Chromium; this one runs anywhere) -------
+
+
+def test_demo_chat_over_http() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from demo.app import CHAT, app
+
+    srv = ServerThread(app)
+    try:
+        with srv.connect() as sock:
+            sock.sendall(request("/"))
+            home = read_reply(sock).body
+            assert b'href="/chat"' in home and b'href="/hello/world"' in home
+            sock.sendall(request("/hello/%3Cscript%3E"))
+            assert b"Hello, &lt;script&gt;!" in read_reply(sock).body
+            sock.sendall(request("/chat"))
+            page = read_reply(sock)
+            assert page.status == 200 and b"EventSource" in page.body
+            start = CHAT.version
+            sock.sendall(request(f"/chat/poll?after={start}"))
+            srv.wait_for(lambda: CHAT.waiting == 1)
+            with srv.connect() as poster:
+                form = b"name=ann&text=%3Cb%3Ehi%3C%2Fb%3E"
+                poster.sendall(request("/chat/send", "POST", form, headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Requested-With": "fetch"}))
+                assert read_reply(poster).json() == {"version": start + 1}
+                poster.sendall(request("/chat/send", "POST", b"name=ann&text=+"))
+                assert read_reply(poster).status == 400  # an empty message
+                poster.sendall(request("/chat/send", "POST", b"name=&text=plain+form"))
+                redirect = read_reply(poster)
+                assert redirect.status == 303 and redirect.headers["location"] == "/chat"
+            message = read_reply(sock).json()["messages"][0]
+            assert message["data"]["name"] == "ann" and message["data"]["text"] == "<b>hi</b>"
+            sock.sendall(request("/chat/events", headers={"Last-Event-ID": str(start + 1)}))
+            _, frames = read_events(sock, 2)
+            assert frames[1].startswith(b"id: %d\ndata: " % (start + 2))
+            assert b'"name":"anonymous"' in frames[1]
+    finally:
+        srv.stop()
