@@ -9,7 +9,8 @@ How it works:
   wire (or close a socket) and be sure the server sees all of it at once when it resumes. That
   makes "which recv sees what" deterministic without sleeping.
 - ``RunningServer.wait_closed(n)`` waits (on a condition, never by polling) until the server has
-  closed ``n`` connections: its ``forget`` is wrapped on the instance.
+  closed ``n`` connections: its ``forget`` is wrapped on the instance. ``wait_thrown(Timeout)``
+  likewise waits for the sweep to throw a deadline into a connection (``hub.throw`` wrapped).
 - ``cli_server(spec, *args)`` runs ``python -m tpd2py SPEC --port N`` and waits for its
   "serving on" line; ``app`` below is the app those subprocesses and most tests use.
 Rules: loopback only; every wait has a timeout; nothing sleeps to wait for an event.
@@ -433,6 +434,7 @@ class RunningServer(Client):
         self._ready: queue.Queue[Any] = queue.Queue()
         self._failure: BaseException | None = None
         self._closed = 0
+        self._thrown: list[type] = []
         self._closed_cond = threading.Condition()
         self._release: threading.Event | None = None
         self._errors = _ThreadErrors()
@@ -459,6 +461,15 @@ class RunningServer(Client):
                     self._closed_cond.notify_all()
 
             server.forget = counting_forget  # type: ignore[method-assign]
+            throw = server.hub.throw
+
+            def counting_throw(g: Any, exc: BaseException) -> None:
+                throw(g, exc)
+                with self._closed_cond:
+                    self._thrown.append(type(exc))
+                    self._closed_cond.notify_all()
+
+            server.hub.throw = counting_throw  # type: ignore[method-assign]
         except BaseException as e:  # pragma: no cover - setup failure
             self._ready.put(e)
             return
@@ -526,6 +537,14 @@ class RunningServer(Client):
         with self._closed_cond:
             ok = self._closed_cond.wait_for(lambda: self._closed >= count, timeout)
         assert ok, f"server closed {self._closed} connections, expected {count} within {timeout}s"
+
+    def wait_thrown(self, exc_type: type, count: int = 1, timeout: float = WAIT) -> None:
+        """Wait until the hub has thrown ``count`` exceptions of ``exc_type`` into greenlets
+        (the sweep throws ``Timeout`` into connections whose deadline passed)."""
+        with self._closed_cond:
+            ok = self._closed_cond.wait_for(
+                lambda: sum(issubclass(t, exc_type) for t in self._thrown) >= count, timeout)
+        assert ok, f"the hub threw {self._thrown}, expected {count} x {exc_type.__name__}"
 
     def stop(self) -> None:
         if self._release is not None:

@@ -106,11 +106,9 @@ def test_keep_alive_survives_errors_that_are_not_protocol_errors(srv):
     conn.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG #13 (core_bugs.md): 404/405/500 to an HTTP/1.0 keep-alive "
-                   "request omit Connection: keep-alive yet the server keeps the connection")
 @pytest.mark.parametrize("path", ["/missing", "/error", "/post-only"])
 def test_http10_keep_alive_error_responses_say_what_happens_next(server, path):
+    # Regression (BUG #13): these omitted "Connection: keep-alive" yet kept the connection.
     # An HTTP/1.0 client treats a response without "Connection: keep-alive" as the last on
     # the connection and may wait for EOF (ab -k does): the header and the server's
     # behaviour must agree.

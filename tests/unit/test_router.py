@@ -86,11 +86,9 @@ def test_int_parameter_only_ascii_digits(app, path):
     assert app.match(b"GET", path)[2] == 404
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG #9 (core_bugs.md): int() on a 5000-digit segment raises")
 def test_int_parameter_with_huge_numeral_is_not_an_exception(app):
-    # int() on 5000 digits raises ValueError (CPython's int/str digit limit) out of the
-    # router, which the connection loop does not expect: the client gets no response.
+    # Regression (BUG #9): int() on 5000 digits raised ValueError (CPython's int/str digit
+    # limit) out of the router, which the connection loop does not expect: no response.
     handler, params, status, _ = app.match(b"GET", b"/items/" + b"9" * 5000)
     assert status in (200, 404)
 
