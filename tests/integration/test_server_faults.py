@@ -294,3 +294,30 @@ def test_out_of_file_descriptors_backs_off_and_recovers(cli_server):
         sock.close()
     assert srv.get("/").body == b"Hello, World!"
     assert srv.proc.poll() is None
+
+
+def test_lingering_close_is_bounded_for_a_client_that_keeps_sending(server):
+    # After the 413 the server reads and drops what still comes, but not forever: a client
+    # streaming an endless body is cut off (its send fails) long before 64 MiB.
+    srv = server(max_body_size=1000)
+    with srv.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+        (reply,) = srv.read_replies(sock, 1, methods=["POST"])
+        assert reply.status == 413
+        sent = 0
+        block = b"z" * 65536
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while sent < 64 * 1024 * 1024:
+                sent += sock.send(block)
+    srv.wait_closed(1)
+
+
+def test_lingering_close_is_bounded_for_a_client_that_never_closes(srv):
+    # The server half-closes after the 400; a client that neither sends nor closes must not
+    # hold the connection open for good.
+    with srv.connect() as sock:
+        sock.sendall(b"BAD REQUEST\r\n\r\n")
+        ex = srv.read_until_close(sock)  # EOF: the server's half-close
+        assert ex.statuses == [400]
+        srv.wait_closed(1)
+        assert srv.open_connections() == 0
