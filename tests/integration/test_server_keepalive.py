@@ -1,10 +1,14 @@
-"""Connection persistence: keep-alive, HTTP/1.0 rules, Connection: close (peers #34)."""
+"""Connection persistence: keep-alive, HTTP/1.0 rules, Connection: close (peers #34), and
+what must not carry over from one request to the next."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
+
+from tpd2py import App, Request
 
 
 def test_many_requests_on_one_http_client_connection(srv):
@@ -122,3 +126,33 @@ def test_http10_keep_alive_error_responses_say_what_happens_next(server, path):
         else:
             rest = srv.read_until_close(sock, timeout=1.5)  # a close would be immediate
             assert rest.raw == b""
+
+
+def _annotating_app() -> App:
+    app = App()
+    calls = []
+
+    @app.route("/annotate")
+    def annotate(req: Request) -> dict:
+        # A middleware-style handler: the first request it sees is marked as trusted (think
+        # "peer address is on the allow-list") by adding a field to the request's headers.
+        seen = [n.decode() for n, _ in req.headers.raw()]
+        calls.append(1)
+        if len(calls) == 1:
+            with contextlib.suppress(AttributeError, TypeError):
+                req.headers.raw().append((b"x-trusted", b"1"))  # type: ignore[attr-defined]
+        return {"seen": seen}
+
+    return app
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #14 (core_bugs.md): the head cache shares one parsed head "
+                   "(and its mutable header list) between byte-identical requests")
+def test_request_headers_do_not_leak_between_identical_requests(server):
+    srv = server(_annotating_app())
+    first = srv.get("/annotate")
+    second = srv.get("/annotate")  # another connection, same bytes
+    assert "x-trusted" not in json.loads(first.body)["seen"]
+    assert "x-trusted" not in json.loads(second.body)["seen"], \
+        "the second request sees a header its client never sent"
