@@ -12,7 +12,7 @@ from html import escape
 
 from tpd2py import App, Request, Response
 
-from . import chat
+from . import chat, pages
 
 app = App()
 CHAT = chat.make_channel()
@@ -22,6 +22,7 @@ LINKS: list[tuple[str, str]] = [
     ("/hello/world", "Hello, world: a route with a parameter"),
 ]
 LINKS += chat.register(app, CHAT)
+LINKS += pages.register(app)
 
 _home: bytes | None = None
 
