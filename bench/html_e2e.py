@@ -1,6 +1,6 @@
 """End to end: the reference page served by tpd2py three ways, loaded with wrk, side by side.
 
-Run from the repository root: ``.venv/bin/python bench/html_e2e.py [--duration S] [--connections N]``.
+Run from the repository root: ``.venv/bin/python bench/html_e2e.py [--duration S]``.
 Starts ``python -m tpd2py bench.html_app:app`` pinned to CPU 1, checks that /stock, /tpl and /page
 return the same bytes, then runs wrk (pinned to CPU 0) on each in turn, twice, interleaved, and
 prints requests/s and each path's ratio to (a). Target: (c) at least 2x (a).
