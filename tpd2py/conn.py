@@ -612,7 +612,7 @@ class Connection:
         self.out.add(data)
         self.queued += 1
         if self.server.access_log is not None:
-            self.server.log_access(self, head, status, len(data))
+            self.server.log_access(self, head, status, len(data) - data.index(b"\r\n\r\n") - 4)
         return self.keep_alive
 
     def _connection_header(self) -> bytes:
