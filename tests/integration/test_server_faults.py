@@ -321,3 +321,24 @@ def test_lingering_close_is_bounded_for_a_client_that_never_closes(srv):
         assert ex.statuses == [400]
         srv.wait_closed(1)
         assert srv.open_connections() == 0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG #15 (core_bugs.md): the staged close of #8 covers error "
+                   "responses only; a normal close with unread input still ends in RST")
+@pytest.mark.parametrize("data", [
+    b"POST /ignore-body HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 150_000,
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 150000\r\n\r\n" + b"y" * 150_000,
+    b"GET / HTTP/1.0\r\n\r\n" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 5000,
+], ids=["unread-large-body", "connection-close-then-more", "http10-then-more"])
+def test_close_after_a_normal_response_with_unread_input_ends_in_fin(srv, data):
+    # Same hazard as BUG #8 (RFC 9112 §9.6), on the paths where the server closes after a
+    # successful response while the client is still sending. (Less unread input than a
+    # bounded drain may read; the server's FIN or RST is what the client sees after it.)
+    with srv.connect() as sock:
+        with srv.frozen():
+            sock.sendall(data)
+        ex = srv.read_until_close(sock)
+    assert ex.statuses == [200]
+    assert not ex.reset, "the connection ended in RST"
