@@ -59,6 +59,7 @@ def main() -> None:
 
         us = per_call_us(call, args.number)
         print(f"parse_head {name:24s} {len(head):4d} B  {us:6.2f} us/parse")
+    compare_peers(args.number)
     # Not-yet-complete retry: what a partial head costs each time more bytes arrive.
     partial = bytearray(BROWSER_HEAD[:-30])
     us = per_call_us(lambda: parse_head(partial, 0, len(partial), limits), args.number)
@@ -73,6 +74,52 @@ def main() -> None:
 
     us = per_call_us(decode, args.number // 20)
     print(f"ChunkedDecoder 16 x 1000 B chunks        {len(body):5d} B  {us:6.2f} us/body")
+
+
+def httptools_us(head: bytes, number: int) -> float:
+    """httptools (llhttp in C) driven as uvicorn drives it: one parser per connection, callbacks
+    collecting the url and lower-cased headers."""
+    import httptools
+
+    class Collect:
+        def on_message_begin(self) -> None:
+            self.headers: list[tuple[bytes, bytes]] = []
+
+        def on_url(self, url: bytes) -> None:
+            self.url = url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
+
+        def on_headers_complete(self) -> None:
+            self.method = parser.get_method()
+
+    parser = httptools.HttpRequestParser(Collect())
+    return per_call_us(lambda: parser.feed_data(head), number)
+
+
+def h11_us(head: bytes, number: int) -> float:
+    """h11 (pure Python, sans-I/O): a new connection per head, up to the Request event."""
+    import h11
+
+    def parse() -> object:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(head)
+        return conn.next_event()
+
+    return per_call_us(parse, number)
+
+
+def compare_peers(number: int) -> None:
+    """The same heads through httptools and h11 when installed: a yardstick that does not depend
+    on how fast (or how busy) this machine is."""
+    for label, timer, calls in (("httptools", httptools_us, number), ("h11", h11_us, number // 10)):
+        for name, head in (("wrk GET", WRK_HEAD), ("browser GET, 10 fields", BROWSER_HEAD)):
+            try:
+                us = timer(head, calls)
+            except ImportError:
+                break
+            print(f"{label:10s} {name:24s} {len(head):4d} B  {us:6.2f} us/parse")
 
 
 if __name__ == "__main__":

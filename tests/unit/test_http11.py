@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tpd2py.errors import ProtocolError
 from tpd2py.http11 import (
@@ -661,3 +663,39 @@ def test_feed_after_done_consumes_nothing() -> None:
     body = b"0\r\n\r\nGET / HTTP/1.1\r\n"
     assert decoder.feed(body, 0, len(body)) == 5
     assert decoder.feed(body, 5, len(body)) == 5
+
+
+# --- robustness: mutated requests never raise anything but ProtocolError -------------------------
+
+SEEDS = [case[1] for case in VALID] + [
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;a=b\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+]
+MUTANTS = b"\x00\t\n\r :;,\"\\/?#%0123456789aAfFxX\x7f\x80\xa0\xff"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"]),
+                  st.sampled_from(list(MUTANTS))),
+        min_size=1, max_size=4,
+    ),
+)
+def test_mutated_requests_fail_only_with_protocol_error(seed: bytes, edits) -> None:
+    raw = bytearray(seed)
+    for where, kind, byte in edits:
+        where %= len(raw) + 1
+        if kind == "insert":
+            raw[where:where] = bytes([byte])
+        elif kind == "delete":
+            del raw[where : where + 1]
+        else:
+            raw[where : where + 1] = bytes([byte])
+    raw_bytes = bytes(raw)
+    result = check(raw_bytes)  # whole and byte by byte agree, and only ProtocolError escapes
+    if isinstance(result, tuple) and result[0]["chunked"]:
+        decoded = check_chunked(raw_bytes[result[1] :])
+        assert decoded in (None, 400, 431) or isinstance(decoded, tuple)
