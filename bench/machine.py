@@ -120,7 +120,8 @@ def describe(tools: dict[str, str | None]) -> dict:
     if tools.get("wrk"):
         versions["wrk"] = _tool_version([str(tools["wrk"]), "-v"]).split(" [")[0]
     if tools.get("ab"):
-        versions["ab"] = _tool_version([str(tools["ab"]), "-V"])
+        banner = _tool_version([str(tools["ab"]), "-V"])  # This is ApacheBench, Version 2.3 <$R..>
+        versions["ab"] = banner.partition("Version ")[2].split(" ")[0] or banner
     return {
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),

@@ -159,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "idle": args.idle,
                      "connections": args.connections, "server_cpu": server_cpu,
                      "client_cpu": client_cpu, "attempts": args.attempts,
-                     "niceness": os.getpriority(os.PRIO_PROCESS, 0),
-                     "tpd2py_flags": sorted(options.tpd2py_flags)},
+                     "niceness": os.getpriority(os.PRIO_PROCESS, 0)},
     }
     say(f"bench: {meta['mode']} run, {args.duration:g} s per point, servers "
         f"{', '.join(runnable) or 'none'}; server core {server_cpu}, load core {client_cpu}; "
@@ -184,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         restore_niceness()
 
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    meta["commands"] = ctx.commands
     say("\n" + report.table(ctx.rows))
     written = report.write_raw(args.out, meta, ctx.rows)
     titles = {scenario.name: scenario.summary for scenario in SCENARIOS.values()}
@@ -209,6 +209,7 @@ def run_one(ctx: Context, scenario, name: str, options: servers.Options, logs: P
     except servers.StartError as exc:
         say(f"  {name}: FAILED to start: {exc}")
         return [failed_row(scenario.name, name, f"failed to start: {exc}")]
+    ctx.commands[name] = " ".join(running.argv).replace(str(running.port), "PORT")
     try:
         problems = contract.check(running.port)
         waived = servers.SPECS[name].deviations

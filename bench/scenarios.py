@@ -46,6 +46,7 @@ class Context:
     say: Callable[[str], None]
     settle: float = SETTLE_S
     attempts: int = 1  # per point, while others take more than INTERFERENCE_WARNING of the core
+    commands: dict[str, str] = field(default_factory=dict)  # server -> command line, for the record
     rows: list[dict] = field(default_factory=list)
 
 
