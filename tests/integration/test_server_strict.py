@@ -104,6 +104,8 @@ BAD_REQUESTS = [
     ("p28-lf-in-request-line", b"GET /\nHTTP/1.1\r\nHost: a\r\n\r\n", {400}),
     ("p28-two-spaces", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", {400}),
     ("p28-space-in-target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", {400}),
+    ("p28-non-ascii-target", "GET /é HTTP/1.1\r\nHost: a\r\n\r\n".encode(), {400}),
+    ("p28-tab-in-target", b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", {400}),
     ("p29-two-hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}),
     ("p29-no-host", b"GET / HTTP/1.1\r\nX: y\r\n\r\n", {400}),
     ("p29-invalid-host", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", {400}),
