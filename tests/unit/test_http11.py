@@ -699,3 +699,29 @@ def test_mutated_requests_fail_only_with_protocol_error(seed: bytes, edits) -> N
     if isinstance(result, tuple) and result[0]["chunked"]:
         decoded = check_chunked(raw_bytes[result[1] :])
         assert decoded in (None, 400, 431) or isinstance(decoded, tuple)
+
+
+CHUNKED_SEEDS = [case[1] for case in CHUNKED_VALID]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(CHUNKED_SEEDS),
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"]),
+                  st.sampled_from(list(MUTANTS))),
+        min_size=1, max_size=4,
+    ),
+)
+def test_mutated_chunked_bodies_fail_only_with_protocol_error(seed: bytes, edits) -> None:
+    raw = bytearray(seed)
+    for where, kind, byte in edits:
+        where %= len(raw) + 1
+        if kind == "insert":
+            raw[where:where] = bytes([byte])
+        elif kind == "delete":
+            del raw[where : where + 1]
+        else:
+            raw[where : where + 1] = bytes([byte])
+    decoded = check_chunked(bytes(raw))  # whole and byte by byte agree
+    assert decoded in (None, 400, 431) or isinstance(decoded, tuple)
