@@ -36,6 +36,7 @@ import re
 from .errors import ProtocolError
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "Limits",
     "RequestHead",
     "ChunkedDecoder",
@@ -672,7 +673,7 @@ class ChunkedDecoder:
                 if i < 0:
                     _check_partial_line(buf, start, end, max_line)
                     break
-                size = _parse_chunk_line(bytes(buf[start:i]))
+                size = _parse_chunk_line(b"" + buf[start:i])
                 start = i + 2
                 if size:
                     self._remaining = size
@@ -708,7 +709,7 @@ class ChunkedDecoder:
         if i == start:
             self.done = True
             return i + 2
-        line = bytes(buf[start:i])
+        line = b"" + buf[start:i]
         if line.translate(_HEAD_TABLE).count(0):
             raise _bad(400, "invalid byte in trailer field")  # bare CR/LF, CTL (peers #14/#15)
         name, colon, value = line.partition(b":")
