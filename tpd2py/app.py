@@ -185,8 +185,10 @@ class Headers:
         key = name.lower().encode("latin-1")
         return [v.decode("latin-1") for n, v in self._fields if n == key]
 
-    def raw(self) -> list[tuple[bytes, bytes]]:
-        return self._fields
+    def raw(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The fields as parsed: (lower-case name, value) bytes pairs. Read-only: a parsed
+        head may be shared by byte-identical requests (the head cache)."""
+        return tuple(self._fields)
 
     def __getitem__(self, name: str) -> str:
         v = self.get(name)
@@ -207,10 +209,11 @@ class Headers:
 class Request:
     """One request. Wire bytes stay bytes; the str views are decoded on first use."""
 
-    __slots__ = ("head", "conn", "params", "_query", "_body", "_path")
+    __slots__ = ("_head", "conn", "params", "_query", "_body", "_path")
 
     def __init__(self, head: RequestHead, conn: Connection) -> None:
-        self.head = head
+        # Private and never mutated: byte-identical requests may share one parsed head.
+        self._head = head
         self.conn = conn
         self.params: dict[str, str] = {}
         self._query: dict[str, str] | None = None
@@ -219,23 +222,23 @@ class Request:
 
     @property
     def method(self) -> str:
-        m = self.head.method
+        m = self._head.method
         return _METHOD_NAMES.get(m) or m.decode("ascii")
 
     @property
     def raw_path(self) -> bytes:
-        return self.head.path
+        return self._head.path
 
     @property
     def path(self) -> str:
         """The percent-decoded path (UTF-8, invalid bytes replaced)."""
         if self._path is None:
-            self._path = unquote(self.head.path.decode("latin-1"), errors="replace")
+            self._path = unquote(self._head.path.decode("latin-1"), errors="replace")
         return self._path
 
     @property
     def raw_query(self) -> bytes:
-        return self.head.query
+        return self._head.query
 
     @property
     def query(self) -> dict[str, str]:
@@ -248,20 +251,20 @@ class Request:
         return self._query
 
     def query_list(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.head.query.decode("latin-1"), keep_blank_values=True,
+        return parse_qsl(self._head.query.decode("latin-1"), keep_blank_values=True,
                          encoding="utf-8", errors="replace")
 
     @property
     def headers(self) -> Headers:
-        return Headers(self.head.headers)
+        return Headers(self._head.headers)
 
     def header(self, name: str, default: str | None = None) -> str | None:
-        v = self.head.header(name.lower().encode("latin-1"))
+        v = self._head.header(name.lower().encode("latin-1"))
         return default if v is None else v.decode("latin-1")
 
     @property
     def version(self) -> str:
-        return "HTTP/1.1" if self.head.version == 11 else "HTTP/1.0"
+        return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
 
     @property
     def peer(self) -> Any:

@@ -106,7 +106,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
         "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
-        "response_started", "keep_alive", "queued", "park_hook", "later",
+        "response_started", "keep_alive", "queued", "park_hook", "later", "scan",
     )
 
     def __init__(self, server: Server, sock: Any, peer: Any = None) -> None:
@@ -130,6 +130,9 @@ class Connection:
         self.queued = 0
         self.park_hook: Callable[[], None] | None = None
         self.later: Response | None = None
+        # Where the next parse_head may start looking for the blank line: after a partial
+        # head, the old end minus 3, so a trickled head is scanned once, not once per read.
+        self.scan = 0
         self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch)
         self.rec.owner = self
 
@@ -261,12 +264,13 @@ class Connection:
         buf = self.buf
         assert buf is not None and self.view is not None
         if self.start == self.end:
-            self.start = self.end = 0
+            self.start = self.end = self.scan = 0
         elif self.end == len(buf):
             if self.start:
                 # Compact: move the unparsed tail to the front (keeps offsets small).
                 n = self.end - self.start
                 buf[:n] = buf[self.start:self.end]
+                self.scan = max(0, self.scan - self.start)
                 self.start, self.end = 0, n
             else:
                 self.server.grow_buffer(self)
@@ -349,7 +353,7 @@ class Connection:
         self.worker = worker
         if self.buf is None:
             self.buf, self.view = server.buffers.pop() if server.buffers else server.new_buffer()
-            self.start = self.end = 0
+            self.start = self.end = self.scan = 0
         try:
             if self.later is not None:
                 response, self.later = self.later, None
@@ -367,7 +371,7 @@ class Connection:
                     if not rec.read_pending and not rec.hangup:
                         self._go_idle()
                         return
-                    self.start = self.end = 0
+                    self.start = self.end = self.scan = 0
                     rec.read_pending = False
                     try:
                         n = self.sock.recv_into(self.view)
@@ -387,25 +391,28 @@ class Connection:
                     # A head byte-identical to one parsed before parses the same (parse_head
                     # is a pure function of the bytes and the limits): reuse that result.
                     buf = self.buf
-                    idx = buf.find(b"\r\n\r\n", self.start, self.end)
+                    idx = buf.find(b"\r\n\r\n", max(self.start, self.scan), self.end)
                     if 0 < idx - self.start <= HEAD_CACHE_MAX_BYTES:
                         key = b"" + buf[self.start:idx]
                         head = head_cache.get(key)
                         if head is None:
-                            result = parse_head(buf, self.start, self.end, limits)
+                            result = parse_head(buf, self.start, self.end, limits, self.scan)
                             # Only a head parsed as exactly these bytes (no leading empty
                             # lines) is worth remembering.
                             if result is not None and result[1] == idx + 4:
                                 if len(head_cache) >= HEAD_CACHE_ENTRIES:
                                     head_cache.clear()
-                                head_cache[key] = result[0]
+                                shared = result[0]
+                                shared.headers = tuple(shared.headers)  # type: ignore[assignment]
+                                head_cache[key] = shared
                         else:
                             result = (head, idx + 4)
                     else:
-                        result = parse_head(buf, self.start, self.end, limits)
+                        result = parse_head(buf, self.start, self.end, limits, self.scan)
                 else:
-                    result = parse_head(self.buf, self.start, self.end, limits)
+                    result = parse_head(self.buf, self.start, self.end, limits, self.scan)
                 if result is None:
+                    self.scan = self.end - 3
                     if out.size:
                         self.flush()
                     if self._recv() == 0:
@@ -413,9 +420,14 @@ class Connection:
                         return
                     continue
                 head, self.start = result
+                self.scan = 0
                 if not self._handle(head):
                     self.flush()
-                    self.close()
+                    if self.start < self.end or self.body_left != _BODY_DONE \
+                            or rec.read_pending:
+                        self._linger_close()  # unread input: do not let the close be a reset
+                    else:
+                        self.close()
                     return
                 self.deadline = hub.now + header_timeout
                 if self.queued >= MAX_QUEUED_RESPONSES or out.size >= MAX_QUEUED_BYTES:

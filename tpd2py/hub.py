@@ -20,7 +20,7 @@ Registration strategy (why edge-triggered, registered once):
 - An fd closed and reused within one batch of events may receive a stale event; every waiter
   retries its syscall, so a stale event is at worst one wasted ``recv`` that returns EAGAIN.
 
-Rules: a second reader or writer on one fd is a bug and raises; a greenlet that raises never
+Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that raises never
 kills the hub (its error is logged); switching to the hub from inside the hub raises.
 Cancellation and timeouts thrown into greenlets derive from ``BaseException``.
 """
@@ -275,7 +275,13 @@ class Hub:
             while not self._stop:
                 while callbacks:
                     fn, args = callbacks.popleft()
-                    fn(*args)
+                    try:
+                        fn(*args)
+                    except HubError:
+                        raise
+                    except Exception:
+                        # A callback's bug (an app's call_soon, say) must not end the server.
+                        log.exception("hub callback %r failed", fn)
                 while ready:
                     g, value = ready.popleft()
                     _resume(g, value)
@@ -314,7 +320,12 @@ class Hub:
                 while timers and timers[0].when <= now:
                     timer = heappop(timers)
                     if not timer.cancelled:
-                        timer.callback(*timer.args)
+                        try:
+                            timer.callback(*timer.args)
+                        except HubError:
+                            raise
+                        except Exception:
+                            log.exception("timer callback %r failed", timer.callback)
         finally:
             self.running = False
 
