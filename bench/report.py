@@ -42,6 +42,9 @@ def notes(row: dict) -> str:
         cost, cost_before = row.get("cpu_us_per_request"), row.get("cpu_us_per_request_no_idle")
         if cost and cost_before:
             parts.append(f"{cost / cost_before:.2f}× its CPU per request without")
+    if row.get("rps_runs"):
+        runs = row["rps_runs"]
+        parts.append(f"median of {len(runs)}, {runs[0]:,}–{runs[-1]:,} req/s")
     if row.get("error_detail"):
         parts.append("errors: " + ", ".join(f"{k} {v}" for k, v in row["error_detail"].items()))
     if row.get("note"):

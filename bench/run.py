@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=100, help="keep-alive load connections")
     parser.add_argument("--server-cpu", type=int, default=1)
     parser.add_argument("--client-cpu", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each point N times on the same server and keep the median "
+                             "(all rates are kept in results.json)")
     parser.add_argument("--attempts", type=int, default=1,
                         help="on a shared machine: measure a point up to N times while other "
                              "processes take >10%% of the server core, and keep the quietest")
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {client_cpu})  # the harness itself never runs on the server core
     ctx = Context(dry=args.dry, duration=args.duration, connections=args.connections,
                   idle=args.idle, client_cpu=client_cpu, python=sys.executable, logs=logs, say=say,
-                  settle=0.2 if args.dry else SETTLE_S, attempts=args.attempts)
+                  settle=0.2 if args.dry else SETTLE_S, attempts=args.attempts,
+                  repeat=args.repeat)
     options = servers.Options(python=sys.executable, nofile=nofile,
                               max_connections=args.idle + args.connections + FD_MARGIN)
     if "tpd2py" in args.servers:
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "idle": args.idle,
                      "connections": args.connections, "server_cpu": server_cpu,
                      "client_cpu": client_cpu, "attempts": args.attempts,
+                     "repeat": args.repeat,
                      "niceness": os.getpriority(os.PRIO_PROCESS, 0)},
     }
     say(f"bench: {meta['mode']} run, {args.duration:g} s per point, servers "
