@@ -20,8 +20,9 @@ Registration strategy (why edge-triggered, registered once):
 - An fd closed and reused within one batch of events may receive a stale event; every waiter
   retries its syscall, so a stale event is at worst one wasted ``recv`` that returns EAGAIN.
 
-Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that raises never
-kills the hub (its error is logged); switching to the hub from inside the hub raises.
+Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that
+raises never kills the hub (its error is logged); switching to the hub from inside the hub
+raises.
 Cancellation and timeouts thrown into greenlets derive from ``BaseException``.
 """
 
