@@ -61,6 +61,8 @@ class Result:
     park_seconds: float = 0.0
     hello_rps_idle: float = 0.0
     hello_rps_parked: float = 0.0
+    hello_cpu_us_idle: float = 0.0  # server CPU per hello request, without the waiters
+    hello_cpu_us_parked: float = 0.0  # ... and while they wait
     wake_ms: list[float] = field(default_factory=list)
     first_ms: list[float] = field(default_factory=list)
     error: str = ""
@@ -233,20 +235,35 @@ def wait_parked(port: int, count: int, timeout: float, at_most: bool = False) ->
 # -- throughput with wrk --------------------------------------------------------------------------
 
 
-def wrk_runs_rps(port: int, seconds: float, runs: int) -> list[float]:
-    """Requests/second of ``runs`` wrk runs of ``seconds`` each (keep-alive, GET /hello)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_runs(port: int, pid: int, seconds: float, runs: int) -> list[tuple[float, float]]:
+    """``runs`` wrk runs of ``seconds`` each (keep-alive, GET /hello): for each, requests per
+    second and the server's CPU microseconds per request. The second figure hardly depends on
+    what other processes do with the CPUs, so it is the one to compare on a shared machine."""
     figures = []
     for _ in range(runs):
         argv = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{WRK_CONNECTIONS}",
                 f"-d{seconds:g}s", f"http://127.0.0.1:{port}/hello"]
+        cpu = cpu_seconds(pid)
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
-        for line in out.splitlines():
-            if line.startswith("Requests/sec:"):
-                figures.append(float(line.split()[1]))
+        cpu = cpu_seconds(pid) - cpu
         if "Non-2xx" in out or "Socket errors" in out:
             raise RuntimeError(f"wrk saw errors: {out}")
-    if len(figures) != runs:
-        raise RuntimeError("wrk printed no Requests/sec")
+        rps = requests = None
+        for line in out.splitlines():
+            if line.startswith("Requests/sec:"):
+                rps = float(line.split()[1])
+            elif " requests in " in line:
+                requests = int(line.split()[0])
+        if rps is None or not requests:
+            raise RuntimeError(f"wrk printed no figures: {out}")
+        figures.append((rps, cpu / requests * 1e6))
     return figures
 
 
@@ -272,7 +289,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
                     raise RuntimeError(f"{name} did not start") from None
                 time.sleep(0.05)
         version = stats(port)["version"]
-        idle = wrk_runs_rps(port, wrk_seconds, wrk_runs)
+        idle = wrk_runs(port, proc.pid, wrk_seconds, wrk_runs)
         result.rss_base_kib = rss_kib(proc.pid)
 
         started = time.perf_counter()
@@ -285,8 +302,9 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         result.rss_parked_kib = rss_kib(proc.pid)
         result.bytes_per_waiter = (result.rss_parked_kib - result.rss_base_kib) * 1024 / clients
 
-        result.hello_rps_parked = statistics.median(
-            wrk_runs_rps(port, wrk_seconds, 2 * wrk_runs))
+        parked = wrk_runs(port, proc.pid, wrk_seconds, 2 * wrk_runs)
+        result.hello_rps_parked = statistics.median(f[0] for f in parked)
+        result.hello_cpu_us_parked = statistics.median(f[1] for f in parked)
         if stats(port)["waiting"] != clients:
             raise RuntimeError("parked clients were lost during the throughput run")
 
@@ -320,8 +338,9 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         fleet.collect(None, started, started + WAKE_TIMEOUT)
         fleet.close()
         wait_parked(port, 0, PARK_TIMEOUT, at_most=True)
-        idle += wrk_runs_rps(port, wrk_seconds, wrk_runs)
-        result.hello_rps_idle = statistics.median(idle)
+        idle += wrk_runs(port, proc.pid, wrk_seconds, wrk_runs)
+        result.hello_rps_idle = statistics.median(f[0] for f in idle)
+        result.hello_cpu_us_idle = statistics.median(f[1] for f in idle)
     except Exception as e:  # noqa: BLE001 - reported in the table, the other servers still run
         result.error = f"{type(e).__name__}: {e}"
     finally:
@@ -435,19 +454,23 @@ def report(results: list[Result], threads: dict[str, float], clients: int) -> st
     lines = [
         f"| server | bytes per parked waiter | publish -> all {clients} answered, ms "
         "(median; each round) | first answer, ms | hello rps idle | hello rps with waiters "
-        "(change) | time to park all, s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "(change) | server CPU µs per hello, idle -> with waiters (change) | time to park "
+        "all, s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         if r.error:
-            lines.append(f"| {r.server} | failed: {r.error[:300]} | | | | | |")
+            lines.append(f"| {r.server} | failed: {r.error[:300]} | | | | | | |")
             continue
         change = (r.hello_rps_parked / r.hello_rps_idle - 1) * 100 if r.hello_rps_idle else 0
         rounds = ", ".join(f"{ms:.0f}" for ms in r.wake_ms)
+        cpu_change = (r.hello_cpu_us_parked / r.hello_cpu_us_idle - 1) * 100 \
+            if r.hello_cpu_us_idle else 0
         lines.append(
             f"| {r.server} | {r.bytes_per_waiter:,.0f} | **{r.wake_median_ms:.0f}** ({rounds}) "
             f"| {statistics.median(r.first_ms):.1f} | {r.hello_rps_idle:,.0f} | "
-            f"{r.hello_rps_parked:,.0f} ({change:+.1f}%) | {r.park_seconds:.1f} |")
+            f"{r.hello_rps_parked:,.0f} ({change:+.1f}%) | {r.hello_cpu_us_idle:.1f} -> "
+            f"{r.hello_cpu_us_parked:.1f} ({cpu_change:+.1f}%) | {r.park_seconds:.1f} |")
     ok = {r.server: r for r in results if not r.error}
     if "tpd2py" in ok:
         ours = ok["tpd2py"].wake_median_ms

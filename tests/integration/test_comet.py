@@ -300,7 +300,7 @@ def test_timeouts_share_coarse_timers_not_one_per_waiter() -> None:
         hub.stop()
 
     run_hub(main)
-    assert timers[0] <= 2, f"{timers[0]} timers for 300 waiters"
+    assert timers[0] <= 4, f"{timers[0]} timers for 300 waiters"  # one per quarter second
     assert not any(done)
     assert channel.waiting == 0
 
