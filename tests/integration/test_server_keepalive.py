@@ -146,10 +146,9 @@ def _annotating_app() -> App:
     return app
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG #14 (core_bugs.md): the head cache shares one parsed head "
-                   "(and its mutable header list) between byte-identical requests")
 def test_request_headers_do_not_leak_between_identical_requests(server):
+    # Regression (BUG #14): the head cache handed one parsed head, with a mutable header
+    # list, to every byte-identical request; an annotation leaked to other clients.
     srv = server(_annotating_app())
     first = srv.get("/annotate")
     second = srv.get("/annotate")  # another connection, same bytes

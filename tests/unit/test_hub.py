@@ -133,6 +133,23 @@ def test_an_error_after_a_switch_does_not_kill_the_hub(hub, caplog):
     assert after == ["ran"]
 
 
+def test_a_raising_callback_or_timer_does_not_kill_the_hub(hub, caplog):
+    # Regression (BUG #16): callbacks ran unguarded, so an app's get_hub().call_later(...)
+    # that raised ended serve_forever.
+    ran = []
+
+    def broken():
+        raise ValueError("expected by the test")
+
+    hub.call_soon(broken)
+    hub.call_later(0.005, broken)
+    hub.call_later(0.01, lambda: (ran.append("later"), hub.stop()))
+    with caplog.at_level(logging.ERROR, logger="tpd2py.hub"):
+        run_until(hub)
+    assert ran == ["later"]
+    assert sum("ValueError" in (r.exc_text or "") for r in caplog.records) == 2
+
+
 def test_two_readers_on_one_fd_raise_hub_error(hub):
     a, b = socket.socketpair()
     rec = hub.register(a.fileno())
