@@ -125,3 +125,27 @@ def test_concurrent_slow_handlers_do_not_block_each_other(srv):
             rest += more
         assert b"end\n" in rest
         sock.close()
+
+
+def test_many_slowloris_and_idle_connections_do_not_starve_others(server):
+    # 300 connections hold half a head each and 700 sit idle after one request; a normal
+    # client is still served, and closing them all leaves nothing behind.
+    srv = server(header_timeout=60, keepalive_timeout=60)
+    partial = [srv.connect() for _ in range(300)]
+    for sock in partial:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    idle = [srv.connect() for _ in range(700)]
+    for sock in idle:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    for sock in idle:
+        srv.read_replies(sock, 1)
+    assert srv.open_connections() == 1000
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    for _ in range(10):
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"Hello, World!"
+    conn.close()
+    for sock in partial + idle:
+        sock.close()
+    srv.wait_closed(1001)
+    assert srv.open_connections() == 0
