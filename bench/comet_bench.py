@@ -242,7 +242,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_runs(port: int, pid: int, seconds: float, runs: int) -> list[tuple[float, float]]:
+def run_wrk(port: int, pid: int, seconds: float, runs: int) -> list[tuple[float, float]]:
     """``runs`` wrk runs of ``seconds`` each (keep-alive, GET /hello): for each, requests per
     second and the server's CPU microseconds per request. The second figure hardly depends on
     what other processes do with the CPUs, so it is the one to compare on a shared machine."""
@@ -289,7 +289,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
                     raise RuntimeError(f"{name} did not start") from None
                 time.sleep(0.05)
         version = stats(port)["version"]
-        idle = wrk_runs(port, proc.pid, wrk_seconds, wrk_runs)
+        idle = run_wrk(port, proc.pid, wrk_seconds, wrk_runs)
         result.rss_base_kib = rss_kib(proc.pid)
 
         started = time.perf_counter()
@@ -302,7 +302,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         result.rss_parked_kib = rss_kib(proc.pid)
         result.bytes_per_waiter = (result.rss_parked_kib - result.rss_base_kib) * 1024 / clients
 
-        parked = wrk_runs(port, proc.pid, wrk_seconds, 2 * wrk_runs)
+        parked = run_wrk(port, proc.pid, wrk_seconds, 2 * wrk_runs)
         result.hello_rps_parked = statistics.median(f[0] for f in parked)
         result.hello_cpu_us_parked = statistics.median(f[1] for f in parked)
         if stats(port)["waiting"] != clients:
@@ -338,7 +338,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         fleet.collect(None, started, started + WAKE_TIMEOUT)
         fleet.close()
         wait_parked(port, 0, PARK_TIMEOUT, at_most=True)
-        idle += wrk_runs(port, proc.pid, wrk_seconds, wrk_runs)
+        idle += run_wrk(port, proc.pid, wrk_seconds, wrk_runs)
         result.hello_rps_idle = statistics.median(f[0] for f in idle)
         result.hello_cpu_us_idle = statistics.median(f[1] for f in idle)
     except Exception as e:  # noqa: BLE001 - reported in the table, the other servers still run
