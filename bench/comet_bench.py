@@ -64,6 +64,7 @@ class Result:
     hello_cpu_us_idle: float = 0.0  # server CPU per hello request, without the waiters
     hello_cpu_us_parked: float = 0.0  # ... and while they wait
     wake_ms: list[float] = field(default_factory=list)
+    wake_cpu_ms: list[float] = field(default_factory=list)  # the server's CPU for that wake
     first_ms: list[float] = field(default_factory=list)
     error: str = ""
 
@@ -236,10 +237,10 @@ def wait_parked(port: int, count: int, timeout: float, at_most: bool = False) ->
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used (from /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time the process's main thread has run, in ns precision (/proc/PID/schedstat).
+    Every server here serves from its main thread (tpd2py's and gevent's hubs, uvloop)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def run_wrk(port: int, pid: int, seconds: float, runs: int) -> list[tuple[float, float]]:
@@ -316,10 +317,12 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
             expected = b'{"version":%d,"complete":true,"messages":[%s]}' % (
                 expected_version, item)
             body = message.encode()
+            cpu = cpu_seconds(proc.pid)
             started = time.perf_counter()
             publisher.sendall(b"POST /publish HTTP/1.1\r\nHost: bench\r\nContent-Length: %d"
                               b"\r\n\r\n%s" % (len(body), body))
             first, last = fleet.collect(expected, started, started + WAKE_TIMEOUT)
+            result.wake_cpu_ms.append((cpu_seconds(proc.pid) - cpu) * 1000)
             status, reply, _ = read_response(publisher)
             version = json.loads(reply)["version"]
             assert version == expected_version, (version, expected_version)
@@ -453,14 +456,14 @@ def thread_overheads(calls: int, repeats: int) -> dict[str, float]:
 def report(results: list[Result], threads: dict[str, float], clients: int) -> str:
     lines = [
         f"| server | bytes per parked waiter | publish -> all {clients} answered, ms "
-        "(median; each round) | first answer, ms | hello rps idle | hello rps with waiters "
-        "(change) | server CPU µs per hello, idle -> with waiters (change) | time to park "
-        "all, s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "(median; each round) | server CPU for that, ms (median) | first answer, ms "
+        "| hello rps idle | hello rps with waiters (change) | server CPU µs per hello, "
+        "idle -> with waiters (change) | time to park all, s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         if r.error:
-            lines.append(f"| {r.server} | failed: {r.error[:300]} | | | | | | |")
+            lines.append(f"| {r.server} | failed: {r.error[:300]} | | | | | | | |")
             continue
         change = (r.hello_rps_parked / r.hello_rps_idle - 1) * 100 if r.hello_rps_idle else 0
         rounds = ", ".join(f"{ms:.0f}" for ms in r.wake_ms)
@@ -468,7 +471,8 @@ def report(results: list[Result], threads: dict[str, float], clients: int) -> st
             if r.hello_cpu_us_idle else 0
         lines.append(
             f"| {r.server} | {r.bytes_per_waiter:,.0f} | **{r.wake_median_ms:.0f}** ({rounds}) "
-            f"| {statistics.median(r.first_ms):.1f} | {r.hello_rps_idle:,.0f} | "
+            f"| {statistics.median(r.wake_cpu_ms):.0f} | {statistics.median(r.first_ms):.1f} "
+            f"| {r.hello_rps_idle:,.0f} | "
             f"{r.hello_rps_parked:,.0f} ({change:+.1f}%) | {r.hello_cpu_us_idle:.1f} -> "
             f"{r.hello_cpu_us_parked:.1f} ({cpu_change:+.1f}%) | {r.park_seconds:.1f} |")
     ok = {r.server: r for r in results if not r.error}
@@ -476,8 +480,11 @@ def report(results: list[Result], threads: dict[str, float], clients: int) -> st
         ours = ok["tpd2py"].wake_median_ms
         for peer in ("uvicorn", "gevent"):
             if peer in ok:
+                cpu = statistics.median(ok["tpd2py"].wake_cpu_ms) / statistics.median(
+                    ok[peer].wake_cpu_ms)
                 lines.append(f"\ntpd2py wakes {clients} waiters in "
-                             f"{ours / ok[peer].wake_median_ms:.2f}x the time {peer} needs.")
+                             f"{ours / ok[peer].wake_median_ms:.2f}x the time {peer} needs "
+                             f"({cpu:.2f}x its server CPU).")
     if threads:
         lines += ["", "| thread offload, no-op round trip | µs per call |", "| --- | --- |"]
         for kind, label in THREAD_KINDS:
