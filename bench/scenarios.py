@@ -3,8 +3,9 @@
 A scenario is run for every server before the next scenario starts, each server freshly started, so
 that the figures compared side by side were taken minutes apart on a machine in the same state.
 Each row records the load generator's figures plus the server's RSS (whole process tree) after the
-load and the share of its core it used (above ~95 % the server is the bottleneck; well below, the
-load generator is and the figure is a lower bound).
+load, the share of its core it used and its CPU time per request (near 100 % less the kernel's
+interrupt time the server is the bottleneck; well below, the load generator or the round trip is,
+and the rate is a lower bound), and how much of the core other processes took meanwhile.
 """
 
 from __future__ import annotations
