@@ -106,7 +106,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
         "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
-        "response_started", "keep_alive", "queued", "park_hook", "later", "scan",
+        "response_started", "keep_alive", "queued", "park_hook", "later", "scan", "nodelay",
     )
 
     def __init__(self, server: Server, sock: Any, peer: Any = None) -> None:
@@ -133,6 +133,10 @@ class Connection:
         # Where the next parse_head may start looking for the blank line: after a partial
         # head, the old end minus 3, so a trickled head is scanned once, not once per read.
         self.scan = 0
+        # TCP_NODELAY is set only once a second write may follow an unacknowledged first one
+        # (streaming, a partial write, flushing mid-pipeline): a single write per response
+        # never meets Nagle's algorithm, and one setsockopt less per connection counts.
+        self.nodelay = False
         self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch)
         self.rec.owner = self
 
@@ -156,6 +160,8 @@ class Connection:
         hub instead, once: a waiter that can also be woken by someone else (``Channel.wait``)
         then decides itself whether to throw, so the handler is never resumed twice.
         """
+        if self.out.size:
+            self.set_nodelay()  # this handler's response will be a second write
         self.flush()
         self.park_hook = on_hangup
         self.rec.on_readable = self._hangup_check
@@ -243,6 +249,8 @@ class Connection:
         to the hub (drains the request body, flushes earlier responses) before attaching."""
         if self.body_left != _BODY_DONE:
             self._finish_body_or_close()
+        if self.out.size:
+            self.set_nodelay()  # the later response will be a second write
         self.flush()
         self.park_hook = later.on_hangup
         response = later.attach(self)
@@ -317,7 +325,15 @@ class Connection:
                 out.size = 0
                 return
             out.consume(sent)
+        self.set_nodelay()  # what is left goes in more than one write
         self.server.sendmsg_calls += out.flush(self.sock.sendmsg, self._wait_writable)
+
+    def set_nodelay(self) -> None:
+        """Disable Nagle's algorithm on this connection (once). Never switches."""
+        if not self.nodelay:
+            self.nodelay = True
+            with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to do
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _wait_writable(self) -> None:
         server = self.server
@@ -414,6 +430,7 @@ class Connection:
                 if result is None:
                     self.scan = self.end - 3
                     if out.size:
+                        self.set_nodelay()  # more responses may follow this write soon
                         self.flush()
                     if self._recv() == 0:
                         self.close()
@@ -431,6 +448,7 @@ class Connection:
                     return
                 self.deadline = hub.now + header_timeout
                 if self.queued >= MAX_QUEUED_RESPONSES or out.size >= MAX_QUEUED_BYTES:
+                    self.set_nodelay()
                     self.flush()
         except ProtocolError as e:
             self._fail(e.status, e.reason)
@@ -689,6 +707,7 @@ class Connection:
                                   self._connection_header()))
         self.response_started = True
         size = 0
+        self.set_nodelay()
         try:
             self.flush()
             if is_head:

@@ -17,6 +17,9 @@ Registration strategy (why edge-triggered, registered once):
   no greenlet is woken). Readers clear the flag before each ``recv``.
 - EPOLLOUT edges are rare on TCP: Linux only signals write space to a socket that has run
   out of it, so a registration that covers both directions costs nothing in the common case.
+- Listening sockets are the exception: level-triggered, input only (``register(level=True)``).
+  The server accepts one connection per loop turn from the hub callback; the level trigger
+  brings it back while more are queued, so no accept is made only to learn EAGAIN.
 - An fd closed and reused within one batch of events may receive a stale event; every waiter
   retries its syscall, so a stale event is at worst one wasted ``recv`` that returns EAGAIN.
 
@@ -51,6 +54,7 @@ _READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLL
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _HANGUP_EVENTS = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
 _REGISTER_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_LEVEL_MASK = select.EPOLLIN
 # How many events one epoll_wait may return; more simply wait for the next round.
 MAX_EVENTS = 1024
 
@@ -121,11 +125,21 @@ class Hub:
 
     # -- registration ---------------------------------------------------------------------------
 
-    def register(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> FdRecord:
+    def register(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None,
+                 level: bool = False) -> FdRecord:
+        """Watch ``fd``. With ``level``, it is watched for input only and level-triggered:
+        ``on_readable`` is called on every loop turn while input is pending (a listening
+        socket: accept one connection per turn, no EAGAIN-probing accept needed)."""
         rec = FdRecord(fd, on_readable)
-        self.epoll.register(fd, _REGISTER_MASK)
+        self.epoll.register(fd, _LEVEL_MASK if level else _REGISTER_MASK)
         self.records[fd] = rec
         return rec
+
+    def pause_level(self, rec: FdRecord, paused: bool) -> None:
+        """Stop (or restart) reporting a level-triggered fd, e.g. a listener at its
+        connection limit, so that pending input does not wake the loop in vain."""
+        if not rec.closed:
+            self.epoll.modify(rec.fd, 0 if paused else _LEVEL_MASK)
 
     def unregister(self, rec: FdRecord, exc: BaseException | None = None,
                    closing: bool = False) -> None:

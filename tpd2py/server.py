@@ -1,11 +1,12 @@
 """Listening sockets, the accept loop, the worker-greenlet pool, timeouts and shutdown.
 
 How it works:
-- The accept loop is one greenlet per listening socket: it accepts in bursts, makes each
-  socket non-blocking with TCP_NODELAY, wraps it in a Connection (a bare hub registration)
-  and schedules it to be served at once (the first request is usually already there:
-  TCP_DEFER_ACCEPT). At ``max_connections`` it stops accepting until one closes; on
-  EMFILE/ENFILE it backs off instead of spinning.
+- Accepting is a hub callback on the level-triggered listener: one connection per loop turn
+  (the level trigger brings it back while more are queued, so no accept is spent learning
+  EAGAIN), made non-blocking, wrapped in a Connection (a bare hub registration) and served at
+  once (its first request is usually there already: TCP_DEFER_ACCEPT). At
+  ``max_connections`` the listener is paused until one closes; on EMFILE/ENFILE it pauses
+  for 0.1 s instead of spinning. TCP_NODELAY is set lazily (see Connection.set_nodelay).
 - ``dispatch`` gives a connection with new bytes a greenlet from the pool (created only when
   the pool is empty) and an input buffer from the free list; both come back when it idles.
 - A sweep runs once a second: it refreshes the Date line and closes or times out every
@@ -42,7 +43,6 @@ log = logging.getLogger("tpd2py.server")
 
 # Idle worker greenlets kept for reuse; more are created on demand and die when returned.
 MAX_POOLED_GREENLETS = 512
-ACCEPT_BURST = 64
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -88,7 +88,8 @@ class Server:
         self.date = DateCache()
         self.draining = False
         self.access_log = access_log
-        self._accept_waiters: list[greenlet.greenlet] = []
+        self._listener_recs: list[FdRecord] = []
+        self._accept_paused = False
         self._sweeper: Any = None
         self.requests = 0
         self.head_cache: dict[bytes, Any] | None = {} if self.config.head_cache else None
@@ -121,52 +122,45 @@ class Server:
     def _add_listener(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.listeners.append(sock)
-        self.hub.spawn(self._accept_loop, sock)
+        rec = self.hub.register(sock.fileno(), self._accept_one, level=True)
+        rec.owner = sock
+        self._listener_recs.append(rec)
 
-    def _accept_loop(self, listener: socket.socket) -> None:
-        hub = self.hub
-        rec = hub.register(listener.fileno())
-        accept = listener._accept  # type: ignore[attr-defined]
-        family, type_, proto = listener.family, listener.type, listener.proto
-        tcp = family in (socket.AF_INET, socket.AF_INET6)
-        conns = self.conns
-        max_conns = self.config.max_connections
-        make = socket.socket
-        keep_addr = self.access_log is not None
+    def _accept_one(self, rec: FdRecord) -> None:
+        """Hub callback, level-triggered: accept one connection and serve it at once (its
+        first request is usually there already: TCP_DEFER_ACCEPT). Switches into a worker."""
+        listener = rec.owner
         try:
-            while not self.draining:
-                if len(conns) >= max_conns:
-                    self._accept_waiters.append(greenlet.getcurrent())
-                    hub.park()
-                    continue
-                for _ in range(ACCEPT_BURST):
-                    rec.read_pending = False
-                    try:
-                        fd, addr = accept()
-                    except BlockingIOError:
-                        hub.wait_readable(rec)
-                        break
-                    except OSError as e:
-                        if e.errno in _ACCEPT_EXHAUSTED:
-                            log.warning("accept: %s; backing off", os.strerror(e.errno or 0))
-                            hub.sleep(0.1)
-                            break
-                        if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                            continue
-                        raise
-                    sock = make(family, type_, proto, fd)
-                    sock.setblocking(False)
-                    if tcp:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    conn = Connection(self, sock, addr if keep_addr else None)
-                    conns[fd] = conn
-                    hub.call_soon(self.dispatch, conn.rec)
-                    if len(conns) >= max_conns:
-                        break
-                else:
-                    hub.sleep(0)  # a long burst: let the connections we accepted run
-        finally:
-            hub.unregister(rec)
+            fd, addr = listener._accept()
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno in _ACCEPT_EXHAUSTED:
+                # Out of descriptors or memory: stop listening for a moment instead of
+                # spinning on a queue we cannot take from.
+                log.warning("accept: %s; backing off for 0.1 s", os.strerror(e.errno or 0))
+                self._pause_accepting(True)
+                self.hub.call_later(0.1, self._pause_accepting, False)
+                return
+            if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                return
+            raise
+        sock = socket.socket(listener.family, listener.type, listener.proto, fd)
+        sock.setblocking(False)
+        conn = Connection(self, sock, addr if self.access_log is not None else None)
+        self.conns[fd] = conn
+        if len(self.conns) >= self.config.max_connections:
+            self._pause_accepting(True)
+        self.dispatch(conn.rec)
+
+    def _pause_accepting(self, paused: bool) -> None:
+        if paused == self._accept_paused or self.draining:
+            return
+        if not paused and len(self.conns) >= self.config.max_connections:
+            return  # still full: forget() resumes when a connection closes
+        self._accept_paused = paused
+        for rec in self._listener_recs:
+            self.hub.pause_level(rec, paused)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -253,10 +247,8 @@ class Server:
         if self.conns.get(fd) is conn:
             del self.conns[fd]
         conn.rec.owner = None
-        if self._accept_waiters:
-            for g in self._accept_waiters:
-                self.hub.schedule(g)
-            self._accept_waiters.clear()
+        if self._accept_paused:
+            self._pause_accepting(False)
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -334,13 +326,12 @@ class Server:
             return
         self.draining = True
         grace = self.config.grace if grace is None else grace
+        for rec in self._listener_recs:
+            self.hub.unregister(rec, closing=True)
         for sock in self.listeners:
-            fd = sock.fileno()
-            rec = self.hub.records.get(fd)
-            if rec is not None:
-                self.hub.unregister(rec)
             sock.close()
         self.listeners.clear()
+        self._listener_recs.clear()
         for conn in list(self.conns.values()):
             if conn.worker is None:
                 conn.close()
