@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 if TYPE_CHECKING:
     from .conn import Connection
@@ -37,6 +37,24 @@ _FORBIDDEN_IN_HEADERS = re.compile(rb"[\r\n\0]")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
                                          "OPTIONS", "CONNECT", "TRACE")}
+
+
+def _unquote(part: bytes) -> str:
+    if b"%" in part or b"+" in part:
+        return unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8", "replace")
+    return part.decode("utf-8", "replace")
+
+
+def parse_query(query: bytes) -> list[tuple[str, str]]:
+    """``application/x-www-form-urlencoded`` bytes to (name, value) pairs, like
+    ``urllib.parse.parse_qsl(..., keep_blank_values=True)`` but on bytes and without its
+    per-call overhead (the common parameter has no escapes and is decoded in one step)."""
+    pairs = []
+    for part in query.split(b"&"):
+        if part:
+            name, _, value = part.partition(b"=")
+            pairs.append((_unquote(name), _unquote(value)))
+    return pairs
 
 
 def _to_bytes(value: str | bytes | int) -> bytes:
@@ -251,8 +269,9 @@ class Request:
         return self._query
 
     def query_list(self) -> list[tuple[str, str]]:
-        return parse_qsl(self._head.query.decode("latin-1"), keep_blank_values=True,
-                         encoding="utf-8", errors="replace")
+        """All query parameters in order, percent- and plus-decoded (UTF-8, invalid bytes
+        replaced); names without ``=`` get ``""``."""
+        return parse_query(self._head.query)
 
     @property
     def headers(self) -> Headers:
@@ -286,9 +305,11 @@ class Request:
         return self.conn.read_body()
 
     def form(self) -> dict[str, str]:
-        """An application/x-www-form-urlencoded body, decoded."""
-        return dict(parse_qsl(self.body().decode("latin-1"), keep_blank_values=True,
-                              encoding="utf-8", errors="replace"))
+        """An application/x-www-form-urlencoded body, decoded (first value of each name)."""
+        first: dict[str, str] = {}
+        for k, v in parse_query(self.body()):
+            first.setdefault(k, v)
+        return first
 
     def json(self) -> Any:
         return json.loads(self.body())

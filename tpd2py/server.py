@@ -18,6 +18,7 @@ How it works:
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import logging
@@ -123,15 +124,16 @@ class Server:
         sock.setblocking(False)
         self.listeners.append(sock)
         rec = self.hub.register(sock.fileno(), self._accept_one, level=True)
-        rec.owner = sock
+        # family/type/proto read once: the socket properties build enums on every access.
+        rec.owner = (sock._accept, int(sock.family), int(sock.type), sock.proto)  # type: ignore[attr-defined]
         self._listener_recs.append(rec)
 
     def _accept_one(self, rec: FdRecord) -> None:
         """Hub callback, level-triggered: accept one connection and serve it at once (its
         first request is usually there already: TCP_DEFER_ACCEPT). Switches into a worker."""
-        listener = rec.owner
+        accept, family, type_, proto = rec.owner
         try:
-            fd, addr = listener._accept()
+            fd, addr = accept()
         except BlockingIOError:
             return
         except OSError as e:
@@ -145,7 +147,8 @@ class Server:
             if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                 return
             raise
-        sock = socket.socket(listener.family, listener.type, listener.proto, fd)
+        # The C socket type: no Python-level __init__/close per connection.
+        sock = _socket.socket(family, type_, proto, fd)
         sock.setblocking(False)
         conn = Connection(self, sock, addr if self.access_log is not None else None)
         self.conns[fd] = conn
