@@ -71,8 +71,9 @@ _BODY_DONE = 0
 _BODY_CHUNKED = -2
 
 
-class _Close(Exception):
-    """Internal: stop serving this connection now (its error response, if any, is queued)."""
+class _Close(BaseException):
+    """Internal: stop serving this connection now (its error response, if any, is queued).
+    BaseException: an application's ``except Exception`` around a flush must not take it."""
 
 
 class _ClientTimeout(Timeout):
@@ -201,7 +202,7 @@ class Connection:
         if hook is not None:
             rec.on_readable = None
             self.park_hook = None
-            hook()
+            _call_hook(hook)
         elif self.worker is not None:
             rec.on_readable = None
             self.server.hub.throw(self.worker, ClientDisconnected())
@@ -375,10 +376,14 @@ class Connection:
                 response, self.later = self.later, None
                 assert self.head is not None
                 self._write_response(response, self.head.method == b"HEAD")
-                if not self.keep_alive:
-                    self.flush()
+            if not self.keep_alive:
+                # The last response (sent by resume(), maybe only in part) ends the connection.
+                self.flush()
+                if self.start < self.end or rec.read_pending:
+                    self._linger_close()
+                else:
                     self.close()
-                    return
+                return
             self.deadline = hub.now + header_timeout
             while True:
                 if self.start == self.end:
@@ -536,7 +541,7 @@ class Connection:
         if hook is not None:
             # A parked handler learns that its connection is gone (e.g. at shutdown).
             self.park_hook = None
-            hook()
+            _call_hook(hook)
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -728,7 +733,7 @@ class Connection:
                 self.flush()
             if chunked:
                 self.out.add(respond.LAST_CHUNK)
-        except (ConnectionClosed, ConnectionError, Timeout):
+        except (ConnectionClosed, ConnectionError, Timeout, _Close):
             raise
         except Exception:
             log.exception("error while streaming %r to %s", _request_line(self.head),
@@ -836,6 +841,14 @@ class Connection:
             self._finish_body()
         except ProtocolError:
             self.keep_alive = False
+
+
+def _call_hook(hook: Callable[[], None]) -> None:
+    """Run an application's hang-up hook from the hub: its error is logged, not fatal."""
+    try:
+        hook()
+    except Exception:
+        log.exception("hang-up hook %r failed", hook)
 
 
 def _request_line(head: RequestHead | None) -> bytes:

@@ -108,6 +108,8 @@ class Hub:
         self.epoll = select.epoll()
         self.records: dict[int, FdRecord] = {}
         self.ready: collections.deque[tuple[greenlet.greenlet, Any]] = collections.deque()
+        # The entry each greenlet in ``ready`` is waiting for (see _wake).
+        self.wakes: dict[greenlet.greenlet, tuple[greenlet.greenlet, Any]] = {}
         self.callbacks: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self.timers: list[Timer] = []
         self.now = time.monotonic()
@@ -159,7 +161,7 @@ class Hub:
                     self.epoll.unregister(rec.fd)
         for g in (rec.reader, rec.writer):
             if g is not None:
-                self.ready.append((g, _Throw(exc or ConnectionClosed())))
+                self._wake(g, _Throw(exc or ConnectionClosed()))
         rec.reader = rec.writer = None
         rec.on_readable = None
 
@@ -209,7 +211,7 @@ class Hub:
         if g is self.loop:
             raise HubError("the hub cannot sleep")
         if seconds <= 0:
-            self.ready.append((g, None))
+            self._wake(g, None)
             self.loop.switch()
             return
         timer = self.call_later(seconds, self.schedule, g, None)
@@ -221,18 +223,34 @@ class Hub:
     # -- scheduling (never switch) --------------------------------------------------------------
 
     def schedule(self, g: greenlet.greenlet, value: Any = None) -> None:
-        """Resume ``g`` with ``value`` on the next loop iteration."""
-        self.ready.append((g, value))
+        """Resume ``g`` with ``value`` on the next loop iteration (unless it is woken first)."""
+        self._wake(g, value)
 
     def throw(self, g: greenlet.greenlet, exc: BaseException) -> None:
         """Raise ``exc`` inside ``g`` on the next loop iteration."""
-        self.ready.append((g, _Throw(exc)))
+        self._wake(g, _Throw(exc))
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> greenlet.greenlet:
         """Run ``fn(*args)`` in a new greenlet, soon. Its exceptions are logged, never fatal."""
         g = greenlet.greenlet(_guarded(fn), parent=self.loop)
-        self.ready.append((g, args))
+        self.ready.append((g, _Start(args)))  # a start, not a wake-up: never dropped
         return g
+
+    def _wake(self, g: greenlet.greenlet, value: Any) -> None:
+        """Queue one wake-up for a parked greenlet. A park is woken once: the first wake-up
+        queued wins and later ones are dropped (a hang-up and a timer in the same turn, say);
+        a greenlet resumed directly by its fd first makes its queued wake-up stale. Without
+        this a stray wake-up would resume the greenlet later, parked somewhere else."""
+        if g in self.wakes:
+            return
+        entry = (g, value)
+        self.wakes[g] = entry
+        self.ready.append(entry)
+
+    def forget_wakes(self, g: greenlet.greenlet) -> None:
+        """``g`` is being resumed directly (not from the ready queue): drop its queued wake."""
+        if self.wakes:
+            self.wakes.pop(g, None)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` from the hub itself; it must not switch."""
@@ -279,6 +297,7 @@ class Hub:
     def _loop(self) -> None:
         # Hot loop: locals instead of attribute lookups (see bench/RESULTS.md, "hub loop").
         ready = self.ready
+        wakes = self.wakes
         callbacks = self.callbacks
         timers = self.timers
         records = self.records
@@ -298,7 +317,14 @@ class Hub:
                         # A callback's bug (an app's call_soon, say) must not end the server.
                         log.exception("hub callback %r failed", fn)
                 while ready:
-                    g, value = ready.popleft()
+                    entry = ready.popleft()
+                    g, value = entry
+                    if type(value) is _Start:
+                        _resume(g, value.args)
+                        continue
+                    if wakes.get(g) is not entry:
+                        continue  # stale: woken otherwise since
+                    del wakes[g]
                     _resume(g, value)
                 if callbacks or ready:
                     timeout = 0.0
@@ -321,16 +347,25 @@ class Hub:
                         g = rec.reader
                         if g is not None:
                             rec.reader = None
+                            if wakes:
+                                wakes.pop(g, None)
                             _resume(g, None)
                         elif rec.on_readable is not None:
                             rec.read_pending = True
-                            rec.on_readable(rec)
+                            try:
+                                rec.on_readable(rec)
+                            except HubError:
+                                raise
+                            except Exception:
+                                log.exception("readable callback %r failed", rec.on_readable)
                         else:
                             rec.read_pending = True
                     if ev & _WRITE_EVENTS:
                         g = rec.writer
                         if g is not None:
                             rec.writer = None
+                            if wakes:
+                                wakes.pop(g, None)
                             _resume(g, None)
                 while timers and timers[0].when <= now:
                     timer = heappop(timers)
@@ -351,6 +386,13 @@ class Hub:
             "timers": len(self.timers),
             "polls": self.polls,
         }
+
+
+class _Start:
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple) -> None:
+        self.args = args
 
 
 class _Throw:

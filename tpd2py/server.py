@@ -178,7 +178,16 @@ class Server:
         if conn.worker is not None:
             return
         pool = self.pool
-        g = pool.pop() if pool else greenlet.greenlet(self._worker, parent=self.hub.loop)
+        g = None
+        while pool:
+            g = pool.pop()
+            if not g.dead:
+                break
+            g = None
+        if g is None:
+            g = greenlet.greenlet(self._worker, parent=self.hub.loop)
+        else:
+            self.hub.forget_wakes(g)
         try:
             g.switch(conn)
         except Exception:  # _worker catches everything; this is a bug in it: loud
@@ -195,13 +204,21 @@ class Server:
             except Exception:
                 log.exception("connection loop error for %s", conn.address())
                 conn.close()
-            conn = None  # type: ignore[assignment]
             if len(pool) >= MAX_POOLED_GREENLETS or self.stopped:
                 return
             pool.append(me)
-            conn = switch()
-            if conn is None:
-                return
+            while True:
+                # Parked in the pool: only dispatch() may wake us, with a Connection. A stray
+                # wake-up (a value or an exception meant for our last connection) is ignored.
+                try:
+                    woken = switch()
+                except greenlet.GreenletExit:
+                    raise
+                except BaseException:  # noqa: S112 - deliberately dropped, see above
+                    continue
+                if isinstance(woken, Connection):
+                    conn = woken
+                    break
 
     def take_buffer(self) -> tuple[bytearray, memoryview]:
         return self.buffers.pop() if self.buffers else self.new_buffer()
