@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VPY) -m tpd2py demo.app:app --host 127.0.0.1 --port 8080 --access-log -
 
 lint: $(STAMP)
-	$(VPY) -m ruff check tpd2py tests bench demo
+	$(VPY) -m ruff check tpd2py tests bench demo examples
 	$(VPY) -m mypy tpd2py
 
 test: lint
