@@ -38,7 +38,7 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .http11 import ChunkedDecoder, RequestHead, parse_head
+from .http11 import ChunkedDecoder, RequestHead
 from .sendbuf import IOV_MAX, SendBuf
 
 if TYPE_CHECKING:
@@ -53,15 +53,9 @@ MAX_DRAIN = 65536
 # Flush early once this many responses or bytes wait in the SendBuf (pipelining backpressure).
 MAX_QUEUED_RESPONSES = 64
 MAX_QUEUED_BYTES = 256 * 1024
-# Request heads remembered for reuse by byte-identical heads (a bench client, a poller, a
-# health check): bounded in count and size; the whole cache is dropped when full.
-HEAD_CACHE_ENTRIES = 256
-HEAD_CACHE_MAX_BYTES = 2048
 # After an error response: how long and how much unread input we read and drop before the close.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
-# Free input buffers kept by the server; a burst needs no more than one per busy connection.
-MAX_POOLED_BUFFERS = 512
 
 _INF = float("inf")
 _STATUS_LINES = respond.STATUS_LINES
@@ -354,14 +348,14 @@ class Connection:
         """Serve until the connection is idle (returns, keeping it open) or closed.
 
         Runs in ``worker``, a pooled greenlet. The loop is the hot path of the server: it
-        binds what it uses to locals (see bench/RESULTS.md, "hot path").
+        binds what it uses to locals.
         """
         server = self.server
         hub = server.hub
         config = server.config
         limits = config.limits
         header_timeout = config.header_timeout
-        head_cache = server.head_cache
+        parse = server.parse_head
         if self.park_hook is not None:
             return  # detached (Later) and not resumed: a stale dispatch (e.g. from accept)
         rec = self.rec
@@ -369,7 +363,7 @@ class Connection:
         rec.on_readable = None
         self.worker = worker
         if self.buf is None:
-            self.buf, self.view = server.buffers.pop() if server.buffers else server.new_buffer()
+            self.buf, self.view = server.take_buffer()
             self.start = self.end = self.scan = 0
         try:
             if self.later is not None:
@@ -408,30 +402,7 @@ class Connection:
                         rec.read_pending = True
                     self.end = n
                     self.deadline = hub.now + header_timeout
-                if head_cache is not None:
-                    # A head byte-identical to one parsed before parses the same (parse_head
-                    # is a pure function of the bytes and the limits): reuse that result.
-                    buf = self.buf
-                    idx = buf.find(b"\r\n\r\n", max(self.start, self.scan), self.end)
-                    if 0 < idx - self.start <= HEAD_CACHE_MAX_BYTES:
-                        key = b"" + buf[self.start:idx]
-                        head = head_cache.get(key)
-                        if head is None:
-                            result = parse_head(buf, self.start, self.end, limits, self.scan)
-                            # Only a head parsed as exactly these bytes (no leading empty
-                            # lines) is worth remembering.
-                            if result is not None and result[1] == idx + 4:
-                                if len(head_cache) >= HEAD_CACHE_ENTRIES:
-                                    head_cache.clear()
-                                shared = result[0]
-                                shared.headers = tuple(shared.headers)  # type: ignore[assignment]
-                                head_cache[key] = shared
-                        else:
-                            result = (head, idx + 4)
-                    else:
-                        result = parse_head(buf, self.start, self.end, limits, self.scan)
-                else:
-                    result = parse_head(self.buf, self.start, self.end, limits, self.scan)
+                result = parse(self.buf, self.start, self.end, limits, self.scan)
                 if result is None:
                     self.scan = self.end - 3
                     if out.size:
@@ -474,13 +445,7 @@ class Connection:
 
     def _go_idle(self) -> None:
         server = self.server
-        buf = self.buf
-        if buf is not None and len(buf) == server.config.buffer_size \
-                and len(server.buffers) < MAX_POOLED_BUFFERS:
-            server.buffers.append((buf, self.view))  # type: ignore[arg-type]
-            self.buf = self.view = None
-        else:
-            server.release_buffer(self)
+        server.release_buffer(self)
         self.head = None  # an idle connection keeps nothing of its last request
         self.deadline = server.hub.now + server.config.keepalive_timeout
         if server.draining:

@@ -34,14 +34,17 @@ from typing import IO, Any
 import greenlet
 
 from .app import App
-from .conn import MAX_POOLED_BUFFERS, Connection
+from .conn import Connection
 from .errors import Timeout
-from .http11 import Limits
+from .headcache import HeadCache
+from .http11 import Limits, parse_head
 from .hub import FdRecord, Hub, get_hub
 from .respond import DateCache
 
 log = logging.getLogger("tpd2py.server")
 
+# Free input buffers kept; a burst needs no more than one per busy connection.
+MAX_POOLED_BUFFERS = 512
 # Idle worker greenlets kept for reuse; more are created on demand and die when returned.
 MAX_POOLED_GREENLETS = 512
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -67,8 +70,8 @@ class Config:
     grace: float = 10.0
     # Input buffer size; a head may grow it up to limits.max_header_bytes.
     buffer_size: int = 16384
-    # Reuse the parse of a byte-identical request head (see conn.HEAD_CACHE_*). Parsed heads
-    # are immutable, so this changes nothing but speed; off to measure the parser alone.
+    # Reuse the parse of a byte-identical request head (tpd2py/headcache.py): changes nothing
+    # but speed; off to measure the parser alone.
     head_cache: bool = True
     limits: Limits = field(default_factory=Limits)
     # Log the stack of a handler that runs this many seconds without switching (it blocks
@@ -93,7 +96,8 @@ class Server:
         self._accept_paused = False
         self._sweeper: Any = None
         self.requests = 0
-        self.head_cache: dict[bytes, Any] | None = {} if self.config.head_cache else None
+        # The request-head parser: parse_head itself, or through a HeadCache.
+        self.parse_head = HeadCache().parse if self.config.head_cache else parse_head
         self.sendmsg_calls = 0
         self.stopped = False
 
