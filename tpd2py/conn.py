@@ -575,6 +575,8 @@ class Connection:
         if self.body_left != _BODY_DONE:
             self._finish_body_or_close()
         # The common case inline: a fixed body (bytes) with a known status, no reason phrase.
+        # It repeats what _write_response does for it, without its checks and calls: 2.13
+        # against 2.47 µs per _handle of bench/hello.py's GET / (best of 5, 100k calls each).
         body = response.body
         status = response.status
         if type(body) is bytes and response.reason is None and status < 300 \
