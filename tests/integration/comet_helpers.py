@@ -1,73 +1,32 @@
 """Helpers for the Comet and thread-offload tests: a server in a thread, raw long-poll clients.
 
-A ``ServerThread`` builds ``tpd2py.server.Server`` inside its own thread (each thread has its own
-hub), listens on 127.0.0.1:0 and serves until ``stop()``, which calls ``shutdown`` through
-``call_soon_threadsafe``. ``call(fn)`` runs ``fn`` in the hub thread and returns its result, so a
-test can inspect server state (waiters, buffers, greenlets) between two hub turns.
+A ``ServerThread`` is conftest's ``RunningServer`` (a Server in its own thread on 127.0.0.1:0;
+``call(fn)`` runs ``fn`` in the hub thread, so a test can inspect waiters, buffers and greenlets
+between two hub turns) built from Config keywords, plus ``wait_for(predicate)``.
 Rules: loopback only; every wait has a timeout; nothing sleeps to wait for an event.
 """
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from conftest import WAIT, RunningServer
+
 from tpd2py import App
-from tpd2py.server import Config, Server
-
-WAIT = 10.0
+from tpd2py.server import Config
 
 
-class ServerThread:
+class ServerThread(RunningServer):
+    """conftest's server-in-a-thread, built from Config keywords, with ``wait_for``."""
+
     def __init__(self, app: App, **config: Any) -> None:
         config.setdefault("grace", 1.0)
-        self.config = Config(**config)
-        self.app = app
-        self._ready: queue.Queue[Any] = queue.Queue()
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="comet-test-server", daemon=True)
-        self.thread.start()
-        ready = self._ready.get(timeout=WAIT)
-        if isinstance(ready, BaseException):
-            raise ready
-        self.server, self.address = ready
-
-    def _run(self) -> None:
-        try:
-            server = Server(self.app, self.config)
-            address = server.listen_tcp("127.0.0.1", 0)
-        except BaseException as e:  # pragma: no cover - setup failure
-            self._ready.put(e)
-            return
-        self._ready.put((server, address))
-        try:
-            server.serve_forever(install_signals=False)
-        except BaseException as e:  # pragma: no cover - reported by stop()
-            self.failure = e
-
-    @property
-    def port(self) -> int:
-        return int(self.address[1])
-
-    def call(self, fn: Callable[[], Any], timeout: float = WAIT) -> Any:
-        """Run ``fn()`` in the hub thread, between greenlets, and return its result."""
-        result: queue.Queue[tuple[bool, Any]] = queue.Queue()
-
-        def run() -> None:
-            try:
-                result.put((True, fn()))
-            except BaseException as e:  # noqa: BLE001 - handed back to the test thread
-                result.put((False, e))
-
-        self.server.hub.call_soon_threadsafe(run)
-        ok, value = result.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
+        # Comet tests provoke hang-ups and errors on purpose: they check outcomes, not logs.
+        super().__init__(app, Config(**config), allow_errors=True)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
         """Wait until ``predicate()`` (run in the hub thread) is true, checking once per hub
@@ -86,17 +45,6 @@ class ServerThread:
         ok = done.wait(timeout)
         stop.set()
         assert ok, f"condition not met within {timeout}s"
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(self.address, timeout=WAIT)
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.server.hub.call_soon_threadsafe(self.server.shutdown)
-            self.thread.join(self.config.grace + WAIT)
-        assert not self.thread.is_alive(), "server thread did not stop"
-        if self.failure is not None:
-            raise AssertionError("serve_forever raised") from self.failure
 
 
 def request(path: str, method: str = "GET", body: bytes = b"",
