@@ -16,7 +16,7 @@ from typing import Any
 
 from conftest import WAIT, RunningServer
 
-from tpd2py import App
+from tpd2py import App, get_hub
 from tpd2py.server import Config
 
 
@@ -143,3 +143,29 @@ def read_events(sock: socket.socket, count: int, timeout: float = WAIT) -> tuple
         if not more:
             raise ConnectionError(f"stream closed after {len(frames)} frames")
         rest += more
+
+
+def run_hub(main: Callable[[], None], timeout: float = WAIT) -> None:
+    """Run ``main`` in a greenlet of a fresh hub in a fresh thread; re-raise its failure."""
+    failure: list[BaseException] = []
+
+    def thread() -> None:
+        hub = get_hub()
+
+        def guarded() -> None:
+            try:
+                main()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
+                failure.append(e)
+                hub.stop()
+
+        hub.spawn(guarded)
+        hub.call_later(timeout, hub.stop)
+        hub.run()
+
+    t = threading.Thread(target=thread, daemon=True)
+    t.start()
+    t.join(timeout + 5)
+    assert not t.is_alive(), "hub thread did not stop"
+    if failure:
+        raise failure[0]

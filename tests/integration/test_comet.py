@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from comet_helpers import ServerThread, read_events, read_reply, request  # noqa: E402
+from comet_helpers import ServerThread, read_events, read_reply, request, run_hub  # noqa: E402
 
 from tpd2py import App, ClientDisconnected, Request  # noqa: E402
 from tpd2py.comet import (  # noqa: E402
@@ -645,30 +645,6 @@ class Gather:
             get_hub().park()
 
 
-def run_hub(main: Callable[[], None], timeout: float = 10.0) -> None:
-    """Run ``main`` in a greenlet of a fresh hub in a fresh thread; re-raise its failure."""
-    failure: list[BaseException] = []
-
-    def thread() -> None:
-        hub = get_hub()
-
-        def guarded() -> None:
-            try:
-                main()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
-                failure.append(e)
-                hub.stop()
-
-        hub.spawn(guarded)
-        hub.call_later(timeout, hub.stop)
-        hub.run()
-
-    t = threading.Thread(target=thread, daemon=True)
-    t.start()
-    t.join(timeout + 5)
-    assert not t.is_alive(), "hub thread did not stop"
-    if failure:
-        raise failure[0]
 
 
 # -- the demo app over plain HTTP (the browser test needs Chromium; this one runs anywhere) -------

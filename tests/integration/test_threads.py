@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from comet_helpers import ServerThread, read_reply, request  # noqa: E402
+from comet_helpers import ServerThread, read_reply, request, run_hub  # noqa: E402
 
 from tpd2py import App, Request  # noqa: E402
 from tpd2py.comet import Channel  # noqa: E402
@@ -352,27 +352,3 @@ def test_fanout_handlers_wait_for_the_backend_all_at_once(serve: Any) -> None:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def run_hub(main: Callable[[], None], timeout: float = WAIT) -> None:
-    """Run ``main`` in a greenlet of a fresh hub in a fresh thread; re-raise its failure."""
-    failure: list[BaseException] = []
-
-    def thread() -> None:
-        hub = get_hub()
-
-        def guarded() -> None:
-            try:
-                main()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
-                failure.append(e)
-                hub.stop()
-
-        hub.spawn(guarded)
-        hub.call_later(timeout, hub.stop)
-        hub.run()
-
-    t = threading.Thread(target=thread, daemon=True)
-    t.start()
-    t.join(timeout + 5)
-    assert not t.is_alive(), "hub thread did not stop"
-    if failure:
-        raise failure[0]
