@@ -363,8 +363,6 @@ class Channel:
         if update or after is None or (timeout is not None and timeout <= 0):
             return update
         g = getcurrent()
-        if g is hub.loop:
-            raise HubError("the hub cannot wait on a channel")
         waiter = _Waiter(self, g, after)
         conn = request.conn if request is not None else None
         try:

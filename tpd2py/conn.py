@@ -16,7 +16,8 @@ How it works:
   have their own limits.
 - A handler may return ``Later`` instead of a response (the Comet long poll does): the
   connection then waits with no greenlet and, when its buffer is empty, no input buffer, until
-  someone calls ``resume(response)`` from the hub; a pooled greenlet then sends it and goes on.
+  someone calls ``resume(response)`` from the hub; it is sent from there, or the connection is
+  dispatched to send it and go on.
 Switch points: ``recv``, ``flush`` and whatever the handler calls. The parser never switches.
 """
 
@@ -206,8 +207,8 @@ class Connection:
 
         The common case ends here, in the hub: nothing more to read and a fixed body, so the
         response goes out in one sendmsg and the connection goes idle without a greenlet (a
-        publish to 10,000 long polls is 10,000 of these). Otherwise a pooled greenlet sends it
-        on the hub's next turn and serves what follows.
+        publish to 10,000 long polls is 10,000 of these). Otherwise the connection is dispatched
+        on the hub's next turn to send it and serve what follows.
         """
         rec = self.rec
         if rec.closed or self.worker is not None:
@@ -347,7 +348,8 @@ class Connection:
     def serve(self, worker: Any) -> None:
         """Serve until the connection is idle (returns, keeping it open) or closed.
 
-        Runs in ``worker``, a pooled greenlet. The loop is the hot path of the server: it
+        Runs in ``worker``, the loop's own greenlet (hub.py, leader/followers), which stays this
+        connection's if a wait hands the loop off. The loop is the hot path of the server: it
         binds what it uses to locals.
         """
         server = self.server

@@ -23,9 +23,22 @@ Registration strategy (why edge-triggered, registered once):
 - An fd closed and reused within one batch of events may receive a stale event; every waiter
   retries its syscall, so a stale event is at worst one wasted ``recv`` that returns EAGAIN.
 
+Who runs the loop (leader/followers): the loop is not tied to one greenlet. Whichever greenlet
+runs it is the *leader* (``Hub.leader``), and callbacks run in it directly, so the server serves
+a connection inside the loop's own greenlet, with no switch at all, when nothing blocks (a
+keep-alive request costs two greenlet switches less). If code running in the leader waits
+(``wait_readable``, ``park``, ``sleep``...), the leader first hands the loop to a *spare*
+greenlet (pooled, created on demand), which carries on with the rest of the current batch of
+events, and only then parks; it is an ordinary parked greenlet from then on. When it has been
+resumed and its callback returns, it sees that it no longer leads and goes back to the spare
+pool. The loop's state (callbacks, ready queue, timers, the batch of events and the position
+in it) lives on the hub, not in any greenlet's frame, so a new leader picks it up where the
+last one left it. Consequences: waiting is allowed anywhere in the hub's thread; greenlets
+that end return to the current leader (their parent is set when they end); a hand-off costs
+one switch more than before, which only blocking code pays.
+
 Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that
-raises never kills the hub (its error is logged); switching to the hub from inside the hub
-raises.
+raises never kills the hub (its error is logged).
 Cancellation and timeouts thrown into greenlets derive from ``BaseException``.
 """
 
@@ -57,6 +70,8 @@ _REGISTER_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.E
 _LEVEL_MASK = select.EPOLLIN
 # How many events one epoll_wait may return; more simply wait for the next round.
 MAX_EVENTS = 1024
+# Spare loop greenlets kept for hand-offs; more are created on demand and end when not needed.
+MAX_SPARES = 512
 
 
 class FdRecord:
@@ -113,8 +128,20 @@ class Hub:
         self.callbacks: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self.timers: list[Timer] = []
         self.now = time.monotonic()
-        self.loop = greenlet.greenlet(self._loop)
+        # Greenlets end by switching to their parent; ours all have this thread's main greenlet
+        # (or the caller of run()) above the leader, never a greenlet that might be parked.
+        root = greenlet.getcurrent()
+        while root.parent is not None:
+            root = root.parent
+        self._runner: greenlet.greenlet = root
+        self.leader: greenlet.greenlet = self._new_leader()
+        self.spares: list[greenlet.greenlet] = []
+        self._factory: greenlet.greenlet | None = None  # starts spares (see _new_spare)
+        # The current batch of epoll events and how far the leaders got through it.
+        self._batch: list[tuple[int, int]] = []
+        self._batch_pos = 0
         self.running = False
+        self.polling = False  # True only while the loop sleeps in epoll_wait (the watchdog)
         self._stop = False
         # Cross-thread wake-ups (and signals, via signal.set_wakeup_fd) arrive on this pipe.
         self._threadsafe: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
@@ -122,8 +149,8 @@ class Hub:
         self._wake_sent = False
         self._wake_lock = threading.Lock()
         self.register(self._wake_r, self._drain_wakeups)
-        self.switches = 0
         self.polls = 0
+        self.handoffs = 0
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -174,11 +201,8 @@ class Hub:
         if rec.closed:
             raise ConnectionClosed()
         rec.reader = g = greenlet.getcurrent()
-        if g is self.loop:
-            rec.reader = None
-            raise HubError("the hub cannot wait")
         try:
-            self.loop.switch()
+            self._switch_out(g)
         finally:
             if rec.reader is g:
                 rec.reader = None
@@ -190,35 +214,67 @@ class Hub:
         if rec.closed:
             raise ConnectionClosed()
         rec.writer = g = greenlet.getcurrent()
-        if g is self.loop:
-            rec.writer = None
-            raise HubError("the hub cannot wait")
         try:
-            self.loop.switch()
+            self._switch_out(g)
         finally:
             if rec.writer is g:
                 rec.writer = None
 
     def park(self) -> Any:
         """Switch to the hub until someone calls ``schedule`` for this greenlet. May switch."""
-        if greenlet.getcurrent() is self.loop:
-            raise HubError("the hub cannot wait")
-        return self.loop.switch()
+        return self._switch_out(greenlet.getcurrent())
 
     def sleep(self, seconds: float) -> None:
         """Let other greenlets run for at least ``seconds``. May switch to the hub."""
         g = greenlet.getcurrent()
-        if g is self.loop:
-            raise HubError("the hub cannot sleep")
         if seconds <= 0:
             self._wake(g, None)
-            self.loop.switch()
+            self._switch_out(g)
             return
         timer = self.call_later(seconds, self.schedule, g, None)
         try:
-            self.loop.switch()
+            self._switch_out(g)
         finally:
             timer.cancel()
+
+    def _switch_out(self, g: greenlet.greenlet) -> Any:
+        """Park ``g`` (the current greenlet) and let the loop run; return what resumes it.
+        When ``g`` is the leader itself, a spare greenlet takes over the loop first."""
+        leader = self.leader
+        if g is not leader:
+            return leader.switch()
+        spare = None
+        spares = self.spares
+        while spares:
+            spare = spares.pop()
+            if not spare.dead:
+                break
+            spare = None
+        if spare is None:
+            spare = self._new_spare()
+        elif self.wakes:
+            self.wakes.pop(spare, None)
+        self.leader = spare
+        self.handoffs += 1
+        return spare.switch(_PROMOTE)
+
+    def _new_leader(self) -> greenlet.greenlet:
+        return greenlet.greenlet(self._lead_main, parent=self._runner)
+
+    def _new_spare(self) -> greenlet.greenlet:
+        """A new spare, started by the factory greenlet. A greenlet's stack and Python
+        recursion depth begin where it is first switched into: spares started by the (deep)
+        greenlets that hand the loop off would each start deeper than the last."""
+        factory = self._factory
+        if factory is None or factory.dead:
+            factory = self._factory = greenlet.greenlet(self._factory_main, parent=self._runner)
+        return factory.switch(greenlet.getcurrent())
+
+    def _factory_main(self, requester: greenlet.greenlet) -> None:
+        while True:
+            spare = greenlet.greenlet(self._lead_main, parent=self._runner)
+            spare.switch(_SPARE)  # it starts here, at this fixed depth, and switches back
+            requester = requester.switch(spare)
 
     # -- scheduling (never switch) --------------------------------------------------------------
 
@@ -232,7 +288,7 @@ class Hub:
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> greenlet.greenlet:
         """Run ``fn(*args)`` in a new greenlet, soon. Its exceptions are logged, never fatal."""
-        g = greenlet.greenlet(_guarded(fn), parent=self.loop)
+        g = greenlet.greenlet(_guarded(self, fn), parent=self.leader)
         self.ready.append((g, _Start(args)))  # a start, not a wake-up: never dropped
         return g
 
@@ -253,7 +309,8 @@ class Hub:
             self.wakes.pop(g, None)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn(*args)`` from the hub itself; it must not switch."""
+        """Call ``fn(*args)`` from the loop itself, soon. If it waits, the loop goes on in
+        another greenlet meanwhile (see the module docstring)."""
         self.callbacks.append((fn, args))
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
@@ -285,16 +342,54 @@ class Hub:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run the loop in the hub greenlet until ``stop()``. Call from the main greenlet."""
-        if self.loop.dead:
-            self.loop = greenlet.greenlet(self._loop)
+        """Run the loop until ``stop()``. Call from outside the hub (the main greenlet)."""
+        self._runner = runner = greenlet.getcurrent()
+        leader = self.leader
+        if leader.dead:
+            self.leader = leader = self._new_leader()
+            self._batch, self._batch_pos = [], 0
+        with contextlib.suppress(ValueError):  # a cyclic chain: keep the old parent
+            leader.parent = runner
         self._stop = False
-        self.loop.switch()
+        leader.switch()
 
     def stop(self) -> None:
         self._stop = True
 
-    def _loop(self) -> None:
+    def _lead_main(self, start: Any = None) -> None:
+        """The body of every loop greenlet: lead until displaced, then wait as a spare."""
+        me = greenlet.getcurrent()
+        if start is _SPARE:
+            self._await_promotion(self._factory)  # made by _new_spare for a hand-off
+        while True:
+            self._lead(me)
+            # Displaced while running a callback that waited; it has returned now.
+            spares = self.spares
+            if len(spares) >= MAX_SPARES:
+                me.parent = self.leader  # end by returning to the loop
+                return
+            spares.append(me)
+            self._await_promotion(None)
+
+    def _await_promotion(self, first: greenlet.greenlet | None) -> None:
+        """Park as a spare: switch to ``first`` (or the leader) until _switch_out promotes us.
+        Stray wake-ups (meant for an earlier wait of this greenlet) are ignored."""
+        while True:
+            target = first or self.leader
+            first = None
+            try:
+                value = target.switch()
+            except greenlet.GreenletExit:
+                raise
+            except BaseException:  # noqa: S112 - deliberately dropped, see above
+                continue
+            if value is _PROMOTE:
+                return
+
+    def _lead(self, me: greenlet.greenlet) -> None:
+        """Run the loop while ``me`` is the leader. Returns once ``me`` was displaced (a
+        callback it ran waited, another greenlet took the loop over) and that callback is done.
+        """
         # Hot loop: locals instead of attribute lookups (see bench/RESULTS.md, "hub loop").
         ready = self.ready
         wakes = self.wakes
@@ -305,27 +400,37 @@ class Hub:
         monotonic = time.monotonic
         heappop = heapq.heappop
         self.running = True
-        try:
-            while not self._stop:
-                while callbacks:
-                    fn, args = callbacks.popleft()
-                    try:
-                        fn(*args)
-                    except HubError:
-                        raise
-                    except Exception:
-                        # A callback's bug (an app's call_soon, say) must not end the server.
-                        log.exception("hub callback %r failed", fn)
-                while ready:
-                    entry = ready.popleft()
-                    g, value = entry
-                    if type(value) is _Start:
-                        _resume(g, value.args)
-                        continue
-                    if wakes.get(g) is not entry:
-                        continue  # stale: woken otherwise since
-                    del wakes[g]
+        while True:
+            if self._stop:
+                self.running = False
+                self._runner.switch()  # back to run(); the next run() resumes here
+                self.running = True
+                continue
+            while callbacks:
+                fn, args = callbacks.popleft()
+                try:
+                    fn(*args)
+                except HubError:
+                    raise
+                except Exception:
+                    # A callback's bug (an app's call_soon, say) must not end the server.
+                    log.exception("hub callback %r failed", fn)
+                if self.leader is not me:
+                    return
+            while ready:
+                entry = ready.popleft()
+                g, value = entry
+                if type(value) is _Start:
+                    _resume(g, value.args)
+                    continue
+                if wakes.get(g) is not entry:
+                    continue  # stale: woken otherwise since
+                del wakes[g]
+                if g is not me:  # a wake-up for the running leader is stale too
                     _resume(g, value)
+            batch = self._batch
+            i = self._batch_pos
+            if i >= len(batch):
                 if callbacks or ready:
                     timeout = 0.0
                 elif timers:
@@ -333,51 +438,62 @@ class Hub:
                 else:
                     timeout = 1.0
                 if self._stop:
-                    break
-                events = poll(timeout, MAX_EVENTS)
+                    continue
+                self.polling = True
+                batch = self._batch = poll(timeout, MAX_EVENTS)
+                self.polling = False
+                i = 0
                 self.polls += 1
-                self.now = now = monotonic()
-                for fd, ev in events:
-                    rec = records.get(fd)
-                    if rec is None:
-                        continue
-                    if ev & _READ_EVENTS:
-                        if ev & _HANGUP_EVENTS:
-                            rec.hangup = True
-                        g = rec.reader
-                        if g is not None:
-                            rec.reader = None
-                            if wakes:
-                                wakes.pop(g, None)
-                            _resume(g, None)
-                        elif rec.on_readable is not None:
-                            rec.read_pending = True
-                            try:
-                                rec.on_readable(rec)
-                            except HubError:
-                                raise
-                            except Exception:
-                                log.exception("readable callback %r failed", rec.on_readable)
-                        else:
-                            rec.read_pending = True
-                    if ev & _WRITE_EVENTS:
-                        g = rec.writer
-                        if g is not None:
-                            rec.writer = None
-                            if wakes:
-                                wakes.pop(g, None)
-                            _resume(g, None)
-                while timers and timers[0].when <= now:
-                    timer = heappop(timers)
-                    if not timer.cancelled:
+                self.now = monotonic()
+            n = len(batch)
+            while i < n:
+                fd, ev = batch[i]
+                i += 1
+                rec = records.get(fd)
+                if rec is None:
+                    continue
+                if ev & _WRITE_EVENTS:
+                    g = rec.writer
+                    if g is not None:
+                        rec.writer = None
+                        if wakes:
+                            wakes.pop(g, None)
+                        _resume(g, None)
+                if ev & _READ_EVENTS:
+                    if ev & _HANGUP_EVENTS:
+                        rec.hangup = True
+                    g = rec.reader
+                    if g is not None:
+                        rec.reader = None
+                        if wakes:
+                            wakes.pop(g, None)
+                        _resume(g, None)
+                    elif rec.on_readable is not None:
+                        rec.read_pending = True
+                        self._batch_pos = i  # a successor goes on from the next event
                         try:
-                            timer.callback(*timer.args)
+                            rec.on_readable(rec)
                         except HubError:
                             raise
                         except Exception:
-                            log.exception("timer callback %r failed", timer.callback)
-        finally:
-            self.running = False
+                            log.exception("readable callback %r failed", rec.on_readable)
+                        if self.leader is not me:
+                            return
+                    else:
+                        rec.read_pending = True
+            self._batch_pos = i
+            now = self.now
+            while timers and timers[0].when <= now:
+                timer = heappop(timers)
+                if not timer.cancelled:
+                    try:
+                        timer.callback(*timer.args)
+                    except HubError:
+                        raise
+                    except Exception:
+                        log.exception("timer callback %r failed", timer.callback)
+                    if self.leader is not me:
+                        return
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -385,7 +501,13 @@ class Hub:
             "ready": len(self.ready),
             "timers": len(self.timers),
             "polls": self.polls,
+            "handoffs": self.handoffs,
+            "spares": len(self.spares),
         }
+
+
+_PROMOTE = object()  # resumes a spare greenlet as the new leader
+_SPARE = object()  # starts a loop greenlet as a spare (from the factory)
 
 
 class _Start:
@@ -421,7 +543,7 @@ def _resume(g: greenlet.greenlet, value: Any) -> None:
         log.exception("greenlet %r died with an error", g)
 
 
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _guarded(hub: Hub, fn: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any) -> Any:
         try:
             return fn(*args)
@@ -432,6 +554,10 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception:
             log.exception("unhandled error in %s", getattr(fn, "__qualname__", fn))
             return None
+        finally:
+            # Ending switches to the parent: make that the loop's current greenlet.
+            with contextlib.suppress(ValueError):
+                greenlet.getcurrent().parent = hub.leader
 
     return run
 

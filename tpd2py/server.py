@@ -1,4 +1,4 @@
-"""Listening sockets, the accept loop, the worker-greenlet pool, timeouts and shutdown.
+"""Listening sockets, the accept loop, dispatch, timeouts and shutdown.
 
 How it works:
 - Accepting is a hub callback on the level-triggered listener: one connection per loop turn
@@ -7,8 +7,9 @@ How it works:
   once (its first request is usually there already: TCP_DEFER_ACCEPT). At
   ``max_connections`` the listener is paused until one closes; on EMFILE/ENFILE it pauses
   for 0.1 s instead of spinning. TCP_NODELAY is set lazily (see Connection.set_nodelay).
-- ``dispatch`` gives a connection with new bytes a greenlet from the pool (created only when
-  the pool is empty) and an input buffer from the free list; both come back when it idles.
+- ``dispatch`` serves a connection with new bytes in the loop's own greenlet (a greenlet of
+  its own only if a handler waits: hub.py, "leader/followers"), with an input buffer from the
+  free list that comes back when it idles.
 - A sweep runs once a second: it refreshes the Date line and closes or times out every
   connection whose ``deadline`` has passed. That is O(connections) per second and O(1) per
   request; no heap push per read.
@@ -45,8 +46,6 @@ log = logging.getLogger("tpd2py.server")
 
 # Free input buffers kept; a burst needs no more than one per busy connection.
 MAX_POOLED_BUFFERS = 512
-# Idle worker greenlets kept for reuse; more are created on demand and die when returned.
-MAX_POOLED_GREENLETS = 512
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -87,7 +86,6 @@ class Server:
         self.hub = hub or get_hub()
         self.conns: dict[int, Connection] = {}
         self.listeners: list[socket.socket] = []
-        self.pool: list[greenlet.greenlet] = []
         self.buffers: list[tuple[bytearray, memoryview]] = []
         self.date = DateCache()
         self.draining = False
@@ -172,57 +170,22 @@ class Server:
     # -- connections ----------------------------------------------------------------------------
 
     def dispatch(self, rec: FdRecord) -> None:
-        """Hub callback: bytes arrived on an idle connection; give it a worker greenlet.
+        """Hub callback: bytes arrived on an idle connection (or a Later response is ready).
 
-        Runs in the hub and switches into the worker until it parks or returns.
+        Serves it right here, in the loop's own greenlet: no switch unless a handler waits, and
+        then the hub hands the loop to a spare greenlet and this one goes on as the
+        connection's worker (hub.py, "leader/followers").
         """
         if rec.closed:
             return
         conn = rec.owner
         if conn.worker is not None:
             return
-        pool = self.pool
-        g = None
-        while pool:
-            g = pool.pop()
-            if not g.dead:
-                break
-            g = None
-        if g is None:
-            g = greenlet.greenlet(self._worker, parent=self.hub.loop)
-        else:
-            self.hub.forget_wakes(g)
         try:
-            g.switch(conn)
-        except Exception:  # _worker catches everything; this is a bug in it: loud
-            log.exception("worker greenlet failed")
-            raise
-
-    def _worker(self, conn: Connection) -> None:
-        me = greenlet.getcurrent()
-        pool = self.pool
-        switch = self.hub.loop.switch
-        while True:
-            try:
-                conn.serve(me)
-            except Exception:
-                log.exception("connection loop error for %s", conn.address())
-                conn.close()
-            if len(pool) >= MAX_POOLED_GREENLETS or self.stopped:
-                return
-            pool.append(me)
-            while True:
-                # Parked in the pool: only dispatch() may wake us, with a Connection. A stray
-                # wake-up (a value or an exception meant for our last connection) is ignored.
-                try:
-                    woken = switch()
-                except greenlet.GreenletExit:
-                    raise
-                except BaseException:  # noqa: S112 - deliberately dropped, see above
-                    continue
-                if isinstance(woken, Connection):
-                    conn = woken
-                    break
+            conn.serve(greenlet.getcurrent())
+        except Exception:
+            log.exception("connection loop error for %s", conn.address())
+            conn.close()
 
     def take_buffer(self) -> tuple[bytearray, memoryview]:
         return self.buffers.pop() if self.buffers else self.new_buffer()
@@ -300,7 +263,7 @@ class Server:
             "requests": self.requests,
             "sendmsg_calls": self.sendmsg_calls,
             "connections": len(self.conns),
-            "pooled_greenlets": len(self.pool),
+            "pooled_greenlets": len(self.hub.spares),
             "pooled_buffers": len(self.buffers),
             **self.hub.statistics(),
         }

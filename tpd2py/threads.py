@@ -90,8 +90,6 @@ class ThreadPool:
         """
         hub = self.hub
         g = getcurrent()
-        if g is hub.loop:
-            raise HubError("the hub cannot wait for a thread")
         if not hub.running:
             return fn(*args, **kwargs)
         if self._closed:

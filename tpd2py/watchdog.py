@@ -3,15 +3,19 @@
 One thread serves everyone, so a handler that calls something blocking (``time.sleep``, a
 database driver, ``requests.get``, a long computation) stalls every other connection. The
 watchdog finds it:
-- In the hub's thread, ``greenlet.settrace`` records every switch: one attribute store per
-  switch (the ``(origin, target)`` tuple greenlet passes, which is new each time).
-- A monitor thread wakes every ``threshold / 4``. If no switch happened since its last look,
-  the running greenlet is not the hub's own and it has run for ``threshold`` or more, it logs
-  a warning with that greenlet's stack (``sys._current_frames``): the blocking call is at the
-  bottom. One report per blocking episode.
+- Progress is a loop turn (``Hub.polls``) or a greenlet switch: in the hub's thread,
+  ``greenlet.settrace`` records every switch (one attribute store per switch: the
+  ``(origin, target)`` tuple greenlet passes, which is new each time). Handlers often run in
+  the loop's own greenlet without any switch (hub.py, "leader/followers"), so switches alone
+  would miss them.
+- A monitor thread wakes every ``threshold / 4``. If there was no progress since its last
+  look, the loop is running and not asleep in ``epoll_wait`` (``Hub.polling``), and that has
+  lasted ``threshold`` or more, it logs a warning with the thread's stack
+  (``sys._current_frames``): the blocking call is at the bottom. One report per episode.
 Rules: off by default; ``Config.watchdog`` turns it on (``None`` = on at 100 ms in debug, i.e.
-``python -X dev`` or the ``tpd2py`` logger at DEBUG). The hub itself (callbacks, timers, the
-epoll wait) is never reported: only greenlets. Costs about one Python call per switch while on.
+``python -X dev`` or the ``tpd2py`` logger at DEBUG). Costs about one Python call per switch
+while on. A loop turn that runs many slow handlers one after another is one episode: the report
+names the handler that was running when the threshold passed.
 Nothing here switches.
 """
 
@@ -86,31 +90,31 @@ class Watchdog:
 
     def _watch(self) -> None:
         interval = self.threshold / 4
+        hub = self.hub
         seen: Any = None
+        seen_polls = -1
         since = time.monotonic()
         reported = False
         while not self._stop.wait(interval):
             last = self._last
+            polls = hub.polls
             now = time.monotonic()
-            if last is not seen:
-                seen, since, reported = last, now, False
+            if last is not seen or polls != seen_polls or hub.polling or not hub.running:
+                seen, seen_polls, since, reported = last, polls, now, False
                 continue
             if reported or now - since < self.threshold:
                 continue
-            target = last[1] if type(last) is tuple and len(last) == 2 else None
-            if target is None or target is self.hub.loop or target.parent is None:
-                continue  # the hub (idle in epoll_wait, or its own callbacks) or the main one
             reported = True
-            self._report(target, now - since)
+            self._report(now - since)
 
-    def _report(self, running: Any, elapsed: float) -> None:
+    def _report(self, elapsed: float) -> None:
         frame = sys._current_frames().get(self._thread_id)
         if frame is None:
             return
         stack = "".join(traceback.format_stack(frame))
         self.reports += 1
         self.log.warning(
-            "the hub is blocked: a greenlet has run %.0f ms without switching (threshold "
+            "the hub is blocked: a handler has run %.0f ms without yielding (threshold "
             "%.0f ms), so every other connection waits. Make the call cooperative or move it "
             "to run_in_thread(). It is here:\n%s",
             elapsed * 1000, self.threshold * 1000, stack)

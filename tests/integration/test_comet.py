@@ -385,7 +385,7 @@ def test_parked_long_polls_hold_no_greenlet(chat: Any) -> None:
 
     def busy_greenlets() -> int:
         gc.collect()
-        pooled = set(map(id, srv.server.pool))
+        pooled = set(map(id, srv.server.hub.spares))
         return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet)
                    and not o.dead and id(o) not in pooled and o.parent is not None)
 
@@ -467,7 +467,7 @@ def test_hangups_leak_no_waiter_greenlet_or_buffer(chat: Any) -> None:
 
 def test_hangup_and_publish_in_the_same_hub_turn_resume_the_handler_once(chat: Any) -> None:
     """Regression: the hang-up used to throw ClientDisconnected even when a publish had already
-    scheduled the handler; the late throw then killed a pooled worker greenlet."""
+    scheduled the handler; the late throw then killed a pooled worker (now: spare) greenlet."""
     chat_app, srv = chat()
     errors: list[logging.LogRecord] = []
 
@@ -494,9 +494,9 @@ def test_hangup_and_publish_in_the_same_hub_turn_resume_the_handler_once(chat: A
         endings = chat_app.wait_endings(10)
         assert len(endings) == 10
         srv.wait_for(lambda: not srv.server.conns)
-        # Every pooled worker is still alive and the server goes on serving.
-        assert srv.call(lambda: [g.dead for g in srv.server.pool]) == [False] * len(
-            srv.call(lambda: srv.server.pool))
+        # Every spare greenlet is still alive and the server goes on serving.
+        assert srv.call(lambda: [g.dead for g in srv.server.hub.spares]) == [False] * len(
+            srv.call(lambda: srv.server.hub.spares))
         for _ in range(20):
             with srv.connect() as sock:
                 sock.sendall(request("/hello"))

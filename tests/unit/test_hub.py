@@ -12,7 +12,7 @@ import greenlet
 import pytest
 
 from tpd2py.errors import ConnectionClosed, HubError, Timeout
-from tpd2py.hub import Hub
+from tpd2py.hub import MAX_SPARES, Hub
 
 LIMIT = 10.0
 
@@ -281,20 +281,61 @@ def test_timeout_and_cancel_are_not_swallowed_by_except_exception(hub):
     assert g.dead
 
 
-def test_waiting_from_inside_the_hub_raises(hub):
-    errors = []
+def test_a_callback_that_waits_hands_the_loop_to_a_spare(hub):
+    """Leader/followers: code running in the loop's own greenlet may wait; the loop goes on
+    in a spare greenlet meanwhile, and the waiter returns to the spare pool when done."""
+    order = []
+    leader = hub.leader
 
     def in_hub():
-        for wait in (lambda: hub.sleep(0.01), hub.park):
-            try:
-                wait()
-            except HubError:
-                errors.append("refused")
+        assert greenlet.getcurrent() is leader
+        hub.sleep(0.05)
+        order.append("callback woke")
+        assert hub.leader is not leader  # the loop moved on without us
+        hub.schedule(parked, "value")
+        order.append(("parked got", hub.park()))
+
+    def other():
+        order.append("other ran")
+
+    def stopper():
+        hub.sleep(0.2)
         hub.stop()
 
     hub.call_soon(in_hub)
+    hub.call_soon(hub.spawn, other)
+    parked = leader
+    hub.spawn(stopper)
     run_until(hub)
-    assert errors == ["refused", "refused"]
+    assert order == ["other ran", "callback woke", ("parked got", "value")]
+    assert hub.statistics()["handoffs"] == 1  # the sleep; the park came after, as a follower
+    assert leader in hub.spares  # done: back in the pool, not dead
+    assert not leader.dead
+
+
+def test_chained_handoffs_do_not_grow_the_stack(hub):
+    """Regression: a spare started by the greenlet that hands off begins at that greenlet's
+    stack depth, so a chain of hand-offs (each new leader waiting in turn) hit Python's
+    recursion limit after a few hundred. Spares are started by a factory at a fixed depth."""
+    count = 1500  # well past the default recursion limit of 1000
+    woke = []
+
+    def waits(i):
+        hub.sleep(0.01)
+        woke.append(i)
+        if len(woke) == count:
+            hub.stop()
+
+    for i in range(count):
+        hub.call_soon(waits, i)
+    run_until(hub)
+    assert sorted(woke) == list(range(count))
+    stats = hub.statistics()
+    assert stats["handoffs"] >= count
+    hub.call_soon(hub.stop)
+    run_until(hub)  # let the displaced leaders finish returning to the pool
+    assert len(hub.spares) <= MAX_SPARES
+    assert all(not g.dead for g in hub.spares)
 
 
 def test_call_soon_threadsafe_from_another_thread_wakes_the_hub(hub):
@@ -343,10 +384,22 @@ def test_statistics_reports_registered_fds(hub):
     b.close()
 
 
-def test_spawned_greenlets_are_children_of_the_hub_loop(hub):
-    g = hub.spawn(lambda: None)
-    assert g.parent is hub.loop
-    assert isinstance(g, greenlet.greenlet)
-    hub.spawn(hub.stop)
+def test_a_spawned_greenlet_ends_into_the_current_leader(hub):
+    """A greenlet ends by switching to its parent; the leader may have changed since it was
+    spawned (a hand-off), so its parent is set to the current leader as it ends."""
+    first = hub.leader
+    g = hub.spawn(lambda: hub.sleep(0.05))
+    assert g.parent is first
+
+    def hand_off():
+        hub.sleep(0.2)  # displaces the first leader while g sleeps and ends
+
+    def stopper():
+        hub.sleep(0.3)
+        hub.stop()
+
+    hub.call_soon(hand_off)
+    hub.spawn(stopper)
     run_until(hub)
     assert g.dead
+    assert hub.statistics()["handoffs"] >= 1
