@@ -3,9 +3,9 @@
 How it works:
 - A connection with nothing to do holds no greenlet and no input buffer: just its socket,
   this object and its hub registration, whose ``on_readable`` wakes it (HTTP-DOHC's split of
-  working and waiting connections). When bytes arrive, the server takes a greenlet from its
-  pool and a buffer from its free list and runs ``serve``; ``serve`` returns them when the
-  connection is idle again.
+  working and waiting connections). When bytes arrive, the server runs ``serve`` in the hub's
+  loop greenlet with a buffer from its free list; ``serve`` returns the buffer when the
+  connection is idle again. A new connection enters epoll only when it first waits or idles.
 - ``serve`` parses every complete request already in the buffer, runs each handler in this
   greenlet, and appends each response to one SendBuf; only when the buffer has no complete
   request left does it flush, so pipelined requests get all their responses in one sendmsg
@@ -59,6 +59,10 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
 _INF = float("inf")
+# Every recv and send on a client socket passes MSG_DONTWAIT: accepted sockets are left in
+# blocking mode (setting O_NONBLOCK is one ioctl per connection), so a call without it
+# would block the whole hub.
+_DONTWAIT = socket.MSG_DONTWAIT
 _STATUS_LINES = respond.STATUS_LINES
 # Status line, fields, Content-Length, Date, end of head: a kept-alive HTTP/1.1 response.
 _HEAD_KEEP_ALIVE = b"%s%sContent-Length: %d\r\n%s\r\n"
@@ -133,7 +137,8 @@ class Connection:
         # (streaming, a partial write, flushing mid-pipeline): a single write per response
         # never meets Nagle's algorithm, and one setsockopt less per connection counts.
         self.nodelay = False
-        self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch)
+        # Not in epoll until something waits on it or it goes idle (Hub.register, armed).
+        self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch, armed=False)
         self.rec.owner = self
 
     def address(self) -> Any:
@@ -161,6 +166,7 @@ class Connection:
         self.flush()
         self.park_hook = on_hangup
         self.rec.on_readable = self._hangup_check
+        self.server.hub.arm(self.rec)
         if self.rec.read_pending:
             self._hangup_check(self.rec)
 
@@ -224,7 +230,7 @@ class Connection:
         out = self.out
         self._write_response(response, head.method == b"HEAD")
         try:
-            sent = self.sock.sendmsg(out.chunks)
+            sent = self.sock.sendmsg(out.chunks, (), _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -257,6 +263,7 @@ class Connection:
         self.release_buffer_if_empty()
         rec = self.rec
         rec.on_readable = self._hangup_check
+        self.server.hub.arm(rec)
         if rec.read_pending:
             self._hangup_check(rec)
         raise _Detached()
@@ -290,7 +297,7 @@ class Connection:
             rec.read_pending = False
             space = view[self.end:]
             try:
-                n = recv_into(space)
+                n = recv_into(space, 0, _DONTWAIT)
             except BlockingIOError:
                 try:
                     self.server.hub.wait_readable(rec)
@@ -313,7 +320,7 @@ class Connection:
             # The common case without the SendBuf.flush machinery: one sendmsg takes it all.
             self.server.sendmsg_calls += 1
             try:
-                sent = self.sock.sendmsg(chunks)
+                sent = self.sock.sendmsg(chunks, (), _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             if sent == out.size:
@@ -322,7 +329,10 @@ class Connection:
                 return
             out.consume(sent)
         self.set_nodelay()  # what is left goes in more than one write
-        self.server.sendmsg_calls += out.flush(self.sock.sendmsg, self._wait_writable)
+        self.server.sendmsg_calls += out.flush(self._sendmsg, self._wait_writable)
+
+    def _sendmsg(self, chunks: Any) -> int:
+        return self.sock.sendmsg(chunks, (), _DONTWAIT)  # type: ignore[no-any-return]
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""
@@ -391,7 +401,7 @@ class Connection:
                     self.start = self.end = self.scan = 0
                     rec.read_pending = False
                     try:
-                        n = self.sock.recv_into(self.view)
+                        n = self.sock.recv_into(self.view, 0, _DONTWAIT)
                     except BlockingIOError:
                         self._go_idle()
                         return
@@ -416,7 +426,15 @@ class Connection:
                     continue
                 head, self.start = result
                 self.scan = 0
-                if not self._handle(head):
+                handoffs = hub.handoffs
+                keep = self._handle(head)
+                if not rec.armed and hub.handoffs != handoffs:
+                    # The handler waited on something else while this fd was not in epoll:
+                    # no edge told us of input that came meanwhile. Watch it from now on and
+                    # assume input is pending (one recv to learn otherwise).
+                    hub.arm(rec)
+                    rec.read_pending = True
+                if not keep:
                     self.flush()
                     if self.start < self.end or self.body_left != _BODY_DONE \
                             or rec.read_pending:
@@ -453,7 +471,10 @@ class Connection:
         if server.draining:
             self.close()
             return
-        self.rec.on_readable = server.dispatch
+        rec = self.rec
+        rec.on_readable = server.dispatch
+        if not rec.armed:
+            server.hub.arm(rec)
 
     def _fail(self, status: int, reason: str) -> None:
         """Answer a protocol error with a canned response, after what is queued; then close,

@@ -4,8 +4,9 @@ This is the only module that imports ``select.epoll``. Everything else waits thr
 ``wait_readable``, ``wait_writable``, ``sleep`` or a waiter built on ``park``/``schedule``.
 
 Registration strategy (why edge-triggered, registered once):
-- Every fd is registered exactly once, when it enters the hub, for
-  ``EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET``, and unregistered once, when it is closed.
+- Every fd is registered at most once, for ``EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET``: when
+  it enters the hub, or (``register(armed=False)``, accepted connections) only when something
+  first has to wait on it; and unregistered once, when it is closed.
   No ``epoll_ctl(MOD)`` ever runs, so waiting costs no syscall at all: a greenlet that got
   EAGAIN records itself as the fd's reader (or writer) and switches to the hub.
 - Edge-triggered is correct only because callers always *try the syscall first* and wait
@@ -78,7 +79,7 @@ class FdRecord:
     """The hub's view of one fd: who waits on it and what an unclaimed edge should do."""
 
     __slots__ = ("fd", "reader", "writer", "read_pending", "hangup", "on_readable", "closed",
-                 "owner")
+                 "owner", "armed")
 
     def __init__(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> None:
         self.fd = fd
@@ -96,6 +97,8 @@ class FdRecord:
         # Whatever the registrant wants to find from the record (a Connection, say), so that
         # one shared on_readable callback serves every fd without a bound method each.
         self.owner: Any = None
+        # Whether the fd is in the epoll set (see Hub.register's ``armed``).
+        self.armed = False
 
 
 class Timer:
@@ -155,14 +158,32 @@ class Hub:
     # -- registration ---------------------------------------------------------------------------
 
     def register(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None,
-                 level: bool = False) -> FdRecord:
+                 level: bool = False, armed: bool = True) -> FdRecord:
         """Watch ``fd``. With ``level``, it is watched for input only and level-triggered:
         ``on_readable`` is called on every loop turn while input is pending (a listening
-        socket: accept one connection per turn, no EAGAIN-probing accept needed)."""
+        socket: accept one connection per turn, no EAGAIN-probing accept needed).
+
+        With ``armed=False`` the record is made but the fd does not enter epoll until
+        ``arm(rec)``, which ``wait_readable``/``wait_writable`` do themselves: a connection
+        that is answered and closed without ever waiting (a request per connection) costs no
+        ``epoll_ctl`` at all. Until armed, no event sets ``read_pending`` or calls
+        ``on_readable``; arming reports whatever the fd is already ready for.
+        """
         rec = FdRecord(fd, on_readable)
-        self.epoll.register(fd, _LEVEL_MASK if level else _REGISTER_MASK)
-        self.records[fd] = rec
+        if armed:
+            self.epoll.register(fd, _LEVEL_MASK if level else _REGISTER_MASK)
+            self.records[fd] = rec
+            rec.armed = True
         return rec
+
+    def arm(self, rec: FdRecord) -> None:
+        """Put a record made with ``armed=False`` into epoll (once; edge-triggered, in and out).
+        Readiness the fd already has is reported by the next ``epoll_wait``. Never switches."""
+        if rec.armed or rec.closed:
+            return
+        self.epoll.register(rec.fd, _REGISTER_MASK)
+        self.records[rec.fd] = rec
+        rec.armed = True
 
     def pause_level(self, rec: FdRecord, paused: bool) -> None:
         """Stop (or restart) reporting a level-triggered fd, e.g. a listener at its
@@ -200,6 +221,8 @@ class Hub:
             raise HubError(f"fd {rec.fd} already has a reader")
         if rec.closed:
             raise ConnectionClosed()
+        if not rec.armed:
+            self.arm(rec)
         rec.reader = g = greenlet.getcurrent()
         try:
             self._switch_out(g)
@@ -213,6 +236,8 @@ class Hub:
             raise HubError(f"fd {rec.fd} already has a writer")
         if rec.closed:
             raise ConnectionClosed()
+        if not rec.armed:
+            self.arm(rec)
         rec.writer = g = greenlet.getcurrent()
         try:
             self._switch_out(g)

@@ -8,10 +8,12 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
 from tpd2py import App, Request, Response
+from tpd2py.hub import get_hub
 
 
 def test_handler_exception_gives_500_and_server_keeps_serving(srv):
@@ -341,3 +343,55 @@ def test_close_after_a_normal_response_with_unread_input_ends_in_fin(srv, data):
         ex = srv.read_until_close(sock)
     assert ex.statuses == [200]
     assert not ex.reset, "the connection ended in RST"
+
+
+def _wait_for_requests(srv, count: int) -> None:
+    """Until the server has started ``count`` requests (bounded: 10 s)."""
+    for _ in range(1000):
+        if srv.call(lambda: srv.server.requests) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the server did not start {count} requests")
+
+
+def _napping_app() -> App:
+    app = App()
+
+    @app.route("/nap")
+    def nap(req: Request) -> Response:
+        get_hub().sleep(0.3)  # waits on something else than its socket
+        return Response(b"napped")
+
+    @app.route("/")
+    def hello(req: Request) -> str:
+        return "hello"
+
+    return app
+
+
+def test_input_that_arrives_while_a_handler_waits_is_answered(server):
+    """A new connection enters epoll only when it first waits on its own socket or idles, so
+    a request that arrives while its predecessor's handler waits on something else raised
+    no edge; it must still be answered."""
+    srv = server(_napping_app())
+    with srv.connect() as sock:
+        sock.sendall(b"GET /nap HTTP/1.1\r\nHost: a\r\n\r\n")
+        _wait_for_requests(srv, 1)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        replies = srv.read_replies(sock, 2)
+    assert [r.body for r in replies] == [b"napped", b"hello"]
+
+
+def test_input_after_a_last_request_whose_handler_waited_gets_a_lingering_close(server):
+    """Regression: the handler of a `Connection: close` request waited while the client sent
+    more; the connection, not yet in epoll, saw no edge and closed with unread input, which
+    sends a reset instead of a FIN. It must close as after any unread input: half-close,
+    drain, close (the client reads the response, then EOF, never ECONNRESET)."""
+    srv = server(_napping_app())
+    with srv.connect() as sock:
+        sock.sendall(b"GET /nap HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        _wait_for_requests(srv, 1)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # after a close: not answered
+        ex = srv.read_until_close(sock)
+    assert not ex.reset
+    assert [r.body for r in ex.replies] == [b"napped"]

@@ -403,3 +403,30 @@ def test_a_spawned_greenlet_ends_into_the_current_leader(hub):
     run_until(hub)
     assert g.dead
     assert hub.statistics()["handoffs"] >= 1
+
+
+def test_an_unarmed_record_enters_epoll_when_waited_on_and_sees_earlier_input(hub):
+    """register(armed=False) keeps the fd out of epoll (a request-per-connection client costs
+    no epoll_ctl); wait_readable arms it, and input that arrived before arming still wakes
+    the reader (epoll reports existing readiness when an fd is added)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    rec = hub.register(a.fileno(), armed=False)
+    assert not rec.armed
+    assert a.fileno() not in hub.records
+    b.send(b"before")  # no edge can be seen yet: the fd is not watched
+    got = []
+
+    def reader():
+        hub.wait_readable(rec)  # arms; the data already there wakes us on the next poll
+        got.append(a.recv(100))
+        hub.stop()
+
+    hub.spawn(reader)
+    run_until(hub)
+    assert got == [b"before"]
+    assert rec.armed and hub.records[a.fileno()] is rec
+    hub.arm(rec)  # idempotent
+    hub.unregister(rec)
+    a.close()
+    b.close()
