@@ -332,7 +332,7 @@ class Connection:
         self.server.sendmsg_calls += out.flush(self._sendmsg, self._wait_writable)
 
     def _sendmsg(self, chunks: Any) -> int:
-        return self.sock.sendmsg(chunks, (), _DONTWAIT)  # type: ignore[no-any-return]
+        return self.sock.sendmsg(chunks, (), _DONTWAIT)
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""
