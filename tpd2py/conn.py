@@ -63,6 +63,7 @@ _INF = float("inf")
 # blocking mode (setting O_NONBLOCK is one ioctl per connection), so a call without it
 # would block the whole hub.
 _DONTWAIT = socket.MSG_DONTWAIT
+_LAST = socket.MSG_DONTWAIT | socket.MSG_MORE  # see flush(last=True)
 _STATUS_LINES = respond.STATUS_LINES
 # Status line, fields, Content-Length, Date, end of head: a kept-alive HTTP/1.1 response.
 _HEAD_KEEP_ALIVE = b"%s%sContent-Length: %d\r\n%s\r\n"
@@ -230,7 +231,7 @@ class Connection:
         out = self.out
         self._write_response(response, head.method == b"HEAD")
         try:
-            sent = self.sock.sendmsg(out.chunks, (), _DONTWAIT)
+            sent = self.sock.sendmsg(out.chunks, (), _DONTWAIT if self.keep_alive else _LAST)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -309,8 +310,14 @@ class Connection:
             self.end += n
             return n
 
-    def flush(self) -> None:
-        """Send all queued output. May switch to the hub (only when the socket is full)."""
+    def flush(self, last: bool = False) -> None:
+        """Send all queued output. May switch to the hub (only when the socket is full).
+
+        ``last``: the connection closes right after (nothing can run in between). The send
+        then says MSG_MORE, so that the kernel holds the final segment and the close puts
+        the FIN on it: one packet instead of two, and the client reads the response and the
+        end of it in one wake-up. (Anything that does not go in this first send is sent
+        without the flag, which releases what was held.)"""
         self.queued = 0
         out = self.out
         if not out.size:
@@ -320,7 +327,7 @@ class Connection:
             # The common case without the SendBuf.flush machinery: one sendmsg takes it all.
             self.server.sendmsg_calls += 1
             try:
-                sent = self.sock.sendmsg(chunks, (), _DONTWAIT)
+                sent = self.sock.sendmsg(chunks, (), _LAST if last else _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             if sent == out.size:
@@ -435,7 +442,7 @@ class Connection:
                     hub.arm(rec)
                     rec.read_pending = True
                 if not keep:
-                    self.flush()
+                    self.flush(last=True)
                     if self.start < self.end or self.body_left != _BODY_DONE \
                             or rec.read_pending:
                         self._linger_close()  # unread input: do not let the close be a reset
@@ -485,7 +492,7 @@ class Connection:
                 server.log_access(self, self.head, status, 0)
             self.out.add(respond.error_response(status, server.date.line))
         try:
-            self.flush()
+            self.flush(last=True)  # the lingering close follows at once
         except (OSError, Timeout, _Close):
             self.close()
             return
