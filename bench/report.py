@@ -44,7 +44,8 @@ def notes(row: dict) -> str:
             parts.append(f"{cost / cost_before:.2f}× its CPU per request without")
     if row.get("rps_runs"):
         runs = row["rps_runs"]
-        parts.append(f"median of {len(runs)}, {runs[0]:,}–{runs[-1]:,} req/s")
+        rounds = f" in {row['rounds']} rounds" if row.get("rounds") else ""
+        parts.append(f"median of {len(runs)}{rounds}, {runs[0]:,}–{runs[-1]:,} req/s")
     if row.get("error_detail"):
         parts.append("errors: " + ", ".join(f"{k} {v}" for k, v in row["error_detail"].items()))
     if row.get("note"):

@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each point N times on the same server and keep the median "
                              "(all rates are kept in results.json)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every scenario N times, cycling through the servers each "
+                             "round (a fresh server each time), and keep each server's median "
+                             "round: drift of a shared machine then hits all servers alike")
     parser.add_argument("--attempts", type=int, default=1,
                         help="on a shared machine: measure a point up to N times while other "
                              "processes take >10%% of the server core, and keep the quietest")
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "idle": args.idle,
                      "connections": args.connections, "server_cpu": server_cpu,
                      "client_cpu": client_cpu, "attempts": args.attempts,
-                     "repeat": args.repeat,
+                     "repeat": args.repeat, "rounds": args.rounds,
                      "niceness": os.getpriority(os.PRIO_PROCESS, 0)},
     }
     say(f"bench: {meta['mode']} run, {args.duration:g} s per point, servers "
@@ -174,13 +178,21 @@ def main(argv: list[str] | None = None) -> int:
             scenario = SCENARIOS[scenario_name]
             say(f"\n== {scenario.name}: {scenario.summary}")
             missing = [tool for tool in scenario.tools if not args.dry and not tools[tool]]
-            for name in runnable:
-                if missing:
+            if missing:
+                for name in runnable:
                     why = "; ".join(machine.install_hint(tool) for tool in missing)
                     say(f"  {name}: skipped, {why}")
                     ctx.rows.append(failed_row(scenario.name, name, why, status="skipped"))
-                    continue
-                ctx.rows.extend(run_one(ctx, scenario, name, options, logs, server_cpu))
+                continue
+            rounds: list[list[dict]] = []
+            for number in range(max(1, args.rounds)):
+                if args.rounds > 1:
+                    say(f"  round {number + 1} of {args.rounds}")
+                rows = []
+                for name in runnable:
+                    rows.extend(run_one(ctx, scenario, name, options, logs, server_cpu))
+                rounds.append(rows)
+            ctx.rows.extend(merge_rounds(rounds))
     except KeyboardInterrupt:
         say("\ninterrupted: reporting what was measured")
     finally:
@@ -204,6 +216,30 @@ def main(argv: list[str] | None = None) -> int:
     say(f"total time {meta['elapsed_s']:.0f} s")
     failed = [row for row in ctx.rows if row["status"] == "failed"]
     return 1 if failed else 0
+
+
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per (point, server): the round with the median rate (a failed round wins, so a
+    failure is never hidden). Every round's rates go to `rps_runs`, `rounds` says how many."""
+    if len(rounds) == 1:
+        return rounds[0]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for rows in rounds:
+        for row in rows:
+            groups.setdefault((row["scenario"], row["server"]), []).append(row)
+    merged = []
+    for runs in groups.values():
+        failed = [run for run in runs if run["status"] != "ok"]
+        if failed:
+            merged.append(failed[0])
+            continue
+        runs.sort(key=lambda run: run["rps"])
+        row = dict(runs[len(runs) // 2])
+        row["rps_runs"] = sorted(rate for run in runs
+                                 for rate in run.get("rps_runs", [round(run["rps"])]))
+        row["rounds"] = len(runs)
+        merged.append(row)
+    return merged
 
 
 def run_one(ctx: Context, scenario, name: str, options: servers.Options, logs: Path,

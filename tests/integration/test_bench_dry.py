@@ -48,3 +48,13 @@ def test_dry_run_of_every_scenario_fills_every_row(tmp_path: Path) -> None:
     assert c10k["idle_answered_end"] == 50
     assert c10k["rss_idle_kib"] > 0
     assert results["machine"]["cores"] >= 1
+
+
+def test_rounds_restart_the_server_and_keep_the_median_round(tmp_path: Path) -> None:
+    results = run_dry(tmp_path, "--scenarios", "keepalive", "--duration", "0.5", "--rounds", "3")
+    [row] = results["results"]
+    assert row["status"] == "ok" and row["rounds"] == 3
+    runs = row["rps_runs"]
+    assert len(runs) == 3 and runs == sorted(runs)
+    assert round(row["rps"]) == runs[1]  # the median round's own rate
+    assert results["settings"]["rounds"] == 3
