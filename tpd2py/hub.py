@@ -34,9 +34,11 @@ events, and only then parks; it is an ordinary parked greenlet from then on. Whe
 resumed and its callback returns, it sees that it no longer leads and goes back to the spare
 pool. The loop's state (callbacks, ready queue, timers, the batch of events and the position
 in it) lives on the hub, not in any greenlet's frame, so a new leader picks it up where the
-last one left it. Consequences: waiting is allowed anywhere in the hub's thread; greenlets
-that end return to the current leader (their parent is set when they end); a hand-off costs
-one switch more than before, which only blocking code pays.
+last one left it. Consequences: waiting is allowed anywhere in the hub's thread (a callback
+that waits and is then cancelled or times out ends quietly, like a spawned greenlet);
+greenlets that end return to the current leader (their parent is set when they end); a
+request that waits once costs 3 switches (hand-off, resume, return to the pool), one less
+than with a separate worker greenlet, and 4 more when a new spare has to be made.
 
 Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that
 raises never kills the hub (its error is logged).
@@ -153,6 +155,7 @@ class Hub:
         self._wake_lock = threading.Lock()
         self.register(self._wake_r, self._drain_wakeups)
         self.polls = 0
+        self.calls = 0  # callbacks run by the loop: the watchdog's measure of progress
         self.handoffs = 0
 
     # -- registration ---------------------------------------------------------------------------
@@ -369,14 +372,24 @@ class Hub:
     def run(self) -> None:
         """Run the loop until ``stop()``. Call from outside the hub (the main greenlet)."""
         self._runner = runner = greenlet.getcurrent()
-        leader = self.leader
-        if leader.dead:
-            self.leader = leader = self._new_leader()
-            self._batch, self._batch_pos = [], 0
-        with contextlib.suppress(ValueError):  # a cyclic chain: keep the old parent
-            leader.parent = runner
         self._stop = False
-        leader.switch()
+        try:
+            while True:
+                leader = self.leader
+                if leader.dead:
+                    # The batch stays: its position is past the event that was being handled,
+                    # and dropping the rest would strand edge-triggered fds.
+                    self.leader = leader = self._new_leader()
+                with contextlib.suppress(ValueError):  # a cyclic chain: keep the old parent
+                    leader.parent = runner
+                leader.switch()
+                if self._stop:
+                    return
+                # A loop greenlet ended into us without stop(): a handler served in the loop's
+                # own greenlet raised GreenletExit, say. The loop goes on.
+                log.error("a loop greenlet ended unexpectedly; the loop goes on")
+        finally:
+            self.running = self.polling = False
 
     def stop(self) -> None:
         self._stop = True
@@ -433,10 +446,13 @@ class Hub:
                 continue
             while callbacks:
                 fn, args = callbacks.popleft()
+                self.calls += 1
                 try:
                     fn(*args)
                 except HubError:
                     raise
+                except _QUIET:
+                    pass  # a callback that waited was cancelled or timed out: its own business
                 except Exception:
                     # A callback's bug (an app's call_soon, say) must not end the server.
                     log.exception("hub callback %r failed", fn)
@@ -496,10 +512,13 @@ class Hub:
                     elif rec.on_readable is not None:
                         rec.read_pending = True
                         self._batch_pos = i  # a successor goes on from the next event
+                        self.calls += 1
                         try:
                             rec.on_readable(rec)
                         except HubError:
                             raise
+                        except _QUIET:
+                            pass
                         except Exception:
                             log.exception("readable callback %r failed", rec.on_readable)
                         if self.leader is not me:
@@ -511,10 +530,13 @@ class Hub:
             while timers and timers[0].when <= now:
                 timer = heappop(timers)
                 if not timer.cancelled:
+                    self.calls += 1
                     try:
                         timer.callback(*timer.args)
                     except HubError:
                         raise
+                    except _QUIET:
+                        pass
                     except Exception:
                         log.exception("timer callback %r failed", timer.callback)
                     if self.leader is not me:
@@ -532,6 +554,9 @@ class Hub:
 
 
 _PROMOTE = object()  # resumes a spare greenlet as the new leader
+# Raised out of a callback that waited (hub.throw, a socket timeout): it ends that callback
+# quietly, as _guarded ends a spawned greenlet, instead of ending the loop.
+_QUIET = (Cancelled, Timeout)
 _SPARE = object()  # starts a loop greenlet as a spare (from the factory)
 
 

@@ -132,7 +132,7 @@ class Server:
 
     def _accept_one(self, rec: FdRecord) -> None:
         """Hub callback, level-triggered: accept one connection and serve it at once (its
-        first request is usually there already: TCP_DEFER_ACCEPT). Switches into a worker."""
+        first request is usually there already: TCP_DEFER_ACCEPT), in this greenlet."""
         accept, family, type_, proto = rec.owner
         try:
             fd, addr = accept()

@@ -3,7 +3,8 @@
 One thread serves everyone, so a handler that calls something blocking (``time.sleep``, a
 database driver, ``requests.get``, a long computation) stalls every other connection. The
 watchdog finds it:
-- Progress is a loop turn (``Hub.polls``) or a greenlet switch: in the hub's thread,
+- Progress is a loop turn (``Hub.polls``), a callback the loop runs (``Hub.calls``: the
+  server's dispatch of one connection is one) or a greenlet switch: in the hub's thread,
   ``greenlet.settrace`` records every switch (one attribute store per switch: the
   ``(origin, target)`` tuple greenlet passes, which is new each time). Handlers often run in
   the loop's own greenlet without any switch (hub.py, "leader/followers"), so switches alone
@@ -14,8 +15,8 @@ watchdog finds it:
   (``sys._current_frames``): the blocking call is at the bottom. One report per episode.
 Rules: off by default; ``Config.watchdog`` turns it on (``None`` = on at 100 ms in debug, i.e.
 ``python -X dev`` or the ``tpd2py`` logger at DEBUG). Costs about one Python call per switch
-while on. A loop turn that runs many slow handlers one after another is one episode: the report
-names the handler that was running when the threshold passed.
+while on. The loop's own work between callbacks (the epoll wait, the event bookkeeping) is
+never reported.
 Nothing here switches.
 """
 
@@ -97,7 +98,7 @@ class Watchdog:
         reported = False
         while not self._stop.wait(interval):
             last = self._last
-            polls = hub.polls
+            polls = hub.polls + hub.calls
             now = time.monotonic()
             if last is not seen or polls != seen_polls or hub.polling or not hub.running:
                 seen, seen_polls, since, reported = last, polls, now, False

@@ -430,3 +430,67 @@ def test_an_unarmed_record_enters_epoll_when_waited_on_and_sees_earlier_input(hu
     hub.unregister(rec)
     a.close()
     b.close()
+
+
+def test_a_callback_that_waits_and_is_cancelled_ends_quietly(hub, caplog):
+    """Review finding: a call_soon callback that waited (so the loop was handed off) and then
+    got Timeout or Cancelled thrown in used to kill its loop greenlet and come out of run()."""
+    from tpd2py.errors import Cancelled
+
+    ended = []
+
+    def waits_then_times_out():
+        me = greenlet.getcurrent()
+        hub.call_later(0.01, hub.throw, me, Timeout())
+        hub.park()
+        ended.append("not reached")
+
+    def waits_then_is_cancelled():
+        me = greenlet.getcurrent()
+        hub.call_later(0.02, hub.throw, me, Cancelled())
+        hub.park()
+
+    def stopper():
+        hub.sleep(0.1)
+        ended.append("stopped")
+        hub.stop()
+
+    hub.call_soon(waits_then_times_out)
+    hub.call_soon(waits_then_is_cancelled)
+    hub.spawn(stopper)
+    with caplog.at_level(logging.ERROR, logger="tpd2py.hub"):
+        run_until(hub)
+    assert ended == ["stopped"]
+    assert not caplog.records
+    assert not hub.running
+
+
+def test_run_recovers_after_an_error_and_resets_its_flags(hub):
+    """HubError from a callback ends run() with the error (the loop greenlet dies); running is
+    reset, and the next run() starts a new loop greenlet and goes on."""
+    def broken():
+        raise HubError("deliberate")
+
+    hub.call_soon(broken)
+    with pytest.raises(HubError):
+        hub.run()
+    assert not hub.running and not hub.polling
+    done = []
+    hub.call_soon(lambda: (done.append(1), hub.stop()))
+    run_until(hub)
+    assert done == [1]
+
+
+def test_a_callback_that_raises_greenlet_exit_does_not_end_run(hub, caplog):
+    def exits():
+        raise greenlet.GreenletExit()
+
+    def stopper():
+        hub.sleep(0.05)
+        hub.stop()
+
+    hub.call_soon(exits)
+    hub.spawn(stopper)
+    with caplog.at_level(logging.ERROR, logger="tpd2py.hub"):
+        run_until(hub)  # returns only through stop()
+    assert any("ended unexpectedly" in r.getMessage() for r in caplog.records)
