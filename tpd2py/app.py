@@ -166,6 +166,8 @@ def to_response(result: Any) -> Response:
     """The one place a handler's return value becomes a Response."""
     if type(result) is Response:
         return result
+    if type(result) is bytes:
+        return Response(result)
     if isinstance(result, Response):
         return result
     if isinstance(result, str):
@@ -261,12 +263,16 @@ class Request:
     @property
     def query(self) -> dict[str, str]:
         """Query parameters (first value of each name), decoded on first use."""
-        if self._query is None:
-            first: dict[str, str] = {}
-            for k, v in self.query_list():
-                first.setdefault(k, v)
-            self._query = first
-        return self._query
+        first = self._query
+        if first is None:
+            first = self._query = {}
+            for part in self._head.query.split(b"&"):  # parse_query, keeping first values
+                if part:
+                    name, _, value = part.partition(b"=")
+                    key = _unquote(name)
+                    if key not in first:
+                        first[key] = _unquote(value)
+        return first
 
     def query_list(self) -> list[tuple[str, str]]:
         """All query parameters in order, percent- and plus-decoded (UTF-8, invalid bytes
