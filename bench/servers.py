@@ -65,6 +65,10 @@ SPECS = {
              ("granian", "uvloop"), default=False),
         Spec("granian-wsgi", "granian, WSGI app, 1 worker, 1 blocking thread",
              ("granian", "gevent"), default=False),
+        Spec("python-floor", "not a server: accept, one recv, one canned sendmsg, close "
+             "(the pure-Python ceiling for fremlin)", default=False,
+             deviations={check: "not an HTTP server: every request gets the /test page"
+                         for check in ("get", "head", "echo", "escape", "404")}),
     )
 }
 
@@ -119,6 +123,8 @@ def command(name: str, port: int, options: Options, workdir: Path) -> list[str]:
                 "--backlog", str(LISTEN_BACKLOG)]
     if name == "threaded":
         return [py, "bench/peers/threaded_app.py", "--port", str(port)]
+    if name == "python-floor":
+        return [py, "bench/peers/floor.py", "--port", str(port), "--backlog", str(LISTEN_BACKLOG)]
     if name == "uvicorn":
         return [py, "-m", "uvicorn", "bench.peers.uvicorn_app:app", "--host", "127.0.0.1",
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
