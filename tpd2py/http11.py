@@ -193,6 +193,7 @@ def _table(allowed: bytes) -> bytes:
 # contain exactly 2 of them per line break, so one `count(0)` catches CTLs *and* bare CR/LF.
 _HEAD_OK = bytes([9]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _HEAD_TABLE = _table(_HEAD_OK)
+_HEAD_OK_CRLF = _HEAD_OK + b"\r\n"  # what an unfinished head may hold (CR/LF pairing apart)
 # RFC 3986 §3.2.2/3.2.3 reg-name / IPv4 / IP-literal characters, plus ":" for the port.
 _HOST_TABLE = _table(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
@@ -605,6 +606,10 @@ def _check_incomplete(
         raise _bad(400, "bare LF in request head")
     if buf.count(b"\r", lo, end - 1) != crlfs:
         raise _bad(400, "bare CR in request head")
+    # A control byte (NUL, ESC, a TLS ClientHello's 0x16...) cannot become valid by waiting:
+    # answer now, not at the header timeout. Only the new bytes are looked at.
+    if buf[lo:end].translate(None, _HEAD_OK_CRLF):
+        raise _bad(400, "control byte in request head")
     max_line = limits.max_request_line
     if end - start >= max_line + 2 and buf.find(b"\r\n", pos, start + max_line + 2) < 0:
         raise _bad(414, "request line too long")

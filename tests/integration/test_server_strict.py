@@ -163,6 +163,20 @@ def test_p22_bare_lf_line_endings_rejected_without_waiting(srv):
     assert ex.statuses == [400]
 
 
+@pytest.mark.parametrize("data", [
+    # The start of a TLS 1.2 ClientHello: what a client that speaks HTTPS to the HTTP port sends.
+    bytes.fromhex("160301020001000001fc0303") + b"\x00" * 32,
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: nul\x00here",  # a NUL in an unfinished head
+    b"\x1b[A",  # terminal garbage
+])
+def test_control_bytes_in_an_unfinished_head_get_400_without_waiting(server, data):
+    """Before: a head with no blank line yet was only checked for bare CR/LF and its limits,
+    so control bytes waited for the header timeout. Now they are refused as they arrive."""
+    srv = server(header_timeout=30.0)
+    ex = srv.exchange(data, timeout=4.0)
+    assert ex.statuses == [400]
+
+
 def test_p22_bare_lf_after_crlf_request_line(srv):
     ex = srv.exchange(b"GET / HTTP/1.1\r\nHost: a\n\r\n" + AFTER)
     assert ex.statuses == [400]
