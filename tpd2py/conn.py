@@ -64,6 +64,10 @@ _INF = float("inf")
 # would block the whole hub.
 _DONTWAIT = socket.MSG_DONTWAIT
 _LAST = socket.MSG_DONTWAIT | socket.MSG_MORE  # see flush(last=True)
+# A fixed body this small is copied into its response head: one chunk, one iovec fewer for the
+# kernel (bench/micro_sendbuf.py: per-iovec costs dominate tiny chunks), and `send` instead of
+# `sendmsg` when it is the only response.
+_JOIN_BODY_MAX = 1024
 _STATUS_LINES = respond.STATUS_LINES
 # Status line, fields, Content-Length, Date, Connection line (or b""), end of head.
 _HEAD_FIXED = b"%s%sContent-Length: %d\r\n%s%s\r\n"
@@ -324,10 +328,14 @@ class Connection:
             return
         chunks = out.chunks
         if len(chunks) <= IOV_MAX:
-            # The common case without the SendBuf.flush machinery: one sendmsg takes it all.
+            # The common case without the SendBuf.flush machinery: one sendmsg takes it all
+            # (one send for one chunk: no iovec array to build).
             self.server.sendmsg_calls += 1
             try:
-                sent = self.sock.sendmsg(chunks, (), _LAST if last else _DONTWAIT)
+                if len(chunks) == 1:
+                    sent = self.sock.send(chunks[0], _LAST if last else _DONTWAIT)
+                else:
+                    sent = self.sock.sendmsg(chunks, (), _LAST if last else _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             if sent == out.size:
@@ -626,11 +634,15 @@ class Connection:
             size = len(body)
             chunk = _HEAD_FIXED % (_STATUS_LINES[status], response.fields, size,
                                    server.date.line, connection)
-            out.chunks.append(chunk)
             if size and head.method != b"HEAD":
-                out.chunks.append(body)
+                if size <= _JOIN_BODY_MAX:
+                    out.chunks.append(chunk + body)
+                else:
+                    out.chunks.append(chunk)
+                    out.chunks.append(body)
                 out.size += len(chunk) + size
             else:
+                out.chunks.append(chunk)
                 out.size += len(chunk)
             self.queued += 1
             if server.access_log is not None:

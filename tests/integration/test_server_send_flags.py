@@ -16,7 +16,7 @@ from tpd2py.server import Server
 
 
 class RecordingSocket:
-    """A real socket that remembers the flags of each recv_into and sendmsg."""
+    """A real socket that remembers the flags of each recv_into, send and sendmsg."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -29,6 +29,10 @@ class RecordingSocket:
     def sendmsg(self, chunks: Any, ancdata: Any = (), flags: int = 0) -> int:
         self.flags.append(("send", flags))
         return self._sock.sendmsg(chunks, ancdata, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self.flags.append(("send", flags))
+        return self._sock.send(data, flags)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
