@@ -14,7 +14,8 @@ import sys
 import time
 import timeit
 
-from tpd2py.http11 import ChunkedDecoder, Limits, parse_head
+from tpd2py.chunked import ChunkedDecoder
+from tpd2py.http11 import Limits, parse_head
 
 WRK_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 BROWSER_HEAD = (

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import respond
 from .app import Request, Response, to_response
+from .chunked import ChunkedDecoder
 from .errors import (
     Cancelled,
     ClientDisconnected,
@@ -39,7 +40,7 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .http11 import ChunkedDecoder, RequestHead
+from .http11 import RequestHead
 from .sendbuf import IOV_MAX, SendBuf
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tpd2py.chunked import ChunkedDecoder
 from tpd2py.errors import ProtocolError
 from tpd2py.http11 import (
     MAX_CHUNK_EXT,
@@ -19,7 +20,6 @@ from tpd2py.http11 import (
     MAX_HEADERS,
     MAX_REQUEST_LINE,
     MAX_TRAILER_BYTES,
-    ChunkedDecoder,
     Limits,
     RequestHead,
     parse_head,

@@ -12,7 +12,8 @@ import h11
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tpd2py.http11 import ChunkedDecoder, Limits, parse_head
+from tpd2py.chunked import ChunkedDecoder
+from tpd2py.http11 import Limits, parse_head
 
 LIMITS = Limits()
 TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

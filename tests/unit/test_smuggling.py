@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tpd2py.chunked import ChunkedDecoder
 from tpd2py.errors import ProtocolError
 from tpd2py.http11 import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_REQUEST_LINE,
-    ChunkedDecoder,
     Limits,
     RequestHead,
     parse_head,
