@@ -236,7 +236,8 @@ class Connection:
         out = self.out
         self._write_response(response, head.method == b"HEAD")
         try:
-            sent = self.sock.sendmsg(out.chunks, (), _DONTWAIT if self.keep_alive else _LAST)
+            client_closes = not head.keep_alive and not head.must_close  # see serve()
+            sent = self.sock.sendmsg(out.chunks, (), _LAST if client_closes else _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -451,7 +452,11 @@ class Connection:
                     hub.arm(rec)
                     rec.read_pending = True
                 if not keep:
-                    self.flush(last=True)
+                    # MSG_MORE only when the client asked to close: it sends nothing more
+                    # (RFC 9112 §9.6). When we chose to close (draining, ambiguous framing),
+                    # input may have come unseen, the close may be a reset, and a reset
+                    # discards what MSG_MORE still holds: the whole response.
+                    self.flush(last=not head.keep_alive and not head.must_close)
                     if self.start < self.end or self.body_left != _BODY_DONE \
                             or rec.read_pending:
                         self._linger_close()  # unread input: do not let the close be a reset
@@ -624,8 +629,9 @@ class Connection:
         # against 2.47 µs per _handle of bench/hello.py's GET / (best of 5, 100k calls each).
         body = response.body
         status = response.status
-        if type(body) is bytes and response.reason is None and status < 300 \
-                and status != 204 and status >= 200:
+        status_line = _STATUS_LINES.get(status)
+        if type(body) is bytes and response.reason is None and status_line is not None \
+                and status < 300 and status != 204 and status >= 200:
             keep = self.keep_alive
             if keep and head.version == 11:
                 connection = b""
@@ -633,8 +639,8 @@ class Connection:
                 connection = respond.KEEP_ALIVE if keep else respond.CLOSE
             out = self.out
             size = len(body)
-            chunk = _HEAD_FIXED % (_STATUS_LINES[status], response.fields, size,
-                                   server.date.line, connection)
+            chunk = _HEAD_FIXED % (status_line, response.fields, size, server.date.line,
+                                   connection)
             if size and head.method != b"HEAD":
                 if size <= _JOIN_BODY_MAX:
                     out.chunks.append(chunk + body)

@@ -127,7 +127,12 @@ class Server:
         self.listeners.append(sock)
         rec = self.hub.register(sock.fileno(), self._accept_one, level=True)
         # family/type/proto read once: the socket properties build enums on every access.
-        rec.owner = (sock._accept, int(sock.family), int(sock.type), sock.proto)  # type: ignore[attr-defined]
+        # SOCK_NONBLOCK in the type makes CPython's socket object non-blocking (timeout 0.0)
+        # without a syscall and whatever socket.setdefaulttimeout() says; the fd itself stays
+        # blocking (conn.py passes MSG_DONTWAIT). Without it a default timeout set by the app
+        # would make every recv that finds nothing wait that long, stalling the hub.
+        rec.owner = (sock._accept, int(sock.family),  # type: ignore[attr-defined]
+                     int(sock.type) | socket.SOCK_NONBLOCK, sock.proto)
         self._listener_recs.append(rec)
 
     def _accept_one(self, rec: FdRecord) -> None:

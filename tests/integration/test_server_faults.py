@@ -395,3 +395,21 @@ def test_input_after_a_last_request_whose_handler_waited_gets_a_lingering_close(
         ex = srv.read_until_close(sock)
     assert not ex.reset
     assert [r.body for r in ex.replies] == [b"napped"]
+
+
+def test_a_2xx_status_without_a_standard_phrase_is_answered(server):
+    """Review finding: the inline fixed-body path looked the status line up with [] and a 2xx
+    without a standard phrase (299) raised KeyError: no response, connection dropped."""
+    app = App()
+
+    @app.route("/odd")
+    def odd(req: Request) -> Response:
+        return Response(b"odd", status=299)
+
+    srv = server(app)
+    for request in (b"GET /odd HTTP/1.1\r\nHost: a\r\n\r\n" * 2,
+                    b"GET /odd HTTP/1.0\r\n\r\n"):
+        with srv.connect() as sock:
+            sock.sendall(request)
+            replies = srv.read_replies(sock, request.count(b"GET"))
+        assert [(r.status, r.body) for r in replies] == [(299, b"odd")] * request.count(b"GET")

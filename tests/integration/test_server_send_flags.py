@@ -98,3 +98,36 @@ def test_the_fin_arrives_with_the_response_on_loopback(server) -> None:
         if segs_in <= 3:
             break
     assert min(counts) <= 3, f"segments received per connection: {counts}"
+
+
+def test_when_the_server_chooses_to_close_the_last_send_does_not_hold_output() -> None:
+    """Review finding: MSG_MORE holds the final segment until the close; if the close turns into
+    a reset (input came that nobody read), the whole response is lost. So it is used only when
+    the client asked to close. Here the server closes because of ambiguous framing (TE with CL)."""
+    flags, data = serve_once(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                             b"Content-Length: 5\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"abc")
+    assert [f for kind, f in flags if kind == "send"] == [socket.MSG_DONTWAIT]
+
+
+def test_accepted_sockets_never_wait_whatever_the_default_timeout(server) -> None:
+    """Review finding: accepted sockets were left to CPython's default timeout; an app that set
+    socket.setdefaulttimeout(T) made every recv that found nothing wait T seconds in the hub
+    (one slowloris client stalled everyone). Their timeout is 0 now, set without a syscall."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        srv = server()
+        with socket.create_connection(srv.address, timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHo")  # a head that has not ended: parked in recv
+            for _ in range(500):
+                timeouts = srv.call(lambda: [c.sock.gettimeout()
+                                             for c in srv.server.conns.values()])
+                if timeouts:
+                    break
+                time.sleep(0.01)
+            assert timeouts == [0.0]
+            sock.sendall(b"st: a\r\n\r\n")
+            assert srv.read_replies(sock, 1)[0].status == 200
+    finally:
+        socket.setdefaulttimeout(previous)
