@@ -26,32 +26,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import respond
+from . import bodies, parking, respond
 from .app import Request, Response, to_response
-from .chunked import ChunkedDecoder
+from .bodies import _BODY_CHUNKED, _BODY_DONE, _INF
 from .errors import (
     Cancelled,
-    ClientDisconnected,
     ConnectionClosed,
     HTTPError,
     ProtocolError,
     Timeout,
 )
 from .http11 import RequestHead
-from .sendbuf import IOV_MAX, SendBuf
+from .parking import Later, _call_hook, _Detached
+from .sendbuf import DONTWAIT, IOV_MAX, LAST, SendBuf
 
 if TYPE_CHECKING:
+    from .chunked import ChunkedDecoder
     from .hub import FdRecord
     from .server import Server
 
 log = logging.getLogger("tpd2py.conn")
 
-# A handler that left at most this much of its request body unread gets it drained so the
-# connection can be reused; a larger remainder is cheaper to close on.
-MAX_DRAIN = 65536
 # Flush early once this many responses or bytes wait in the SendBuf (pipelining backpressure).
 MAX_QUEUED_RESPONSES = 64
 MAX_QUEUED_BYTES = 256 * 1024
@@ -59,12 +57,11 @@ MAX_QUEUED_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
-_INF = float("inf")
 # Every recv and send on a client socket passes MSG_DONTWAIT: accepted sockets are left in
 # blocking mode (setting O_NONBLOCK is one ioctl per connection), so a call without it
-# would block the whole hub.
-_DONTWAIT = socket.MSG_DONTWAIT
-_LAST = socket.MSG_DONTWAIT | socket.MSG_MORE  # see flush(last=True)
+# would block the whole hub. _LAST adds MSG_MORE: see flush(last=True).
+_DONTWAIT = DONTWAIT
+_LAST = LAST
 # A fixed body this small is copied into its response head: one chunk, one iovec fewer for the
 # kernel (bench/micro_sendbuf.py: per-iovec costs dominate tiny chunks), and `send` instead of
 # `sendmsg` when it is the only response.
@@ -72,8 +69,6 @@ _JOIN_BODY_MAX = 1024
 _STATUS_LINES = respond.STATUS_LINES
 # Status line, fields, Content-Length, Date, Connection line (or b""), end of head.
 _HEAD_FIXED = b"%s%sContent-Length: %d\r\n%s%s\r\n"
-_BODY_DONE = 0
-_BODY_CHUNKED = -2
 
 
 class _Close(BaseException):
@@ -85,27 +80,6 @@ class _ClientTimeout(Timeout):
     """Internal: one of this connection's own deadlines passed while reading from the client
     (the sweep threw Timeout into its wait). Answered with 408; a Timeout from anything else a
     handler waited on is the application's error."""
-
-
-class _Detached(BaseException):
-    """Internal: the handler returned Later; the connection waits for ``resume``.
-    (BaseException: no ``except Exception`` on the way may take it for a handler error.)"""
-
-
-class Later:
-    """What a handler returns to answer later without holding a greenlet (TPD2's parked
-    continuation). Once the greenlet has flushed what was queued, the connection calls
-    ``attach(conn)`` (never switching, in the greenlet): it returns the Response when it is
-    ready already, else None after arranging for ``conn.resume(response)`` to be called from
-    the hub. ``on_hangup`` is called from the hub, once, if the client hangs up (or the
-    connection is closed) first; it should close the connection."""
-
-    __slots__ = ("attach", "on_hangup")
-
-    def __init__(self, attach: Callable[[Connection], Response | None],
-                 on_hangup: Callable[[], None]) -> None:
-        self.attach = attach
-        self.on_hangup = on_hangup
 
 
 class Connection:
@@ -156,124 +130,13 @@ class Connection:
                 return None
         return self.peer
 
-    # -- parking (for handlers that wait on something else than this socket) ------------------
-
-    def before_park(self, on_hangup: Callable[[], None] | None = None) -> None:
-        """Call before a handler parks on an event: sends the responses already queued (earlier
-        pipelined requests must not wait for this one) and watches for the client hanging up,
-        which throws ``ClientDisconnected`` into the handler. May switch to the hub (flush).
-
-        With ``on_hangup``, a hang-up (or the server closing the connection) calls it from the
-        hub instead, once: a waiter that can also be woken by someone else (``Channel.wait``)
-        then decides itself whether to throw, so the handler is never resumed twice.
-        """
-        if self.out.size:
-            self.set_nodelay()  # this handler's response will be a second write
-        self.flush()
-        self.park_hook = on_hangup
-        self.rec.on_readable = self._hangup_check
-        self.server.hub.arm(self.rec)
-        if self.rec.read_pending:
-            self._hangup_check(self.rec)
-
-    def after_park(self) -> None:
-        """Stop watching for hang-ups (the handler is running again); take an input buffer
-        again if ``release_buffer_if_empty`` gave it back. Never switches."""
-        self.rec.on_readable = None
-        self.park_hook = None
-        if self.buf is None and not self.rec.closed:
-            self.buf, self.view = self.server.take_buffer()
-            self.start = self.end = 0
-
-    def release_buffer_if_empty(self) -> bool:
-        """While parked: return the input buffer to the server's pool when it holds no unread
-        bytes, so a parked handler costs no buffer (``after_park`` takes one again).
-        Returns whether the connection now holds no buffer. Never switches."""
-        if self.buf is not None and self.start == self.end:
-            self.server.release_buffer(self)
-        return self.buf is None
-
-    def _hangup_check(self, rec: FdRecord) -> None:
-        # Runs in the hub. A readable edge on a busy connection is either the client's next
-        # pipelined request (leave it for later) or EOF/reset (wake the handler).
-        try:
-            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        rec.read_pending = True
-        if data:
-            return
-        hook = self.park_hook
-        if hook is not None:
-            rec.on_readable = None
-            self.park_hook = None
-            _call_hook(hook)
-        elif self.worker is not None:
-            rec.on_readable = None
-            self.server.hub.throw(self.worker, ClientDisconnected())
-
-    def resume(self, response: Response) -> None:
-        """From the hub: the response promised by ``Later`` is ready. Never switches.
-
-        The common case ends here, in the hub: nothing more to read and a fixed body, so the
-        response goes out in one sendmsg and the connection goes idle without a greenlet (a
-        publish to 10,000 long polls is 10,000 of these). Otherwise the connection is dispatched
-        on the hub's next turn to send it and serve what follows.
-        """
-        rec = self.rec
-        if rec.closed or self.worker is not None:
-            return
-        self.park_hook = None
-        rec.on_readable = None
-        head = self.head
-        if rec.read_pending or self.buf is not None or type(response.body) is not bytes \
-                or head is None:
-            self.later = response
-            self.server.hub.call_soon(self.server.dispatch, rec)
-            return
-        out = self.out
-        self._write_response(response, head.method == b"HEAD")
-        try:
-            client_closes = not head.keep_alive and not head.must_close  # see serve()
-            sent = self.sock.sendmsg(out.chunks, (), _LAST if client_closes else _DONTWAIT)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.close()
-            return
-        if sent < out.size:
-            out.consume(sent)  # a greenlet sends the rest, waiting for the socket if need be
-            self.server.hub.call_soon(self.server.dispatch, rec)
-            return
-        out.clear()
-        if self.keep_alive:
-            self._go_idle()
-        else:
-            self.close()
-
-    def _wait_later(self, later: Later) -> Response:
-        """Return Later's response if it is ready; else detach (raises _Detached). May switch
-        to the hub (drains the request body, flushes earlier responses) before attaching."""
-        if self.body_left != _BODY_DONE:
-            self._finish_body_or_close()
-        if self.out.size:
-            self.set_nodelay()  # the later response will be a second write
-        self.flush()
-        self.park_hook = later.on_hangup
-        response = later.attach(self)
-        if response is not None:
-            self.park_hook = None
-            return response
-        # From here to the pool nothing switches, so resume() cannot come before we are gone.
-        self.release_buffer_if_empty()
-        rec = self.rec
-        rec.on_readable = self._hangup_check
-        self.server.hub.arm(rec)
-        if rec.read_pending:
-            self._hangup_check(rec)
-        raise _Detached()
+    # -- parking (parking.py): handlers that wait on something else than this socket -----
+    before_park = parking.before_park
+    after_park = parking.after_park
+    release_buffer_if_empty = parking.release_buffer_if_empty
+    _hangup_check = parking._hangup_check
+    resume = parking.resume
+    _wait_later = parking._wait_later
 
     # -- I/O helpers (switch points) ------------------------------------------------------------
 
@@ -773,109 +636,12 @@ class Connection:
             if server.access_log is not None:
                 server.log_access(self, self.head, response.status, size)
 
-    # -- request bodies -------------------------------------------------------------------------
-
-    def read_body(self) -> Iterator[bytes]:
-        """Yield the current request's body in chunks (copies, never views of the buffer).
-
-        May switch to the hub. Sends ``100 Continue`` first when the client asked for it and
-        no body byte has arrived yet.
-        """
-        head = self.head
-        if head is None or self.body_left == _BODY_DONE:
-            return
-        server = self.server
-        config = server.config
-        if head.expect_continue and not self.continue_sent and self.start == self.end \
-                and not self.response_started:
-            self.continue_sent = True
-            self.out.add(respond.CONTINUE)
-            self.flush()
-        self._body_deadline_start()
-        if self.body_left == _BODY_CHUNKED:
-            decoder = self.decoder
-            if decoder is None:
-                decoder = self.decoder = ChunkedDecoder(config.limits)
-            while True:
-                if self.start < self.end:
-                    before = self.start
-                    self.start = decoder.feed(self.buf, self.start, self.end)  # type: ignore[arg-type]
-                    if decoder.total > config.max_body_size:
-                        raise ProtocolError(413, "content too large")
-                    if decoder.out:
-                        pieces = decoder.out
-                        decoder.out = []
-                        for p in pieces:
-                            yield bytes(p)
-                    if decoder.done:
-                        self.body_left = _BODY_DONE
-                        self.decoder = None
-                        self.deadline = _INF
-                        return
-                    if self.start < self.end and self.start != before:
-                        continue  # more complete input to decode
-                # Buffer empty, or it ends in an incomplete chunk line: read more.
-                self._recv_body()
-        while self.body_left > 0:
-            if self.start == self.end:
-                self._recv_body()
-            take = min(self.body_left, self.end - self.start)
-            assert self.buf is not None
-            piece = bytes(self.buf[self.start:self.start + take])
-            self.start += take
-            self.body_left -= take
-            yield piece
-        self.body_left = _BODY_DONE
-        self.deadline = _INF
-
-    def _body_deadline_start(self) -> None:
-        if self.deadline == _INF:
-            self.deadline = self.server.hub.now + self.server.config.body_timeout
-
-    def _recv_body(self) -> None:
-        n = self._recv()
-        if n == 0:
-            raise ConnectionClosed()
-        # Minimum progress: each byte buys 1/min_rate seconds, never more than body_timeout
-        # ahead, so a trickle runs out of time while a steady upload never does.
-        config = self.server.config
-        now = self.server.hub.now
-        self.deadline = min(now + config.body_timeout,
-                            max(self.deadline, now) + n / config.min_body_rate)
-
-    def _finish_body(self) -> None:
-        """Discard an unread body if small enough; otherwise stop keeping the connection."""
-        if self.body_left == _BODY_DONE:
-            return
-        head = self.head
-        if head is not None and head.expect_continue and not self.continue_sent:
-            # The client may still send the body, or may not: the stream cannot be trusted
-            # for another request, so answer and close (RFC 9110 §10.1.1).
-            self.keep_alive = False
-            return
-        if self.body_left > MAX_DRAIN:
-            self.keep_alive = False
-            return
-        drained = 0
-        for piece in self.read_body():
-            drained += len(piece)
-            if drained > MAX_DRAIN:
-                self.keep_alive = False
-                return
-
-    def _finish_body_or_close(self) -> None:
-        try:
-            self._finish_body()
-        except ProtocolError:
-            self.keep_alive = False
-
-
-def _call_hook(hook: Callable[[], None]) -> None:
-    """Run an application's hang-up hook from the hub: its error is logged, not fatal."""
-    try:
-        hook()
-    except Exception:
-        log.exception("hang-up hook %r failed", hook)
+    # -- request bodies (bodies.py) --------------------------------------------------------
+    read_body = bodies.read_body
+    _body_deadline_start = bodies._body_deadline_start
+    _recv_body = bodies._recv_body
+    _finish_body = bodies._finish_body
+    _finish_body_or_close = bodies._finish_body_or_close
 
 
 def _request_line(head: RequestHead | None) -> bytes:
