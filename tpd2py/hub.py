@@ -428,7 +428,7 @@ class Hub:
         """Run the loop while ``me`` is the leader. Returns once ``me`` was displaced (a
         callback it ran waited, another greenlet took the loop over) and that callback is done.
         """
-        # Hot loop: locals instead of attribute lookups (see bench/RESULTS.md, "hub loop").
+        # Hot loop: locals instead of attribute lookups.
         ready = self.ready
         wakes = self.wakes
         callbacks = self.callbacks
