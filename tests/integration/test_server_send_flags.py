@@ -21,6 +21,7 @@ class RecordingSocket:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.flags: list[tuple[str, int]] = []
+        self.chunk_sizes: list[list[int]] = []  # per send call, the sizes of its chunks
 
     def recv_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
         self.flags.append(("recv", flags))
@@ -28,20 +29,25 @@ class RecordingSocket:
 
     def sendmsg(self, chunks: Any, ancdata: Any = (), flags: int = 0) -> int:
         self.flags.append(("send", flags))
+        self.chunk_sizes.append([len(c) for c in chunks])
         return self._sock.sendmsg(chunks, ancdata, flags)
 
     def send(self, data: Any, flags: int = 0) -> int:
         self.flags.append(("send", flags))
+        self.chunk_sizes.append([len(data)])
         return self._sock.send(data, flags)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
-def serve_once(request: bytes) -> tuple[list[tuple[str, int]], bytes]:
+def serve_once(request: bytes, record: list[RecordingSocket] | None = None
+               ) -> tuple[list[tuple[str, int]], bytes]:
     server = Server(app)
     ours, theirs = socket.socketpair()
     rec_sock = RecordingSocket(ours)
+    if record is not None:
+        record.append(rec_sock)
     theirs.sendall(request)
     conn = Connection(server, rec_sock)
     server.conns[ours.fileno()] = conn
@@ -131,3 +137,19 @@ def test_accepted_sockets_never_wait_whatever_the_default_timeout(server) -> Non
             assert srv.read_replies(sock, 1)[0].status == 200
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def test_small_bodies_join_their_head_and_large_ones_are_not_copied() -> None:
+    """A fixed body of at most 1 KiB goes in one chunk with its head (one `send`); a larger one
+    stays a chunk of its own, never copied into the head (one `sendmsg` of head and body)."""
+    small: list[RecordingSocket] = []
+    serve_once(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", small)
+    [[size]] = small[0].chunk_sizes
+    assert size > len(b"Hello, World!")  # head and body together
+    large: list[RecordingSocket] = []
+    body = b"x" * 4096
+    flags, data = serve_once(b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                             b"Content-Length: 4096\r\n\r\n" + body, large)
+    assert data.endswith(body)
+    [[head_size, body_size]] = large[0].chunk_sizes
+    assert body_size == 4096 and head_size < 300
