@@ -165,3 +165,16 @@ def test_match_never_touches_anything_but_its_arguments(app):
     # A pure function: the same input gives the same output, however often it is asked.
     results = {app.match(b"GET", b"/users/alice")[1]["name"] for _ in range(3)}
     assert results == {"alice"}
+
+
+@pytest.mark.parametrize("result", [b"<p>bytes</p>", "<p>caf\u00e9</p>", b"", ""])
+def test_to_response_fast_path_equals_the_checked_constructor(result):
+    """A handler's bytes or str take a shortcut past Response.__init__; it must build exactly
+    what the constructor builds."""
+    from tpd2py.app import Response, to_response
+
+    fast = to_response(result)
+    slow = Response(result)
+    assert type(fast) is Response
+    assert [getattr(fast, name) for name in Response.__slots__] == \
+        [getattr(slow, name) for name in Response.__slots__]
