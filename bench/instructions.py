@@ -2,24 +2,21 @@
 
 Run: .venv/bin/python bench/instructions.py [--mode conn|keep|client]   (needs valgrind)
 
-Runs this file's workload under `valgrind --tool=callgrind` twice, with N and 2N iterations, and
-prints (instructions(2N) - instructions(N)) / N: the user-space instructions of one iteration,
-start-up excluded. Modes, each over a socketpair served from the hub as the server does it:
+Runs one of bench/micro_conn.py's paths under `valgrind --tool=callgrind` twice, with N and 2N
+iterations, and prints (instructions(2N) - instructions(N)) / N: the user-space instructions of
+one iteration, start-up excluded. Modes:
   conn    a new connection's whole life as Fremlin's protocol has it (Connection made,
           dispatched, `GET /test?name=John HTTP/1.0` parsed and answered, closed)
   keep    one keep-alive `GET /` on an open connection, dispatch to idle
-  client  the client side of `conn` alone (socketpair, send, socket object, recv, close), to
-          subtract by hand
+  client  the client's socketpair, send and closes alone, to subtract from `conn` by hand
 Client-side work is included in `conn` and `keep`. Kernel work is not counted.
 """
 
 from __future__ import annotations
 
-import _socket
 import argparse
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,49 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-FREMLIN = b"GET /test?name=John HTTP/1.0\r\n\r\n"
-KEEPALIVE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+MODES = {"conn": "connection", "keep": "keepalive", "client": "client"}
 
 
 def workload(mode: str, number: int) -> None:
     from bench.hello import app
-    from tpd2py.conn import Connection
+    from bench.micro_conn import paths
     from tpd2py.server import Server
 
     server = Server(app)
-
-    def connection() -> None:
-        a, b = socket.socketpair()
-        b.sendall(FREMLIN)
-        sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach())
-        conn = Connection(server, sock)
-        server.conns[sock.fileno()] = conn
-        server.dispatch(conn.rec)
-        b.recv(4096)
-        b.close()
-
-    a, b = socket.socketpair()
-    sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach())
-    kept = Connection(server, sock)
-    server.conns[sock.fileno()] = kept
-
-    def keepalive() -> None:
-        b.sendall(KEEPALIVE)
-        kept.rec.read_pending = True
-        server.dispatch(kept.rec)
-        b.recv(4096)
-
-    def client() -> None:
-        x, y = socket.socketpair()
-        y.sendall(FREMLIN)
-        s = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, x.detach())
-        s.recv(4096)
-        s.send(b"x" * 154)
-        s.close()
-        y.recv(4096)
-        y.close()
-
-    fn = {"conn": connection, "keep": keepalive, "client": client}[mode]
+    fn = paths(server)[MODES[mode]]
 
     def measure() -> None:
         for _ in range(number):
@@ -97,7 +61,7 @@ def main() -> int:
         workload(sys.argv[2], int(sys.argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("conn", "keep", "client"), default="conn")
+    parser.add_argument("--mode", choices=tuple(MODES), default="conn")
     parser.add_argument("--number", type=int, default=1000)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:

@@ -46,35 +46,35 @@ def cpu_us(fn: Callable[[], None], number: int) -> tuple[float, float]:
     return best
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--number", type=int, default=3000)
-    args = parser.parse_args()
-    server = Server(app)
-    results: dict[str, tuple[float, float]] = {}
+def paths(server: Server) -> dict[str, Callable[[], None]]:
+    """The measured paths, each one call; run them from the hub (dispatch expects to be there).
 
+    Sockets are made as the server makes accepted ones: SOCK_NONBLOCK in the object's type
+    (timeout 0, no syscall), the fd itself blocking (conn.py passes MSG_DONTWAIT).
+    bench/instructions.py counts the instructions of the same paths.
+    """
     def client_only() -> None:
         a, b = socket.socketpair()
         b.sendall(FREMLIN)
         a.close()
         b.close()
 
+    def adopt(sock: socket.socket) -> Connection:
+        raw = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0,
+                             sock.detach())
+        conn = Connection(server, raw)
+        server.conns[raw.fileno()] = conn
+        return conn
+
     def connection() -> None:
         a, b = socket.socketpair()
         b.sendall(FREMLIN)
-        sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach())
-        sock.setblocking(False)
-        conn = Connection(server, sock)
-        server.conns[sock.fileno()] = conn
-        server.dispatch(conn.rec)
+        server.dispatch(adopt(a).rec)
         b.recv(4096)
         b.close()
 
     a, b = socket.socketpair()
-    sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach())
-    sock.setblocking(False)
-    kept = Connection(server, sock)
-    server.conns[sock.fileno()] = kept
+    kept = adopt(a)
 
     def keepalive() -> None:
         b.sendall(KEEPALIVE)
@@ -82,10 +82,21 @@ def main() -> int:
         server.dispatch(kept.rec)
         b.recv(4096)
 
+    return {"client": client_only, "connection": connection, "keepalive": keepalive}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=3000)
+    args = parser.parse_args()
+    server = Server(app)
+    path = paths(server)
+    results: dict[str, tuple[float, float]] = {}
+
     def measure() -> None:
-        results["client"] = cpu_us(client_only, args.number)
-        results["connection"] = cpu_us(connection, args.number)
-        results["keepalive"] = cpu_us(keepalive, args.number * 3)
+        results["client"] = cpu_us(path["client"], args.number)
+        results["connection"] = cpu_us(path["connection"], args.number)
+        results["keepalive"] = cpu_us(path["keepalive"], args.number * 3)
         server.hub.stop()
 
     server.hub.call_soon(measure)  # dispatch() runs from the hub, as in the server
