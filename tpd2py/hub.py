@@ -446,16 +446,7 @@ class Hub:
                 continue
             while callbacks:
                 fn, args = callbacks.popleft()
-                self.calls += 1
-                try:
-                    fn(*args)
-                except HubError:
-                    raise
-                except _QUIET:
-                    pass  # a callback that waited was cancelled or timed out: its own business
-                except Exception:
-                    # A callback's bug (an app's call_soon, say) must not end the server.
-                    log.exception("hub callback %r failed", fn)
+                self._call(fn, args)
                 if self.leader is not me:
                     return
             while ready:
@@ -512,6 +503,7 @@ class Hub:
                     elif rec.on_readable is not None:
                         rec.read_pending = True
                         self._batch_pos = i  # a successor goes on from the next event
+                        # _call inline: this is once per request.
                         self.calls += 1
                         try:
                             rec.on_readable(rec)
@@ -520,7 +512,7 @@ class Hub:
                         except _QUIET:
                             pass
                         except Exception:
-                            log.exception("readable callback %r failed", rec.on_readable)
+                            log.exception("callback %r failed", rec.on_readable)
                         if self.leader is not me:
                             return
                     else:
@@ -530,17 +522,23 @@ class Hub:
             while timers and timers[0].when <= now:
                 timer = heappop(timers)
                 if not timer.cancelled:
-                    self.calls += 1
-                    try:
-                        timer.callback(*timer.args)
-                    except HubError:
-                        raise
-                    except _QUIET:
-                        pass
-                    except Exception:
-                        log.exception("timer callback %r failed", timer.callback)
+                    self._call(timer.callback, timer.args)
                     if self.leader is not me:
                         return
+
+    def _call(self, fn: Callable[..., Any], args: tuple) -> None:
+        """Run a callback from the loop. HubError ends the loop; a callback that waited and was
+        then cancelled or timed out ends quietly (its own business); any other error is
+        logged (an app's call_soon or timer must not end the server)."""
+        self.calls += 1
+        try:
+            fn(*args)
+        except HubError:
+            raise
+        except _QUIET:
+            pass
+        except Exception:
+            log.exception("callback %r failed", fn)
 
     def statistics(self) -> dict[str, int]:
         return {
