@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from .bodies import _BODY_DONE
 from .errors import ClientDisconnected
-from .sendbuf import DONTWAIT as _DONTWAIT
-from .sendbuf import LAST as _LAST
+from .sendbuf import DONTWAIT, LAST
 
 if TYPE_CHECKING:
     from .app import Response
@@ -98,7 +97,7 @@ def _hangup_check(self: Connection, rec: FdRecord) -> None:
     # Runs in the hub. A readable edge on a busy connection is either the client's next
     # pipelined request (leave it for later) or EOF/reset (wake the handler).
     try:
-        data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        data = self.sock.recv(1, socket.MSG_PEEK | DONTWAIT)
     except BlockingIOError:
         return
     except OSError:
@@ -138,7 +137,7 @@ def resume(self: Connection, response: Response) -> None:
     self._write_response(response, head.method == b"HEAD")
     try:
         client_closes = not head.keep_alive and not head.must_close  # see serve()
-        sent = self.sock.sendmsg(out.chunks, (), _LAST if client_closes else _DONTWAIT)
+        sent = self.sock.sendmsg(out.chunks, (), LAST if client_closes else DONTWAIT)
     except BlockingIOError:
         sent = 0
     except OSError:
