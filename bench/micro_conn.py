@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from bench.hello import app  # noqa: E402
-from tpd2py.conn import Connection  # noqa: E402
+from tpd2py.conn import Connection, dispatch  # noqa: E402
 from tpd2py.server import Server  # noqa: E402
 
 FREMLIN = b"GET /test?name=John HTTP/1.0\r\n\r\n"
@@ -62,14 +62,14 @@ def paths(server: Server) -> dict[str, Callable[[], None]]:
     def adopt(sock: socket.socket) -> Connection:
         raw = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0,
                              sock.detach())
-        conn = Connection(server, raw)
+        conn = Connection(server.ctx, raw)
         server.conns[raw.fileno()] = conn
         return conn
 
     def connection() -> None:
         a, b = socket.socketpair()
         b.sendall(FREMLIN)
-        server.dispatch(adopt(a).rec)
+        dispatch(adopt(a).rec)
         b.recv(4096)
         b.close()
 
@@ -79,7 +79,7 @@ def paths(server: Server) -> dict[str, Callable[[], None]]:
     def keepalive() -> None:
         b.sendall(KEEPALIVE)
         kept.rec.read_pending = True
-        server.dispatch(kept.rec)
+        dispatch(kept.rec)
         b.recv(4096)
 
     return {"client": client_only, "connection": connection, "keepalive": keepalive}

@@ -452,7 +452,7 @@ class RunningServer(Client):
         try:
             server = Server(self.app, self.config)
             address = server.listen_tcp("127.0.0.1", 0)
-            forget = server.forget
+            forget = server.ctx.forget
 
             def counting_forget(conn: Any) -> None:
                 forget(conn)
@@ -460,7 +460,7 @@ class RunningServer(Client):
                     self._closed += 1
                     self._closed_cond.notify_all()
 
-            server.forget = counting_forget  # type: ignore[method-assign]
+            server.ctx.forget = counting_forget
             throw = server.hub.throw
 
             def counting_throw(g: Any, exc: BaseException) -> None:

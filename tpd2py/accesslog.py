@@ -2,13 +2,17 @@
 
 Rules: every byte that came from the client is escaped before it reaches the log (no ANSI
 escape sequences or fake lines can be injected: uvicorn CVE-2020-7694); one line per response.
+The time stamp comes from the server's once-a-second clock (``wire.DateCache``). Never switches:
+lines go to the file object's buffer, which the server's sweep flushes once a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-import time
-from typing import Any
+from typing import IO, Any
+
+from .wire import DateCache, request_line
 
 _UNSAFE = re.compile(rb'[\x00-\x1f\x7f-\xff"\\]')
 
@@ -22,24 +26,24 @@ def escape(data: bytes) -> str:
     return _UNSAFE.sub(_escape_byte, data).decode("ascii")
 
 
-_last_second = -1
-_last_stamp = ""
-
-
-def _stamp() -> str:
-    global _last_second, _last_stamp
-    now = int(time.time())
-    if now != _last_second:
-        _last_second = now
-        _last_stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
-    return _last_stamp
-
-
-def format_line(peer: Any, head: Any, status: int, size: int) -> str:
+def format_line(peer: Any, head: Any, status: int, size: int, stamp: str) -> str:
     host = peer[0] if isinstance(peer, tuple) and peer else "-"
-    if head is None:
-        request = "-"
-    else:
-        version = b"HTTP/1.1" if head.version == 11 else b"HTTP/1.0"
-        request = escape(b"%s %s %s" % (head.method, head.target, version))
-    return f'{host} - - [{_stamp()}] "{request}" {status} {size if size else "-"}\n'
+    request = "-" if head is None else escape(request_line(head))
+    return f'{host} - - [{stamp}] "{request}" {status} {size if size else "-"}\n'
+
+
+class AccessLog:
+    """One server's access log: ``write`` a line per response, ``flush`` once a second."""
+
+    __slots__ = ("file", "clock")
+
+    def __init__(self, file: IO[str], clock: DateCache) -> None:
+        self.file = file
+        self.clock = clock
+
+    def write(self, peer: Any, head: Any, status: int, size: int) -> None:
+        self.file.write(format_line(peer, head, status, size, self.clock.stamp))
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.file.flush()

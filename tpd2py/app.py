@@ -9,9 +9,14 @@ Rules:
   ``ValueError`` instead of being sent (RFC 9110 §5.5).
 - Routing: exact paths are one dict lookup on the raw path bytes; ``<name>`` / ``<path:name>``
   patterns are compiled regexes tried in order. A path that matches but not for this method
-  gives 405 with ``Allow``; HEAD falls back to GET.
-Nothing here does I/O except ``Request.body``/``Request.stream``, which call into the
-connection and may switch to the hub.
+  gives 405 with ``Allow``; HEAD falls back to GET; a method no route accepts, on a path that
+  matches nothing, gives 501 (RFC 9110 §9.1: a method the server does not recognize).
+- The handler contract: a handler returns a response (any of the above), or ``Later`` to answer
+  without holding a greenlet; ``Request.park()`` brackets a wait on something other than the
+  client. Handlers reach their connection only through ``Request`` (``peer``, ``body``,
+  ``stream``, ``park``), never directly.
+Nothing here does I/O except ``Request.body``/``Request.stream``/``Request.park``, which call
+into the connection and may switch to the hub.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_to_bytes
+
+from .errors import HTTPError
+from .wire import error_body
 
 if TYPE_CHECKING:
     from .conn import Connection
@@ -85,9 +93,9 @@ class Response:
 
     The content type and handler-set headers are checked and pre-encoded once, here, into
     ``fields`` (``b"Name: value\\r\\n"`` lines); the connection adds Content-Length, Date,
-    Connection and Transfer-Encoding itself. The default content type is
-    ``text/html; charset=utf-8``; pass ``content_type=None`` explicitly via ``set_header`` to
-    change it, or ``content_type=""`` to send none.
+    Connection and Transfer-Encoding itself. The content type is ``content_type`` when given,
+    else ``text/html; charset=utf-8``; ``content_type=""`` sends none, and
+    ``set_header("Content-Type", ...)`` replaces it later.
     """
 
     __slots__ = ("status", "body", "fields", "reason")
@@ -175,6 +183,38 @@ def _html_200(body: bytes) -> Response:
     return response
 
 
+def error_response(error: HTTPError) -> Response:
+    """The Response for an ``HTTPError`` a handler raised: its message (or the canned text of
+    its status) as text/plain, with its headers. Raises ValueError/TypeError if they are bad."""
+    body = error.message
+    if body is None:
+        body = error_body(error.status)
+    elif isinstance(body, str):
+        body = body.encode()
+    return Response(body, status=error.status, headers=error.headers, content_type=TEXT)
+
+
+class Later:
+    """What a handler returns to answer later without holding a greenlet (TPD2's parked
+    continuation; the Comet long poll uses it).
+
+    Once the connection has read the request body and sent what was queued before, it calls
+    ``attach(resume)`` in the handler's greenlet (attach must not switch). ``attach`` returns
+    the Response if it is ready already; else it returns None after arranging for
+    ``resume(response)`` to be called later, from the hub. The connection then waits with no
+    greenlet (and, with nothing unread, no input buffer). ``on_hangup`` is called from the
+    hub, once, if the client hangs up or the server closes the connection first; the
+    connection then closes itself, and a later ``resume`` does nothing.
+    """
+
+    __slots__ = ("attach", "on_hangup")
+
+    def __init__(self, attach: Callable[[Callable[[Response], None]], Response | None],
+                 on_hangup: Callable[[], None]) -> None:
+        self.attach = attach
+        self.on_hangup = on_hangup
+
+
 def to_response(result: Any) -> Response:
     """The one place a handler's return value becomes a Response."""
     if type(result) is Response:
@@ -244,12 +284,12 @@ class Headers:
 class Request:
     """One request. Wire bytes stay bytes; the str views are decoded on first use."""
 
-    __slots__ = ("_head", "conn", "params", "_query", "_body", "_path")
+    __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path")
 
     def __init__(self, head: RequestHead, conn: Connection) -> None:
         # Private and never mutated: byte-identical requests may share one parsed head.
         self._head = head
-        self.conn = conn
+        self._conn = conn
         self.params: dict[str, str] = {}
         self._query: dict[str, str] | None = None
         self._body: bytes | None = None
@@ -308,7 +348,22 @@ class Request:
 
     @property
     def peer(self) -> Any:
-        return self.conn.address()
+        """The client's address, as the socket gives it (a (host, port) tuple over TCP)."""
+        return self._conn.address()
+
+    def park(self, on_hangup: Callable[[], None] | None = None) -> Any:
+        """A context manager around a wait on something other than this client (a channel, a
+        timer, another server): on entry the responses already queued for earlier pipelined
+        requests are sent (may switch to the hub), the connection lends its input buffer back
+        and watches for the client hanging up; on exit it stops watching. A hang-up meanwhile
+        throws ``ClientDisconnected`` into this greenlet, or, with ``on_hangup``, calls that
+        from the hub instead (once), for a waiter that can also be woken by someone else and
+        must decide itself whether to throw. ::
+
+            with request.park():
+                result = some_event.wait()
+        """
+        return self._conn.parked(on_hangup)
 
     def body(self) -> bytes:
         """The whole request body (b"" if none). Reads it on first call: may switch to the hub.
@@ -316,14 +371,14 @@ class Request:
         Bodies over the server's ``max_body_size`` raise a 413 for the client.
         """
         if self._body is None:
-            self._body = b"".join(self.conn.read_body())
+            self._body = b"".join(self._conn.read_body())
         return self._body
 
     def stream(self) -> Iterator[bytes]:
         """The body as an iterator of chunks, for large uploads. May switch to the hub."""
         if self._body is not None:
             return iter((self._body,)) if self._body else iter(())
-        return self.conn.read_body()
+        return self._conn.read_body()
 
     def form(self) -> dict[str, str]:
         """An application/x-www-form-urlencoded body, decoded (first value of each name)."""
@@ -370,6 +425,9 @@ class App:
         self.exact: dict[bytes, _Route] = {}
         self._patterns: list[_Route] = []
         self._all: dict[str, _Route] = {}
+        # The methods this app recognizes: GET and HEAD (RFC 9110 §9.1: every general-purpose
+        # server supports them) and every method some route accepts.
+        self.methods: set[bytes] = {b"GET", b"HEAD"}
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
                                                                                  Handler]:
@@ -391,13 +449,18 @@ class App:
             else:
                 self._patterns.append(route)
         for m in methods:
-            route.handlers[m.upper().encode()] = fn
+            name = m.upper().encode()
+            route.handlers[name] = fn
+            self.methods.add(name)
+            if name == b"GET":
+                self.methods.add(b"HEAD")
 
     def match(self, method: bytes, raw_path: bytes) -> tuple[Handler | None, dict[str, Any],
                                                              int, list[bytes]]:
         """Find the handler: (handler, params, status, allowed). Never switches.
 
-        status is 200 when found, else 404 or 405 (with the allowed methods).
+        status is 200 when found, else 404, 405 (with the allowed methods) or 501 (a method no
+        route accepts, on a path no route matches).
         """
         route = self.exact.get(raw_path)
         params: dict[str, Any] = {}
@@ -416,7 +479,7 @@ class App:
                             params[name] = conv(params[name])
                         break
             if route is None:
-                return None, params, 404, []
+                return None, params, 404 if method in self.methods else 501, []
         handler = route.handlers.get(method)
         if handler is None and method == b"HEAD":
             handler = route.handlers.get(b"GET")

@@ -17,15 +17,15 @@ How it works:
 - Timeouts are coarse buckets, not one heap timer per waiter: a deadline is rounded up to a
   multiple of ``TIMEOUT_GRANULARITY`` and all waiters of one bucket share one hub timer. A
   waiter is answered at most that much late, never early.
-- A waiter that passes its ``request`` watches its connection while parked (``before_park``
+- A waiter that passes its ``request`` watches its connection while parked (``Request.park``
   with a hang-up hook) and gives its input buffer back; a hang-up wakes it with
   ``ClientDisconnected``. Each waiter is woken exactly once, by whichever comes first: a
   publish, its timeout, its hang-up, the connection closing.
 - The long-poll helper needs no straight-line continuation, so it parks no greenlet at all:
-  it returns ``Channel.later`` (a ``conn.Later``), the handler's greenlet goes back to the
+  it returns ``Channel.later`` (an ``app.Later``), the handler's greenlet goes back to the
   pool, and the connection alone waits (its head, a waiter record: a few hundred bytes; a
   parked greenlet costs ~6 KB). A publish then hands each such connection its shared
-  Response with ``conn.resume``.
+  Response through the connection's ``resume``.
 Rules: a channel belongs to the hub of the first thread that waits on it (it may move to
 another hub only while nobody waits). ``publish`` is safe from any thread: it takes the
 channel's lock, and the wake is handed to the hub with ``call_soon_threadsafe``. A signal
@@ -41,19 +41,17 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
 
-from .app import JSON, Response
-from .conn import Later
+from .app import JSON, Later, Response
 from .errors import ClientDisconnected, HTTPError, HubError
 from .hub import get_hub
 
 if TYPE_CHECKING:
     from .app import Request
-    from .conn import Connection
     from .hub import Hub
 
 # Timeouts are answered up to this late: all waiters whose deadlines fall in one such slice share
@@ -214,8 +212,9 @@ class Update:
 class _Waiter:
     """One waiter: a parked greenlet, or (``detached``) a connection parked without one.
 
-    ``target`` is the greenlet or the Connection, and becomes None once the waiter has been
-    woken: whoever clears it (publish, timeout, hang-up) is the only one to wake it.
+    ``target`` is the greenlet, or the detached connection's ``resume``, and becomes None once
+    the waiter has been woken: whoever clears it (publish, timeout, hang-up) is the only one to
+    wake it.
     """
 
     __slots__ = ("channel", "target", "after", "bucket", "detached")
@@ -230,7 +229,7 @@ class _Waiter:
 
     def hang_up(self) -> None:
         """The connection's hang-up hook (runs in the hub): a greenlet gets
-        ClientDisconnected; a detached connection is closed."""
+        ClientDisconnected; a detached connection closes itself, so it is only forgotten."""
         target = self.target
         if target is None:
             return
@@ -238,8 +237,6 @@ class _Waiter:
         channel = self.channel
         channel._forget(self)
         if self.detached:
-            if not target.rec.closed:
-                target.close()
             return
         hub = channel._hub
         assert hub is not None
@@ -362,32 +359,33 @@ class Channel:
         update = self.since(after)
         if update or after is None or (timeout is not None and timeout <= 0):
             return update
-        g = getcurrent()
-        waiter = _Waiter(self, g, after)
-        conn = request.conn if request is not None else None
+        waiter = _Waiter(self, getcurrent(), after)
         try:
-            if conn is not None:
-                conn.before_park(waiter.hang_up)  # may switch (flushes earlier responses)
-                conn.release_buffer_if_empty()
+            if request is None:
+                return self._park(hub, waiter, after, timeout)
+            # Sends earlier pipelined responses (may switch), lends the input buffer back and
+            # watches for a hang-up, which calls waiter.hang_up from the hub.
+            with request.park(waiter.hang_up):
                 if waiter.target is None:
                     hub.park()  # the hang-up was already seen: take its ClientDisconnected
-            with self._lock:
-                update = self._since_locked(after)
-                if update:
-                    waiter.target = None
-                    return update
-                self._waiters[waiter] = None
-            if timeout is not None:
-                self._add_to_bucket(hub, waiter, timeout)
-            result: Update = hub.park()
-            return result
+                return self._park(hub, waiter, after, timeout)
         finally:
             if waiter.target is not None:
                 # Left by an exception thrown in by someone else (Cancelled, Timeout).
                 waiter.target = None
                 self._forget(waiter)
-            if conn is not None:
-                conn.after_park()
+
+    def _park(self, hub: Hub, waiter: _Waiter, after: int, timeout: float | None) -> Update:
+        with self._lock:
+            update = self._since_locked(after)
+            if update:
+                waiter.target = None
+                return update
+            self._waiters[waiter] = None
+        if timeout is not None:
+            self._add_to_bucket(hub, waiter, timeout)
+        result: Update = hub.park()
+        return result
 
     def later(self, after: int, timeout: float | None = DEFAULT_POLL_TIMEOUT) -> Later:
         """What ``long_poll`` returns when it must wait: the connection then waits for news
@@ -397,13 +395,13 @@ class Channel:
 
         waiter = _Waiter(self, None, after, detached=True)
 
-        def attach(conn: Connection) -> Response | None:
+        def attach(resume: Callable[[Response], None]) -> Response | None:
             hub = self._bind()
             with self._lock:
                 update = self._since_locked(after)
                 if update:
                     return update.response()
-                waiter.target = conn
+                waiter.target = resume
                 self._waiters[waiter] = None
             if timeout is not None:
                 self._add_to_bucket(hub, waiter, timeout)
@@ -469,7 +467,7 @@ class Channel:
         if hub is None or not bucket:
             return
         schedule = hub.schedule
-        resume: list[tuple[Connection, Response]] = []
+        resume: list[tuple[Callable[[Response], None], Response]] = []
         with self._lock:
             waiters = self._waiters
             for waiter in bucket:
@@ -485,15 +483,15 @@ class Channel:
                 else:
                     schedule(target, update)
         bucket.clear()
-        for conn, response in resume:
-            conn.resume(response)
+        for resume_one, response in resume:
+            resume_one(response)
 
     def _wake(self) -> None:
         """Hub callback after a publish: give every waiter its Update. O(waiters), no encoding."""
         hub = self._hub
         assert hub is not None
         schedule = hub.schedule
-        resume: list[tuple[Connection, Response]] = []
+        resume: list[tuple[Callable[[Response], None], Response]] = []
         with self._lock:
             self._wake_scheduled = False
             waiters = self._waiters
@@ -518,8 +516,8 @@ class Channel:
                 else:
                     schedule(target, since(waiter.after))
         # Outside the lock: a resumed connection may publish on this channel.
-        for conn, response in resume:
-            conn.resume(response)
+        for resume_one, response in resume:
+            resume_one(response)
 
 
 # -- ready endpoints ------------------------------------------------------------------------------

@@ -1,52 +1,67 @@
-"""The per-connection loop, top to bottom.
+"""The connection: one client socket's state machine, its input buffer and its send path.
 
-How it works:
-- A connection with nothing to do holds no greenlet and no input buffer: just its socket,
-  this object and its hub registration, whose ``on_readable`` wakes it (HTTP-DOHC's split of
-  working and waiting connections). When bytes arrive, the server runs ``serve`` in the hub's
-  loop greenlet with a buffer from its free list; ``serve`` returns the buffer when the
-  connection is idle again. A new connection enters epoll only when it first waits or idles.
-- ``serve`` parses every complete request already in the buffer, runs each handler in this
-  greenlet, and appends each response to one SendBuf; only when the buffer has no complete
-  request left does it flush, so pipelined requests get all their responses in one sendmsg
-  (Antiweb). The buffer is the backpressure: no more bytes are read until those are answered.
-- Deadlines are plain floats in ``deadline``, checked by the server's once-a-second sweep
-  (O(1) per request): the header deadline is absolute from the first byte of a request (a
-  trickle does not extend it); body reads must keep a minimum rate; idle keep-alive and writes
-  have their own limits.
-- A handler may return ``Later`` instead of a response (the Comet long poll does): the
-  connection then waits with no greenlet and, when its buffer is empty, no input buffer, until
-  someone calls ``resume(response)`` from the hub; it is sent from there, or the connection is
-  dispatched to send it and go on.
-Switch points: ``recv``, ``flush`` and whatever the handler calls. The parser never switches.
+States (``Connection.state``; ``_enter`` alone changes it, and alone sets the hub callback
+that goes with it)::
+
+    new ──> IDLE ──dispatch──> SERVING ──no input left──> IDLE
+                                 │  ^ \\──request.park()──> PARKED ──exit/hang-up──> SERVING
+                                 │  │  \\──handler returns Later──> DETACHED
+                                 │  └──resume() needs a greenlet── DETACHED ──resume() sent
+                                 │                                   │        all──> IDLE
+                                 ├──error or close with unread input──> LINGERING ──> CLOSED
+                                 └──EOF, close, timeout (from any state)──────────> CLOSED
+
+- IDLE: no greenlet, no input buffer; the hub calls ``dispatch`` when bytes arrive.
+- SERVING: ``serve`` runs in a greenlet (the loop's own one: hub.py, leader/followers) with an
+  input buffer from the pool; it parses every complete request in the buffer, lets the
+  ``Exchange`` run each handler and queue its response in one SendBuf, and flushes only when
+  no complete request is left, so pipelined requests get their responses in one sendmsg.
+- PARKED: a handler waits on something other than its client (``Request.park``): the queued
+  responses went out, the buffer is lent back if empty, and a hang-up wakes the handler.
+- DETACHED: the handler returned ``Later``: no greenlet; ``resume(response)`` from the hub
+  sends the response right there when it can (then IDLE), or dispatches the connection.
+- LINGERING: after an error response, half-closed, reading and dropping input for a while so
+  that the close is not a reset that destroys the response (RFC 9112 §9.6).
+How it works: deadlines are plain floats in ``deadline``, checked by the server's
+once-a-second sweep (O(1) per request): the header deadline is absolute from the first byte of
+a request; body reads must keep a minimum rate; idle keep-alive, writes and lingering have
+their own limits. Input goes through ``gsocket.recv_nowait`` (the readiness rule) and output
+through ``gsocket.send_queued`` (the one send path); ``sock`` is the transport seam (a kernel
+socket, or anything with its methods, e.g. TLS). A new connection enters epoll only when it
+first waits or idles.
+Switch points: ``recv``, ``flush``, ``park`` and whatever a handler calls; ``serve`` through
+them. ``dispatch``, ``resume``, ``close`` and the hang-up check run in the hub and never switch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import bodies, parking, respond
-from .app import Request, Response, to_response
-from .bodies import _BODY_CHUNKED, _BODY_DONE, _INF
+from greenlet import getcurrent
+
+from .app import Response
 from .errors import (
     Cancelled,
+    ClientDisconnected,
+    ClientTimeout,
+    CloseConnection,
     ConnectionClosed,
-    HTTPError,
     ProtocolError,
     Timeout,
 )
-from .http11 import RequestHead
-from .parking import Later, _call_hook, _Detached
-from .sendbuf import DONTWAIT, IOV_MAX, LAST, SendBuf
+from .exchange import BODY_DONE, DETACHED, INF, KEEP, Exchange
+from .gsocket import DONTWAIT, LAST, peek_hangup, recv_nowait, send_queued, watch
+from .sendbuf import SendBuf
+from .wire import error_response
 
 if TYPE_CHECKING:
-    from .chunked import ChunkedDecoder
+    from .context import Context
     from .hub import FdRecord
-    from .server import Server
 
 log = logging.getLogger("tpd2py.conn")
 
@@ -57,66 +72,79 @@ MAX_QUEUED_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
-# Every recv and send on a client socket passes DONTWAIT (sendbuf.py): accepted fds are left
-# in blocking mode (O_NONBLOCK would be one ioctl per connection), so a call without it would
-# block the whole hub. LAST adds MSG_MORE: see flush(last=True).
-# A fixed body this small is copied into its response head: one chunk, one iovec fewer for the
-# kernel (bench/micro_sendbuf.py: per-iovec costs dominate tiny chunks), and `send` instead of
-# `sendmsg` when it is the only response.
-_JOIN_BODY_MAX = 1024
-_STATUS_LINES = respond.STATUS_LINES
-# Status line, fields, Content-Length, Date, Connection line (or b""), end of head.
-_HEAD_FIXED = b"%s%sContent-Length: %d\r\n%s%s\r\n"
+
+class State(enum.IntEnum):
+    IDLE = 0
+    SERVING = 1
+    PARKED = 2
+    DETACHED = 3
+    LINGERING = 4
+    CLOSED = 5
 
 
-class _Close(BaseException):
-    """Internal: stop serving this connection now (its error response, if any, is queued).
-    BaseException: an application's ``except Exception`` around a flush must not take it."""
+IDLE, SERVING, PARKED = State.IDLE, State.SERVING, State.PARKED
+DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSED
+
+# Exchange.later when resume() queued the response and sent part of it: serve sends the rest.
+_SENDING = object()
 
 
-class _ClientTimeout(Timeout):
-    """Internal: one of this connection's own deadlines passed while reading from the client
-    (the sweep threw Timeout into its wait). Answered with 408; a Timeout from anything else a
-    handler waited on is the application's error."""
+def dispatch(rec: FdRecord) -> None:
+    """Hub callback: bytes arrived on an idle connection (or Later's response is ready).
+
+    Serves it right here, in the loop's own greenlet: no switch unless a handler waits, and
+    then the hub hands the loop to a spare greenlet and this one goes on as the connection's
+    worker (hub.py, "leader/followers"). Never switches by itself.
+    """
+    if rec.closed:
+        return
+    conn: Connection = rec.owner
+    if conn.worker is not None:
+        return
+    try:
+        conn.serve(getcurrent())
+    except Exception:
+        log.exception("connection loop error for %s", conn.address())
+        conn.close()
+
+
+def hangup_check(rec: FdRecord) -> None:
+    """Hub callback while PARKED or DETACHED: a readable edge on a busy connection is either
+    the client's next pipelined request (left for later) or EOF/reset (the client is gone)."""
+    conn: Connection = rec.owner
+    if peek_hangup(rec, conn.sock):
+        conn.hung_up()
 
 
 class Connection:
-    __slots__ = (
-        "server", "sock", "rec", "peer", "buf", "view", "start", "end", "out",
-        "deadline", "worker", "head", "body_left", "decoder", "continue_sent",
-        "response_started", "keep_alive", "queued", "park_hook", "later", "scan", "nodelay",
-    )
+    __slots__ = ("ctx", "sock", "rec", "peer", "state", "buf", "view", "start", "end", "scan",
+                 "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex")
 
-    def __init__(self, server: Server, sock: Any, peer: Any = None) -> None:
-        self.server = server
+    def __init__(self, ctx: Context, sock: Any, peer: Any = None) -> None:
+        self.ctx = ctx
         self.sock = sock
         # The peer address is kept only when the access log needs it on every request;
         # otherwise ``address()`` asks the kernel on the rare occasions it is wanted.
         self.peer = peer
+        self.state = IDLE
         self.buf: bytearray | None = None
         self.view: memoryview | None = None
         self.start = self.end = 0
-        self.out = SendBuf()
-        self.deadline = _INF
-        self.worker: Any = None
-        self.head: RequestHead | None = None
-        self.body_left = _BODY_DONE
-        self.decoder: ChunkedDecoder | None = None
-        self.continue_sent = False
-        self.response_started = False
-        self.keep_alive = True
-        self.queued = 0
-        self.park_hook: Callable[[], None] | None = None
-        self.later: Response | None = None
         # Where the next parse_head may start looking for the blank line: after a partial
         # head, the old end minus 3, so a trickled head is scanned once, not once per read.
         self.scan = 0
+        self.out = SendBuf()
+        self.deadline = INF
+        self.worker: Any = None
+        self.queued = 0
+        self.park_hook: Callable[[], None] | None = None
         # TCP_NODELAY is set only once a second write may follow an unacknowledged first one
         # (streaming, a partial write, flushing mid-pipeline): a single write per response
         # never meets Nagle's algorithm, and one setsockopt less per connection counts.
         self.nodelay = False
+        self.ex = Exchange()
         # Not in epoll until something waits on it or it goes idle (Hub.register, armed).
-        self.rec: FdRecord = server.hub.register(sock.fileno(), server.dispatch, armed=False)
+        self.rec: FdRecord = ctx.hub.register(sock.fileno(), dispatch, armed=False)
         self.rec.owner = self
 
     def address(self) -> Any:
@@ -128,18 +156,98 @@ class Connection:
                 return None
         return self.peer
 
-    # -- parking (parking.py): handlers that wait on something else than this socket -----
-    before_park = parking.before_park
-    after_park = parking.after_park
-    release_buffer_if_empty = parking.release_buffer_if_empty
-    _hangup_check = parking._hangup_check
-    resume = parking.resume
-    _wait_later = parking._wait_later
+    # -- the state machine ----------------------------------------------------------------------
 
-    # -- I/O helpers (switch points) ------------------------------------------------------------
+    def _enter(self, state: State, hook: Callable[[], None] | None = None) -> None:
+        """Move to ``state``: the only place that changes it, and the only place that sets the
+        hub callback (``rec.on_readable``) that goes with it. Never switches."""
+        rec = self.rec
+        if state is SERVING:
+            # The handler owns the connection: no callback (an edge only sets read_pending).
+            self.state = SERVING
+            rec.on_readable = None
+            self.park_hook = None
+            if self.buf is None:
+                self.buf, self.view = self.ctx.buffers.take()
+                self.start = self.end = self.scan = 0
+            return
+        if state is CLOSED:
+            self._closed()
+            return
+        if state is IDLE:
+            # An idle connection keeps nothing of its last request: no buffer, no greenlet.
+            ctx = self.ctx
+            self.ex.head = None
+            if self.buf is not None:
+                self._give_buffer()
+            if ctx.draining:
+                self._closed()
+                return
+            self.state = IDLE
+            self.deadline = ctx.hub.now + ctx.config.keepalive_timeout
+            rec.on_readable = dispatch
+            if not rec.armed:
+                ctx.hub.arm(rec)
+            return
+        if state is PARKED or state is DETACHED_STATE:
+            # Waiting on something else: lend the buffer back when it holds nothing unread,
+            # and watch the socket for the client hanging up.
+            self.state = state
+            self.park_hook = hook
+            if self.buf is not None and self.start == self.end:
+                self._give_buffer()
+            rec.on_readable = hangup_check
+            if not rec.armed:
+                self.ctx.hub.arm(rec)
+            return
+        assert state is LINGERING
+        self.state = LINGERING
+        rec.on_readable = None
 
-    def _recv(self) -> int:
-        """Read more bytes after ``end``. May switch to the hub. Returns 0 at EOF."""
+    def _give_buffer(self) -> None:
+        buf, view = self.buf, self.view
+        self.buf = self.view = None
+        self.start = self.end = 0
+        assert buf is not None and view is not None
+        self.ctx.buffers.give(buf, view)
+
+    def _closed(self) -> None:
+        """Entering CLOSED (see close)."""
+        self.state = CLOSED
+        rec = self.rec
+        # The socket first: the FIN (and a final segment held by MSG_MORE) leaves before the
+        # bookkeeping, which the client need not wait for.
+        # Not contextlib.suppress: a context manager per connection is measurable here
+        # (bench/instructions.py: 99.8k -> 96.1k per connection, with the FIN-first reordering).
+        try:  # noqa: SIM105
+            self.sock.close()
+        except OSError:
+            pass
+        self.ctx.hub.unregister(rec, closing=True)  # wakes waiters with ConnectionClosed
+        if self.buf is not None:
+            self._give_buffer()
+        rec.on_readable = None
+        rec.owner = None
+        self.ctx.forget(self)
+        self.out.clear()
+        hook = self.park_hook
+        if hook is not None:
+            # A parked handler (or a detached one's waiter) learns that its connection is gone.
+            self.park_hook = None
+            _call_hook(hook)
+
+    def close(self) -> None:
+        """Close now (any state -> CLOSED). Never switches (waiters on the fd are woken with
+        ConnectionClosed)."""
+        if self.state is not CLOSED:
+            self._closed()
+
+    # -- I/O (switch points) --------------------------------------------------------------------
+
+    def recv(self) -> int:
+        """Read more bytes after ``end``; returns how many (0 at EOF). Before waiting for the
+        client it sends the responses already queued: no finished response waits on input.
+        May switch to the hub."""
         buf = self.buf
         assert buf is not None and self.view is not None
         if self.start == self.end:
@@ -152,30 +260,23 @@ class Connection:
                 self.scan = max(0, self.scan - self.start)
                 self.start, self.end = 0, n
             else:
-                self.server.grow_buffer(self)
-                buf = self.buf
-                assert buf is not None
+                self.buf, self.view = self.ctx.buffers.grow(buf, self.view, self.start,
+                                                            self.end)
         rec = self.rec
-        recv_into = self.sock.recv_into
-        view = self.view
-        assert view is not None
         while True:
             if rec.closed:
                 raise ConnectionClosed()
-            rec.read_pending = False
-            space = view[self.end:]
+            n = recv_nowait(rec, self.sock, self.view[self.end:])
+            if n >= 0:
+                self.end += n
+                return n
+            if self.out.size:
+                self.set_nodelay()  # more responses may follow this write soon
+                self.flush()
             try:
-                n = recv_into(space, 0, DONTWAIT)
-            except BlockingIOError:
-                try:
-                    self.server.hub.wait_readable(rec)
-                except Timeout:
-                    raise _ClientTimeout() from None
-                continue
-            if n == len(space):
-                rec.read_pending = True  # maybe more in the kernel (see serve)
-            self.end += n
-            return n
+                self.ctx.hub.wait_readable(rec)
+            except Timeout:
+                raise ClientTimeout() from None
 
     def flush(self, last: bool = False) -> None:
         """Send all queued output. May switch to the hub (only when the socket is full).
@@ -189,28 +290,16 @@ class Connection:
         out = self.out
         if not out.size:
             return
-        chunks = out.chunks
-        if len(chunks) <= IOV_MAX:
-            # The common case without the SendBuf.flush machinery: one sendmsg takes it all
-            # (one send for one chunk: no iovec array to build).
-            self.server.sendmsg_calls += 1
-            try:
-                if len(chunks) == 1:
-                    sent = self.sock.send(chunks[0], LAST if last else DONTWAIT)
-                else:
-                    sent = self.sock.sendmsg(chunks, (), LAST if last else DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            if sent == out.size:
-                chunks.clear()
-                out.size = 0
-                return
-            out.consume(sent)
+        ctx = self.ctx
+        ctx.sendmsg_calls += 1
+        if send_queued(self.sock, out, LAST if last else DONTWAIT):
+            return
         self.set_nodelay()  # what is left goes in more than one write
-        self.server.sendmsg_calls += out.flush(self._sendmsg, self._wait_writable)
-
-    def _sendmsg(self, chunks: Any) -> int:
-        return self.sock.sendmsg(chunks, (), DONTWAIT)
+        while True:
+            self._wait_writable()
+            ctx.sendmsg_calls += 1
+            if send_queued(self.sock, out):
+                return
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""
@@ -220,106 +309,101 @@ class Connection:
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _wait_writable(self) -> None:
-        server = self.server
+        ctx = self.ctx
         saved = self.deadline
-        self.deadline = server.hub.now + server.config.write_timeout
+        self.deadline = ctx.hub.now + ctx.config.write_timeout
         try:
-            server.hub.wait_writable(self.rec)
+            ctx.hub.wait_writable(self.rec)
         except Timeout:
             # Part of a response may be on the wire: nothing honest can follow it. Close.
-            raise _Close() from None
+            raise CloseConnection() from None
         finally:
             self.deadline = saved
+
+    def read_body(self) -> Iterator[bytes]:
+        """The current request's body, in chunks (Request.body/stream). May switch."""
+        return self.ex.read_body(self)
 
     # -- the loop -------------------------------------------------------------------------------
 
     def serve(self, worker: Any) -> None:
-        """Serve until the connection is idle (returns, keeping it open) or closed.
+        """SERVING until the connection is idle (returns, keeping it open), detached or closed.
 
         Runs in ``worker``, the loop's own greenlet (hub.py, leader/followers), which stays this
         connection's if a wait hands the loop off. The loop is the hot path of the server: it
         binds what it uses to locals.
         """
-        server = self.server
-        hub = server.hub
-        config = server.config
+        ex = self.ex
+        state = self.state
+        if state is not IDLE and (state is not DETACHED_STATE or ex.later is None):
+            return  # a stale dispatch: detached and not resumed yet, or closed
+        ctx = self.ctx
+        hub = ctx.hub
+        config = ctx.config
         limits = config.limits
         header_timeout = config.header_timeout
-        parse = server.parse_head
-        if self.park_hook is not None:
-            return  # detached (Later) and not resumed: a stale dispatch (e.g. from accept)
+        parse = ctx.parse_head
         rec = self.rec
         out = self.out
-        rec.on_readable = None
         self.worker = worker
-        if self.buf is None:
-            self.buf, self.view = server.take_buffer()
-            self.start = self.end = self.scan = 0
+        self._enter(SERVING)
         try:
-            if self.later is not None:
-                response, self.later = self.later, None
-                assert self.head is not None
-                self._write_response(response, self.head.method == b"HEAD")
-            if not self.keep_alive:
-                # The last response (sent by resume(), maybe only in part) ends the connection.
-                self.flush()
-                if self.start < self.end or rec.read_pending:
-                    self._linger_close()
-                else:
-                    self.close()
-                return
+            if state is DETACHED_STATE:
+                later, ex.later = ex.later, None
+                head = ex.head
+                assert head is not None
+                if later is not _SENDING:
+                    ex.write_response(self, later, head.method == b"HEAD")
+                if not ex.keep_alive:
+                    # The last response (sent by resume(), maybe only in part) ends it.
+                    self.flush()
+                    if self.start < self.end or rec.read_pending:
+                        self._linger_close()
+                    else:
+                        self.close()
+                    return
             self.deadline = hub.now + header_timeout
             while True:
                 if self.start == self.end:
                     if out.size:
                         self.flush()
                     if not rec.read_pending and not rec.hangup:
-                        self._go_idle()
+                        self._enter(IDLE)
                         return
                     self.start = self.end = self.scan = 0
-                    rec.read_pending = False
-                    try:
-                        n = self.sock.recv_into(self.view, 0, DONTWAIT)
-                    except BlockingIOError:
-                        self._go_idle()
+                    n = recv_nowait(rec, self.sock, self.view)  # type: ignore[arg-type]
+                    if n <= 0:
+                        if n == 0:
+                            self.close()
+                        else:
+                            self._enter(IDLE)
                         return
-                    if n == 0:
-                        self.close()
-                        return
-                    if n == len(self.view):  # type: ignore[arg-type]
-                        # Edge-triggered: a read that filled the buffer may have left bytes in
-                        # the kernel, and no new edge will announce them.
-                        rec.read_pending = True
                     self.end = n
                     self.deadline = hub.now + header_timeout
-                result = parse(self.buf, self.start, self.end, limits, self.scan)
+                result = parse(self.buf, self.start, self.end, limits, self.scan)  # type: ignore[arg-type]
                 if result is None:
                     self.scan = self.end - 3
-                    if out.size:
-                        self.set_nodelay()  # more responses may follow this write soon
-                        self.flush()
-                    if self._recv() == 0:
+                    if self.recv() == 0:
                         self.close()
                         return
                     continue
                 head, self.start = result
                 self.scan = 0
                 handoffs = hub.handoffs
-                keep = self._handle(head)
+                outcome = ex.handle(self, head)
                 if not rec.armed and hub.handoffs != handoffs:
                     # The handler waited on something else while this fd was not in epoll:
-                    # no edge told us of input that came meanwhile. Watch it from now on and
-                    # assume input is pending (one recv to learn otherwise).
-                    hub.arm(rec)
-                    rec.read_pending = True
-                if not keep:
+                    # no edge told us of input that came meanwhile.
+                    watch(hub, rec, pending=True)
+                if outcome != KEEP:
+                    if outcome == DETACHED:
+                        return  # resume() takes it from here
                     # MSG_MORE only when the client asked to close: it sends nothing more
                     # (RFC 9112 §9.6). When we chose to close (draining, ambiguous framing),
                     # input may have come unseen, the close may be a reset, and a reset
                     # discards what MSG_MORE still holds: the whole response.
                     self.flush(last=not head.keep_alive and not head.must_close)
-                    if self.start < self.end or self.body_left != _BODY_DONE \
-                            or rec.read_pending:
+                    if self.start < self.end or ex.body_left != BODY_DONE or rec.read_pending:
                         self._linger_close()  # unread input: do not let the close be a reset
                     else:
                         self.close()
@@ -329,15 +413,16 @@ class Connection:
                     self.set_nodelay()
                     self.flush()
         except ProtocolError as e:
-            self._fail(e.status, e.reason)
-        except _ClientTimeout:
-            self._fail(408, "timeout")
+            self._fail(e.status)
+        except ClientTimeout:
+            self._fail(408)
         except Timeout:
             # Thrown by the sweep while serve itself waited (between requests): just close.
             self.close()
-        except _Detached:
-            return
-        except (ConnectionClosed, ConnectionError, _Close, Cancelled):
+        except ClientDisconnected:
+            log.debug("client %s went away mid-request", self.address())
+            self.close()
+        except (ConnectionClosed, ConnectionError, CloseConnection, Cancelled):
             self.close()
         except OSError as e:
             log.debug("socket error on %s: %s", self.address(), e)
@@ -345,30 +430,19 @@ class Connection:
         finally:
             self.worker = None
 
-    def _go_idle(self) -> None:
-        server = self.server
-        server.release_buffer(self)
-        self.head = None  # an idle connection keeps nothing of its last request
-        self.deadline = server.hub.now + server.config.keepalive_timeout
-        if server.draining:
-            self.close()
-            return
-        rec = self.rec
-        rec.on_readable = server.dispatch
-        if not rec.armed:
-            server.hub.arm(rec)
-
-    def _fail(self, status: int, reason: str) -> None:
+    def _fail(self, status: int) -> None:
         """Answer a protocol error with a canned response, after what is queued; then close,
         lingering so that unread input does not turn the close into a reset."""
-        server = self.server
-        if not self.response_started:
-            if server.access_log is not None:
-                server.log_access(self, self.head, status, 0)
-            self.out.add(respond.error_response(status, server.date.line))
+        ctx = self.ctx
+        if self.state is CLOSED:
+            return
+        if not self.ex.response_started:
+            if ctx.access_log is not None:
+                ctx.access_log.write(self.address(), self.ex.head, status, 0)
+            self.out.add(error_response(status, ctx.date.line))
         try:
             self.flush(last=True)  # the lingering close follows at once
-        except (OSError, Timeout, _Close):
+        except (OSError, Timeout, CloseConnection):
             self.close()
             return
         self._linger_close()
@@ -378,272 +452,147 @@ class Connection:
         LINGER_SECONDS or LINGER_BYTES, then close (RFC 9112 §9.6). Closing with unread bytes
         in the kernel sends RST, which can destroy the response before the client reads it.
         May switch to the hub."""
-        if self.rec.closed:
+        if self.state is CLOSED:
             return
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self.close()
             return
-        self.deadline = self.server.hub.now + LINGER_SECONDS
-        self.start = self.end = 0
+        self._enter(LINGERING)
+        self.deadline = self.ctx.hub.now + LINGER_SECONDS
         discarded = 0
         try:
             while discarded < LINGER_BYTES and self.buf is not None:
                 self.start = self.end = 0
-                n = self._recv()
+                n = self.recv()
                 if n == 0:
                     break
                 discarded += n
-        except (OSError, Timeout, _Close, ConnectionClosed):
+        except (OSError, Timeout, CloseConnection, ConnectionClosed, ProtocolError):
             pass
         self.close()
 
-    def close(self) -> None:
-        """Close now. Never switches (waiters on the fd are woken with ConnectionClosed)."""
-        if self.rec.closed:
-            return
-        # The socket first: the FIN (and a final segment held by MSG_MORE) leaves before the
-        # bookkeeping, which the client need not wait for. forget() checks identity, so an fd
-        # number reused meanwhile (by another thread) is not touched.
-        # Not contextlib.suppress: a context manager per connection is measurable here
-        # (bench/instructions.py: 99.8k -> 96.1k per connection, with the FIN-first reordering).
-        try:  # noqa: SIM105
-            self.sock.close()
-        except OSError:
-            pass
-        self.server.forget(self)
-        self.out.clear()
+    # -- waiting on something else: park (a greenlet waits) and detach (none does) --------------
+
+    def parked(self, on_hangup: Callable[[], None] | None = None) -> Parking:
+        """A context manager for ``Request.park``: ``park`` on entry, ``unpark`` on exit."""
+        return Parking(self, on_hangup)
+
+    def park(self, on_hangup: Callable[[], None] | None = None) -> None:
+        """SERVING -> PARKED: send the responses already queued (earlier pipelined requests must
+        not wait for this one), lend the input buffer back if it holds nothing unread, and
+        watch for the client hanging up, which throws ``ClientDisconnected`` into the handler,
+        or with ``on_hangup`` calls that from the hub instead (once). May switch to the hub."""
+        if self.state is not SERVING:
+            raise RuntimeError(f"park() from a connection in state {self.state.name}")
+        if self.out.size:
+            self.set_nodelay()  # this handler's response will be a second write
+        self.flush()
+        self._enter(PARKED, on_hangup)
+        if self.rec.read_pending:
+            hangup_check(self.rec)
+
+    def unpark(self) -> None:
+        """PARKED -> SERVING (the handler runs again); takes an input buffer back. Never
+        switches."""
+        if self.state is PARKED or self.state is SERVING:
+            self._enter(SERVING)
+
+    def detach(self, on_hangup: Callable[[], None]) -> None:
+        """SERVING -> DETACHED, for a handler that returned Later and whose response is not
+        ready: the connection waits for ``resume`` with no greenlet. Never switches."""
+        self._enter(DETACHED_STATE, on_hangup)
+        if self.rec.read_pending:
+            hangup_check(self.rec)
+
+    def hung_up(self) -> None:
+        """From the hub (hangup_check): the client is gone while PARKED or DETACHED."""
+        state = self.state
         hook = self.park_hook
-        if hook is not None:
-            # A parked handler learns that its connection is gone (e.g. at shutdown).
-            self.park_hook = None
-            _call_hook(hook)
+        if state is DETACHED_STATE:
+            self.close()  # calls the hook: the waiter forgets this connection
+        elif state is PARKED:
+            self._enter(SERVING)  # stop watching; the handler is woken to learn of it
+            if hook is not None:
+                _call_hook(hook)
+            elif self.worker is not None:
+                self.ctx.hub.throw(self.worker, ClientDisconnected())
 
-    # -- one request ----------------------------------------------------------------------------
+    def resume(self, response: Response) -> None:
+        """From the hub: the response promised by ``Later`` is ready. Never switches.
 
-    def _handle(self, head: RequestHead) -> bool:
-        """Run the handler and queue its response. Returns whether to keep the connection."""
-        server = self.server
-        self.head = head
-        if self.response_started or self.continue_sent:
-            self.response_started = self.continue_sent = False
-        self.keep_alive = head.keep_alive and not head.must_close and not server.draining
-        if head.chunked:
-            self.body_left = _BODY_CHUNKED
-            self.decoder = None
-        else:
-            cl = head.content_length
-            if cl > 0:
-                if cl > server.config.max_body_size:
-                    raise ProtocolError(413, "content too large")
-                self.body_left = cl
-            else:
-                self.body_left = _BODY_DONE
-        self.deadline = _INF
-        request = Request(head, self)
-        server.requests += 1
-        app = server.app
-        # Fast path: an exact route with a handler for this method; else the full router.
-        route = app.exact.get(head.path)
-        handler = route.handlers.get(head.method) if route is not None else None
-        params: dict[str, Any] | None = None
-        if handler is None:
-            handler, params, status, allowed = app.match(head.method, head.path)
-            if handler is None:
-                extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-                return self._answer_error(status, extra)
-        try:
-            if params:
-                request.params = params
-                result = handler(request, **params)
-            else:
-                result = handler(request)
-            if type(result) is Response:
-                response = result
-            elif type(result) is Later:
-                response = None
-            else:
-                response = to_response(result)
-        except HTTPError as e:
-            try:
-                response = e.response()
-            except (ValueError, TypeError):
-                log.exception("bad HTTPError for %r", _request_line(head))
-                return self._answer_error(500)
-        except (ProtocolError, _ClientTimeout):
-            raise  # the client's fault: 4xx and close
-        except (Timeout, ConnectionClosed):
-            if self.rec.closed:
-                raise  # our own client is gone
-            # Something else the handler waited on (an upstream socket) failed or timed out.
-            log.exception("handler error for %r from %s", _request_line(head), self.address())
-            return self._answer_error(500)
-        except Exception:
-            log.exception("handler error for %r from %s", _request_line(head), self.address())
-            return self._answer_error(500)
-        if response is None:
-            response = self._wait_later(result)
-        if self.body_left != _BODY_DONE:
-            self._finish_body_or_close()
-        # The common case inline: a fixed body (bytes) with a known status, no reason phrase.
-        # It repeats what _write_response does for it, without its checks and calls: 2.13
-        # against 2.47 µs per _handle of bench/hello.py's GET / (best of 5, 100k calls each).
-        body = response.body
-        status = response.status
-        status_line = _STATUS_LINES.get(status)
-        if type(body) is bytes and response.reason is None and status_line is not None \
-                and status < 300 and status != 204 and status >= 200:
-            keep = self.keep_alive
-            if keep and head.version == 11:
-                connection = b""
-            else:
-                connection = respond.KEEP_ALIVE if keep else respond.CLOSE
-            out = self.out
-            size = len(body)
-            chunk = _HEAD_FIXED % (status_line, response.fields, size, server.date.line,
-                                   connection)
-            if size and head.method != b"HEAD":
-                if size <= _JOIN_BODY_MAX:
-                    out.chunks.append(chunk + body)
-                else:
-                    out.chunks.append(chunk)
-                    out.chunks.append(body)
-                out.size += len(chunk) + size
-            else:
-                out.chunks.append(chunk)
-                out.size += len(chunk)
-            self.queued += 1
-            if server.access_log is not None:
-                server.log_access(self, head, status, size)
-            return keep
-        try:
-            self._write_response(response, head.method == b"HEAD")
-        except (TypeError, ValueError):
-            log.exception("bad response from the handler for %r", _request_line(head))
-            return self._answer_error(500)
-        return self.keep_alive
-
-    def _answer_error(self, status: int, extra: bytes = b"") -> bool:
-        """Queue a canned error for the current request; returns whether to keep the
-        connection. Once a streamed response has started, closing is the only honest answer."""
-        if self.response_started:
-            raise _Close()
-        self._finish_body_or_close()
-        head = self.head
-        data = respond.error_response(status, self.server.date.line, self._connection_header(),
-                                      extra, head is None or head.method != b"HEAD")
-        self.out.add(data)
-        self.queued += 1
-        if self.server.access_log is not None:
-            self.server.log_access(self, head, status, len(data) - data.index(b"\r\n\r\n") - 4)
-        return self.keep_alive
-
-    def _connection_header(self) -> bytes:
-        if not self.keep_alive:
-            return respond.CLOSE
-        if self.head is not None and self.head.version == 10:
-            return respond.KEEP_ALIVE
-        return b""
-
-    def _write_response(self, response: Response, is_head: bool) -> None:
-        server = self.server
-        status = response.status
-        body = response.body
-        status_bytes = respond.STATUS_LINES.get(status) if response.reason is None else None
-        if status_bytes is None:
-            status_bytes = respond.status_line(status, response.reason)
+        The common case ends here, in the hub: nothing more to read and a fixed body, so the
+        response goes out in one send and the connection goes idle without a greenlet (a
+        publish to 10,000 long polls is 10,000 of these). Otherwise the connection is dispatched
+        on the hub's next turn to send it and serve what follows.
+        """
+        ex = self.ex
+        if self.state is not DETACHED_STATE or ex.later is not None:
+            return  # closed meanwhile, or resumed already
+        rec = self.rec
+        head = ex.head
+        if rec.read_pending or self.buf is not None or type(response.body) is not bytes \
+                or head is None:
+            ex.later = response
+            self.ctx.hub.call_soon(dispatch, rec)
+            return
         out = self.out
-        body_type = type(body)
-        if body_type is bytes or body_type is list:
-            if status in respond.NO_BODY_STATUSES:
-                size = 0
-                out.add(respond.head(status_bytes, response.fields, -1, server.date.line,
-                                     self._connection_header()))
-            else:
-                if body_type is list:
-                    for chunk in body:
-                        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                            raise TypeError(f"response chunk of type {type(chunk).__name__}")
-                size = len(body) if body_type is bytes else sum(map(len, body))
-                out.add(respond.head(status_bytes, response.fields, size, server.date.line,
-                                     self._connection_header()))
-                if not is_head:
-                    if body_type is bytes:
-                        out.add(body)
-                    else:
-                        out.extend(body)
-            self.queued += 1
-            if server.access_log is not None:
-                server.log_access(self, self.head, status, size)
-            return
-        self._stream(response, status_bytes, is_head)
-
-    def _stream(self, response: Response, status_bytes: bytes, is_head: bool) -> None:
-        """Send an iterator body as it is produced: chunked for 1.1, close-delimited for 1.0."""
-        server = self.server
-        assert self.head is not None
-        body = response.body
-        if response.status in respond.NO_BODY_STATUSES:
-            # 1xx/204/304 end at the blank line (RFC 9112 §6.1, §6.3): no coding, no body.
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
-            self.out.add(respond.head(status_bytes, response.fields, -1, server.date.line,
-                                      self._connection_header()))
-            self.queued += 1
-            return
-        chunked = self.head.version == 11
-        if not chunked:
-            self.keep_alive = False
-        fields = response.fields + respond.CHUNKED if chunked else response.fields
-        self.out.add(respond.head(status_bytes, fields, -1, server.date.line,
-                                  self._connection_header()))
-        self.response_started = True
-        size = 0
-        self.set_nodelay()
+        ex.write_response(self, response, head.method == b"HEAD")
+        client_closes = not head.keep_alive and not head.must_close  # see serve()
         try:
-            self.flush()
-            if is_head:
-                return
-            for piece in body:
-                if isinstance(piece, str):
-                    piece = piece.encode()
-                n = len(piece)
-                if not n:
-                    continue
-                size += n
-                if chunked:
-                    self.out.add(b"%x\r\n" % n)
-                    self.out.add(piece)
-                    self.out.add(respond.CRLF)
-                else:
-                    self.out.add(piece)
-                self.flush()
-            if chunked:
-                self.out.add(respond.LAST_CHUNK)
-        except (ConnectionClosed, ConnectionError, Timeout, _Close):
-            raise
-        except Exception:
-            log.exception("error while streaming %r to %s", _request_line(self.head),
-                          self.address())
-            raise _Close() from None
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
-            if server.access_log is not None:
-                server.log_access(self, self.head, response.status, size)
+            done = send_queued(self.sock, out, LAST if client_closes else DONTWAIT)
+        except OSError:
+            self.close()
+            return
+        self.ctx.sendmsg_calls += 1
+        if not done:
+            ex.later = _SENDING  # a greenlet sends the rest, waiting for the socket if need be
+            self.ctx.hub.call_soon(dispatch, rec)
+            return
+        if ex.keep_alive:
+            self._enter(IDLE)
+        else:
+            self.close()
 
-    # -- request bodies (bodies.py) --------------------------------------------------------
-    read_body = bodies.read_body
-    _body_deadline_start = bodies._body_deadline_start
-    _recv_body = bodies._recv_body
-    _finish_body = bodies._finish_body
-    _finish_body_or_close = bodies._finish_body_or_close
+    # -- for the server: the sweep and shutdown -------------------------------------------------
+
+    def expire(self) -> None:
+        """The sweep found ``deadline`` passed: close an idle connection, or throw Timeout into
+        a greenlet waiting on this client (it answers 408 or closes). Never switches."""
+        worker = self.worker
+        if worker is None:
+            self.close()
+        elif self.rec.reader is worker or self.rec.writer is worker:
+            self.ctx.hub.throw(worker, Timeout())
+
+    def drain(self) -> None:
+        """The server shuts down: close now unless a handler is running (that one finishes
+        its request, and the connection closes after it). Never switches."""
+        if self.worker is None:
+            self.close()
 
 
-def _request_line(head: RequestHead | None) -> bytes:
-    if head is None:
-        return b"-"
-    return b"%s %s HTTP/%s" % (head.method, head.target, b"1.1" if head.version == 11 else b"1.0")
+class Parking:
+    """``with request.park(): ...``: Connection.park on entry, unpark on exit."""
+
+    __slots__ = ("conn", "hook")
+
+    def __init__(self, conn: Connection, hook: Callable[[], None] | None) -> None:
+        self.conn = conn
+        self.hook = hook
+
+    def __enter__(self) -> Parking:
+        self.conn.park(self.hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.unpark()
+
+
+def _call_hook(hook: Callable[[], None]) -> None:
+    """Run an application's hang-up hook from the hub: its error is logged, not fatal."""
+    try:
+        hook()
+    except Exception:
+        log.exception("hang-up hook %r failed", hook)

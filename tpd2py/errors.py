@@ -2,15 +2,12 @@
 
 Rules: client protocol errors carry the HTTP status to answer with (a canned 4xx/5xx, then close);
 cancellation and timeouts thrown into greenlets derive from BaseException so that an application's
-`except Exception` cannot swallow them. Other modules append their exceptions here.
+`except Exception` cannot swallow them. Imports nothing from the package (the bottom layer).
+``ClientTimeout`` and ``CloseConnection`` are the connection wing's own (conn.py, exchange.py);
+they are not exported.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .app import Response
 
 
 class ProtocolError(Exception):
@@ -52,7 +49,9 @@ class ClientDisconnected(Cancelled):
 
 
 class HTTPError(Exception):
-    """Raise from a handler to answer with ``status`` (e.g. ``raise HTTPError(404)``)."""
+    """Raise from a handler to answer with ``status`` (e.g. ``raise HTTPError(404)``): the
+    ``message`` (default: the status and its reason phrase) as text/plain, with ``headers``
+    (``app.error_response`` builds it)."""
 
     def __init__(self, status: int, message: str | bytes | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -60,21 +59,6 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers
-
-    def response(self) -> Response:
-        from http import HTTPStatus
-
-        from .app import TEXT, Response
-
-        body = self.message
-        if body is None:
-            try:
-                body = f"{self.status} {HTTPStatus(self.status).phrase}\n"
-            except ValueError:
-                body = f"{self.status}\n"
-        if isinstance(body, str):
-            body = body.encode()
-        return Response(body, status=self.status, headers=self.headers, content_type=TEXT)
 
 
 class Overloaded(HTTPError):
@@ -86,3 +70,14 @@ class Overloaded(HTTPError):
         super().__init__(503, message or "503 Service Unavailable: overloaded, retry later\n",
                          {"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class ClientTimeout(Timeout):
+    """Internal: one of a connection's own deadlines passed while it read from its client (the
+    server's sweep threw Timeout into the wait). Answered with 408. A Timeout from anything else
+    a handler waited on is the application's error."""
+
+
+class CloseConnection(BaseException):
+    """Internal: stop serving this connection now (its error response, if any, is queued).
+    BaseException: an application's ``except Exception`` around a flush must not take it."""

@@ -1,24 +1,106 @@
-"""The cooperative socket: try the syscall, on EAGAIN wait on the hub, retry.
+"""The cooperative socket and the two primitives every socket user calls.
 
-Rules: the socket is non-blocking from birth; every method first makes the syscall and only
-on ``BlockingIOError`` parks the calling greenlet (``wait_readable``/``wait_writable``), so data
-that is already there costs no trip through the hub. Methods that may switch to the hub say so.
-Closing: mark closed, wake waiters with ConnectionClosed, unregister from epoll, then close.
+Rules:
+- The readiness rule lives here. The hub's fds are edge-triggered: a reader clears
+  ``FdRecord.read_pending`` before each receive, and a receive that filled its buffer sets it
+  again (bytes may remain in the kernel, and no new edge will announce them). ``recv_nowait``
+  keeps that rule; nothing else outside the hub writes ``read_pending``.
+- There is one send path: ``send_queued`` makes one non-waiting attempt to send what a
+  ``SendBuf`` holds (one chunk: ``send``; more: one ``sendmsg`` of at most ``IOV_MAX``
+  iovecs; partial: ``consume``). The server's connections, their resume after parking and
+  outbound ``Socket``s all call it, and wait on the hub themselves when it returns False.
+- The transport seam: both primitives take any object with the socket's ``recv_into``,
+  ``send`` and ``sendmsg`` (flags included) that raises ``BlockingIOError`` when it must wait.
+  A plain connection passes its kernel socket itself (no Python layer on the hot path); a TLS
+  transport provides the same methods over ``ssl.SSLObject`` and memory BIOs, so the parser,
+  the exchange and the handlers never know whether the bytes were encrypted.
+- Every call on a server connection passes ``DONTWAIT``: accepted fds stay in blocking mode
+  (O_NONBLOCK would cost an ioctl per connection), so a call without it would block the hub.
+``Socket``: non-blocking from birth; every method first makes the syscall and only on
+``BlockingIOError`` parks the calling greenlet, so data that is already there costs no trip
+through the hub. Closing: mark closed, wake waiters with ConnectionClosed, unregister, close.
 Deadlines: ``timeout`` (seconds, or None) bounds each blocking call; expiry raises ``Timeout``.
+Switch points: the ``Socket`` methods that say so. ``recv_nowait``/``send_queued`` never switch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from greenlet import getcurrent
+
 from .errors import ConnectionClosed, Timeout
 from .hub import FdRecord, Hub, get_hub
-from .sendbuf import Chunk, SendBuf
+from .sendbuf import IOV_MAX, Chunk, SendBuf
 
 T = TypeVar("T")
+
+DONTWAIT = socket.MSG_DONTWAIT
+# The last send before a close: MSG_MORE holds the final segment so the FIN rides on it.
+LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
+
+
+def recv_nowait(rec: FdRecord, sock: Any, view: memoryview) -> int:
+    """One receive into ``view`` that never waits: the bytes read (0 at EOF), or -1 when
+    nothing is there yet (wait for ``rec`` to become readable, then call again)."""
+    rec.read_pending = False
+    try:
+        n: int = sock.recv_into(view, 0, DONTWAIT)
+    except BlockingIOError:
+        return -1
+    if n == len(view):
+        rec.read_pending = True  # maybe more in the kernel: no new edge will say so
+    return n
+
+
+def send_queued(sock: Any, out: SendBuf, flags: int = DONTWAIT) -> bool:
+    """One attempt to send what ``out`` holds, never waiting; returns whether it is all sent.
+    What went out is dropped from ``out`` (a partial chunk becomes a view of its rest).
+    Errors other than EAGAIN propagate."""
+    chunks = out.chunks
+    try:
+        if len(chunks) == 1:
+            sent = sock.send(chunks[0], flags)  # one chunk: no iovec array to build
+        elif len(chunks) <= IOV_MAX:
+            sent = sock.sendmsg(chunks, (), flags)
+        else:
+            sent = sock.sendmsg(chunks[:IOV_MAX], (), flags)
+    except BlockingIOError:
+        return False
+    if sent == out.size:
+        chunks.clear()
+        out.size = 0
+        return True
+    out.consume(sent)
+    return False
+
+
+def peek_hangup(rec: FdRecord, sock: Any) -> bool:
+    """Whether the peer has hung up (EOF or an error), learnt without consuming input; when
+    anything is there (input or the EOF), ``rec.read_pending`` is set for the next reader.
+    Never switches."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        data = b""
+    rec.read_pending = True
+    return not data
+
+
+def watch(hub: Hub, rec: FdRecord, pending: bool) -> None:
+    """Put a record made with ``armed=False`` into epoll. ``pending``: input may have come
+    while it was out, and no edge announced it; the next reader must try a receive first.
+    Never switches."""
+    hub.arm(rec)
+    if pending:
+        rec.read_pending = True
 
 
 class Socket:
@@ -41,8 +123,6 @@ class Socket:
         if self.timeout is None:
             waiter(self.rec)
             return
-        from greenlet import getcurrent
-
         timer = self.hub.call_later(self.timeout, self.hub.throw, getcurrent(), Timeout())
         try:
             waiter(self.rec)
@@ -81,25 +161,23 @@ class Socket:
         self.flush(buf)
 
     def flush(self, buf: SendBuf) -> None:
-        """Send everything in ``buf`` with as few sendmsg calls as possible. May switch."""
-        if self.rec.closed:
-            raise ConnectionClosed()
-        buf.flush(self.sock.sendmsg, lambda: self._wait(self.hub.wait_writable))
+        """Send everything in ``buf`` with as few syscalls as possible. May switch to the hub."""
+        while buf.size:
+            if self.rec.closed:
+                raise ConnectionClosed()
+            if not send_queued(self.sock, buf, 0):
+                self._wait(self.hub.wait_writable)
 
     def connect(self, address: Any) -> None:
         """Connect without blocking other greenlets. May switch to the hub."""
         err = self.sock.connect_ex(address)
         if err == 0:
             return
-        import errno
-
         if err not in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
             raise OSError(err, f"connect to {address!r} failed")
         self._wait(self.hub.wait_writable)
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            import os
-
             raise OSError(err, os.strerror(err))
 
     def shutdown(self, how: int) -> None:

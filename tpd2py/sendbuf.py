@@ -13,18 +13,12 @@ Rules:
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterable
 
 try:
     IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
 except (AttributeError, ValueError, OSError):  # pragma: no cover - non-Linux
     IOV_MAX = 1024
-
-# Flags for recv/send on the server's client sockets, which stay in blocking mode (conn.py):
-# every call must say MSG_DONTWAIT. LAST also says MSG_MORE (Connection.flush(last=True)).
-DONTWAIT = socket.MSG_DONTWAIT
-LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 
 Chunk = bytes | bytearray | memoryview
 

@@ -1,4 +1,4 @@
-"""Listening sockets, the accept loop, dispatch, timeouts and shutdown.
+"""Listening sockets, the accept loop, the connection registry, the sweep and shutdown.
 
 How it works:
 - Accepting is a hub callback on the level-triggered listener: one connection per loop turn
@@ -6,10 +6,11 @@ How it works:
   EAGAIN), wrapped in a Connection (a hub record, not yet in epoll) and served at
   once (its first request is usually there already: TCP_DEFER_ACCEPT). At
   ``max_connections`` the listener is paused until one closes; on EMFILE/ENFILE it pauses
-  for 0.1 s instead of spinning. TCP_NODELAY is set lazily (see Connection.set_nodelay).
-- ``dispatch`` serves a connection with new bytes in the loop's own greenlet (a greenlet of
-  its own only if a handler waits: hub.py, "leader/followers"), with an input buffer from the
-  free list that comes back when it idles.
+  for 0.1 s instead of spinning (logged once when it starts, with a count when it ends).
+  TCP_NODELAY is set lazily (see Connection.set_nodelay).
+- The server is not on the per-request path: connections reach what they share (config, app,
+  buffers, clocks, counters) through one ``Context`` (context.py), and tell the server only
+  that they closed (``Context.forget``).
 - A sweep runs once a second: it refreshes the Date line and closes or times out every
   connection whose ``deadline`` has passed. That is O(connections) per second and O(1) per
   request; no heap push per read.
@@ -29,53 +30,21 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, Any
 
-import greenlet
-
 from .app import App
-from .conn import Connection
-from .errors import Timeout
-from .headcache import HeadCache
-from .http11 import Limits, parse_head
+from .conn import Connection, dispatch
+from .context import Config, Context
 from .hub import FdRecord, Hub, get_hub
-from .respond import DateCache
+from .watchdog import for_config
+
+__all__ = ["Config", "Server", "serve"]
 
 log = logging.getLogger("tpd2py.server")
 
-# Free input buffers kept; a burst needs no more than one per busy connection.
-MAX_POOLED_BUFFERS = 512
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-@dataclass
-class Config:
-    """Limits and timeouts; every default says why."""
-
-    # Absolute time to receive a whole request head, from its first byte (slowloris).
-    header_timeout: float = 10.0
-    # Longer than common load balancers' idle timeouts (60 s), so they close first.
-    keepalive_timeout: float = 75.0
-    # A body read may stall at most this long...
-    body_timeout: float = 30.0
-    # ...and must average at least this many bytes/second (each byte buys 1/rate seconds).
-    min_body_rate: float = 1024.0
-    # A full socket that does not drain in this long is a dead or hostile reader.
-    write_timeout: float = 30.0
-    max_body_size: int = 16 * 1024 * 1024
-    max_connections: int = 10_000 + 5_000
-    # Time in-flight requests get to finish after SIGTERM/SIGINT.
-    grace: float = 10.0
-    # Input buffer size; a head may grow it up to limits.max_header_bytes.
-    buffer_size: int = 16384
-    # Reuse the parse of a byte-identical request head (tpd2py/headcache.py): changes nothing
-    # but speed; off to measure the parser alone.
-    head_cache: bool = True
-    limits: Limits = field(default_factory=Limits)
-    # Log the stack of a handler that runs this many seconds without switching (it blocks
-    # everyone). None: 0.1 s in debug (python -X dev, or tpd2py logging at DEBUG), else off; 0: off.
-    watchdog: float | None = None
+# How long accepting pauses when the process is out of descriptors or memory.
+ACCEPT_BACKOFF = 0.1
 
 
 class Server:
@@ -84,20 +53,25 @@ class Server:
         self.app = app
         self.config = config or Config()
         self.hub = hub or get_hub()
+        self.ctx = Context(self.hub, self.config, app, access_log, self._forget)
         self.conns: dict[int, Connection] = {}
         self.listeners: list[socket.socket] = []
-        self.buffers: list[tuple[bytearray, memoryview]] = []
-        self.date = DateCache()
-        self.draining = False
-        self.access_log = access_log
         self._listener_recs: list[FdRecord] = []
         self._accept_paused = False
+        # Accept back-off: when it started (0.0: not backing off) and how often it struck.
+        self._backoff_since = 0.0
+        self._backoffs = 0
         self._sweeper: Any = None
-        self.requests = 0
-        # The request-head parser: parse_head itself, or through a HeadCache.
-        self.parse_head = HeadCache().parse if self.config.head_cache else parse_head
-        self.sendmsg_calls = 0
         self.stopped = False
+
+    @property
+    def draining(self) -> bool:
+        return self.ctx.draining
+
+    @property
+    def requests(self) -> int:
+        """Requests served so far."""
+        return self.ctx.requests
 
     # -- listening ------------------------------------------------------------------------------
 
@@ -147,25 +121,38 @@ class Server:
             if e.errno in _ACCEPT_EXHAUSTED:
                 # Out of descriptors or memory: stop listening for a moment instead of
                 # spinning on a queue we cannot take from.
-                log.warning("accept: %s; backing off for 0.1 s", os.strerror(e.errno or 0))
-                self._pause_accepting(True)
-                self.hub.call_later(0.1, self._pause_accepting, False)
+                self._back_off(e.errno or 0)
                 return
             if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                 return
             raise
+        if self._backoffs:
+            log.warning("accept: recovered after %d back-offs in %.1f s", self._backoffs,
+                        time.monotonic() - self._backoff_since)
+            self._backoffs = 0
         # The C socket type: no Python-level __init__/close per connection.
         # Left in blocking mode: the connection passes MSG_DONTWAIT on every recv and send
-        # instead (one ioctl less per connection; conn.py, _DONTWAIT).
+        # instead (one ioctl less per connection; gsocket.py, DONTWAIT).
         sock = _socket.socket(family, type_, proto, fd)
-        conn = Connection(self, sock, addr if self.access_log is not None else None)
+        conn = Connection(self.ctx, sock, addr if self.ctx.access_log is not None else None)
         self.conns[fd] = conn
         if len(self.conns) >= self.config.max_connections:
             self._pause_accepting(True)
-        self.dispatch(conn.rec)
+        dispatch(conn.rec)
+
+    def _back_off(self, err: int) -> None:
+        """Pause accepting for ACCEPT_BACKOFF. Said once when a run of back-offs starts (a
+        client flood must not flood the log: 600 lines a minute), and once when it ends."""
+        if not self._backoffs:
+            self._backoff_since = time.monotonic()
+            log.warning("accept: %s; backing off (%.1f s at a time, until it clears)",
+                        os.strerror(err), ACCEPT_BACKOFF)
+        self._backoffs += 1
+        self._pause_accepting(True)
+        self.hub.call_later(ACCEPT_BACKOFF, self._pause_accepting, False)
 
     def _pause_accepting(self, paused: bool) -> None:
-        if paused == self._accept_paused or self.draining:
+        if paused == self._accept_paused or self.ctx.draining:
             return
         if not paused and len(self.conns) >= self.config.max_connections:
             return  # still full: forget() resumes when a connection closes
@@ -176,70 +163,15 @@ class Server:
     # -- connections ----------------------------------------------------------------------------
 
     def dispatch(self, rec: FdRecord) -> None:
-        """Hub callback: bytes arrived on an idle connection (or a Later response is ready).
+        """Serve the connection of ``rec`` now (conn.dispatch; for tests and benchmarks that
+        adopt a socket themselves). Run it from the hub."""
+        dispatch(rec)
 
-        Serves it right here, in the loop's own greenlet: no switch unless a handler waits, and
-        then the hub hands the loop to a spare greenlet and this one goes on as the
-        connection's worker (hub.py, "leader/followers").
-        """
-        if rec.closed:
-            return
-        conn = rec.owner
-        if conn.worker is not None:
-            return
-        try:
-            conn.serve(greenlet.getcurrent())
-        except Exception:
-            log.exception("connection loop error for %s", conn.address())
-            conn.close()
-
-    def take_buffer(self) -> tuple[bytearray, memoryview]:
-        return self.buffers.pop() if self.buffers else self.new_buffer()
-
-    def new_buffer(self) -> tuple[bytearray, memoryview]:
-        buf = bytearray(self.config.buffer_size)
-        return buf, memoryview(buf)
-
-    def release_buffer(self, conn: Connection) -> None:
-        buf = conn.buf
-        if buf is None:
-            return
-        view = conn.view
-        conn.buf = conn.view = None
-        conn.start = conn.end = 0
-        if len(buf) == self.config.buffer_size and len(self.buffers) < MAX_POOLED_BUFFERS:
-            assert view is not None
-            self.buffers.append((buf, view))
-        elif view is not None:
-            view.release()
-
-    def grow_buffer(self, conn: Connection) -> None:
-        """Double a full buffer, up to what the head limit needs (the parser enforces it)."""
-        old = conn.buf
-        assert old is not None
-        cap = max(self.config.limits.max_header_bytes, self.config.buffer_size) + 4096
-        if len(old) >= cap:
-            # Body bytes are consumed as they come, so only a head can fill the buffer.
-            from .errors import ProtocolError
-
-            raise ProtocolError(431, "request head too large")
-        new = bytearray(min(len(old) * 2, cap))
-        start, end = conn.start, conn.end
-        new[start:end] = old[start:end]
-        self.release_buffer(conn)  # resets start/end: restore them below
-        conn.buf, conn.view = new, memoryview(new)
-        conn.start, conn.end = start, end
-
-    def forget(self, conn: Connection) -> None:
-        """Drop a connection that the caller closes right after: unregister (waking its
-        waiters), free its buffer."""
-        self.hub.unregister(conn.rec, closing=True)
-        self.release_buffer(conn)
-        conn.rec.on_readable = None
+    def _forget(self, conn: Connection) -> None:
+        """Context.forget: ``conn`` has closed; drop it from the registry."""
         fd = conn.rec.fd
         if self.conns.get(fd) is conn:
             del self.conns[fd]
-        conn.rec.owner = None
         if self._accept_paused:
             self._pause_accepting(False)
 
@@ -248,37 +180,26 @@ class Server:
     def _sweep(self) -> None:
         """Once a second: Date line, deadlines, access-log flush. Runs in the hub."""
         hub = self.hub
-        self.date.update()
+        ctx = self.ctx
+        ctx.date.update()
         now = hub.now = time.monotonic()
-        expired = [c for c in self.conns.values() if c.deadline < now]
-        for conn in expired:
-            worker = conn.worker
-            if worker is None:
-                conn.close()
-            elif conn.rec.reader is worker or conn.rec.writer is worker:
-                hub.throw(worker, Timeout())
-        if self.access_log is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.access_log.flush()
+        for conn in [c for c in self.conns.values() if c.deadline < now]:
+            conn.expire()
+        if ctx.access_log is not None:
+            ctx.access_log.flush()
         if not self.stopped:
             self._sweeper = hub.call_later(1.0, self._sweep)
 
     def statistics(self) -> dict[str, int]:
         """Counters for tests and monitoring: requests, sendmsg calls, connections, pools."""
         return {
-            "requests": self.requests,
-            "sendmsg_calls": self.sendmsg_calls,
+            "requests": self.ctx.requests,
+            "sendmsg_calls": self.ctx.sendmsg_calls,
             "connections": len(self.conns),
             "pooled_greenlets": len(self.hub.spares),
-            "pooled_buffers": len(self.buffers),
+            "pooled_buffers": len(self.ctx.buffers),
             **self.hub.statistics(),
         }
-
-    def log_access(self, conn: Connection, head: Any, status: int, size: int) -> None:
-        from .accesslog import format_line
-
-        assert self.access_log is not None
-        self.access_log.write(format_line(conn.address(), head, status, size))
 
     # -- running --------------------------------------------------------------------------------
 
@@ -291,8 +212,6 @@ class Server:
         self.start()
         if install_signals:
             self._install_signals()
-        from .watchdog import for_config
-
         dog = for_config(self.hub, self.config.watchdog)
         try:
             self.hub.run()
@@ -315,9 +234,9 @@ class Server:
 
         Runs in the hub (a callback); never switches.
         """
-        if self.draining:
+        if self.ctx.draining:
             return
-        self.draining = True
+        self.ctx.draining = True
         grace = self.config.grace if grace is None else grace
         for rec in self._listener_recs:
             self.hub.unregister(rec, closing=True)
@@ -326,8 +245,7 @@ class Server:
         self.listeners.clear()
         self._listener_recs.clear()
         for conn in list(self.conns.values()):
-            if conn.worker is None:
-                conn.close()
+            conn.drain()
         deadline = time.monotonic() + grace
         self._check_drained(deadline)
 

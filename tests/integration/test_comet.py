@@ -448,7 +448,7 @@ def test_hangups_leak_no_waiter_greenlet_or_buffer(chat: Any) -> None:
         gc.collect()
         live = sum(1 for o in gc.get_objects()
                    if isinstance(o, greenlet.greenlet) and not o.dead)
-        return live, len(srv.server.buffers)
+        return live, len(srv.server.ctx.buffers)
 
     # Warm the pools first, so that the census compares like with like.
     for s in park(srv, chat_app, "/poll?after=0", count=100):

@@ -297,6 +297,10 @@ def test_out_of_file_descriptors_backs_off_and_recovers(cli_server):
         sock.close()
     assert srv.get("/").body == b"Hello, World!"
     assert srv.proc.poll() is None
+    # Regression (log flood): one line when the back-off starts, not one per 0.1 s retry
+    # (600 a minute), and one with the count when it ends.
+    assert srv.wait_stderr(b"recovered after")
+    assert sum(b"backing off" in line for line in srv.stderr) == 1, srv.stderr
 
 
 def test_lingering_close_is_bounded_for_a_client_that_keeps_sending(server):

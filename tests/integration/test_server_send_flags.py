@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from bench.hello import app
-from tpd2py.conn import Connection
+from tpd2py.conn import Connection, dispatch
 from tpd2py.server import Server
 
 
@@ -49,11 +49,11 @@ def serve_once(request: bytes, record: list[RecordingSocket] | None = None
     if record is not None:
         record.append(rec_sock)
     theirs.sendall(request)
-    conn = Connection(server, rec_sock)
+    conn = Connection(server.ctx, rec_sock)
     server.conns[ours.fileno()] = conn
 
     def go() -> None:
-        server.dispatch(conn.rec)
+        dispatch(conn.rec)
         server.hub.stop()
 
     server.hub.call_soon(go)

@@ -1,0 +1,420 @@
+"""One request on a connection: route it, run the handler, read its body, queue its response.
+
+Rules:
+- One ``Exchange`` per connection, reset per request (no allocation per request). It holds
+  what belongs to the current request: the head, the body framing and its decoder, whether
+  ``100 Continue`` or any response bytes went out, and the keep-alive decision.
+- It talks to its connection (conn.py) through a few methods: ``recv`` (more input, may
+  switch), ``flush`` (send what is queued, may switch), ``set_nodelay``, ``address``, and
+  ``detach`` for a handler that answers ``Later``. Response bytes come from ``wire`` and go
+  into the connection's SendBuf; the connection decides when to send them.
+- ``handle`` returns an outcome, never raises for control flow: ``KEEP`` (serve the next
+  request), ``CLOSE`` (send what is queued and close) or ``DETACHED`` (the connection waits
+  for ``Later``'s response with no greenlet). Client protocol errors propagate as
+  ``ProtocolError``/``ClientTimeout`` (the connection answers 4xx and closes); a client gone
+  mid-body propagates as ``ClientDisconnected`` (closed silently).
+- A handler's exception is logged once, with the request line and the peer, and answered 500
+  when nothing of its response was sent yet; else the connection closes.
+- A body the handler left unread is drained (up to ``MAX_DRAIN``) before the response is
+  queued, so a malformed one is still answered 400 (RFC 9112 §7.1): nothing of the handler's
+  response has left by then.
+Switch points: ``handle`` (it runs the handler, and may read the body and flush),
+``read_body`` and ``finish_body``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import wire
+from .app import Later, Request, Response, error_response, to_response
+from .chunked import ChunkedDecoder
+from .errors import (
+    ClientDisconnected,
+    ClientTimeout,
+    CloseConnection,
+    ConnectionClosed,
+    HTTPError,
+    ProtocolError,
+    Timeout,
+)
+from .wire import (
+    CHUNKED,
+    CLOSE,
+    CONTINUE,
+    CRLF,
+    KEEP_ALIVE,
+    LAST_CHUNK,
+    NO_BODY_STATUSES,
+    STATUS_LINES,
+    chunk_frame,
+    connection_line,
+    fixed,
+    request_line,
+    status_line,
+)
+
+if TYPE_CHECKING:
+    from .conn import Connection
+    from .http11 import RequestHead
+
+log = logging.getLogger("tpd2py.conn")
+
+# What handle() returns.
+CLOSE_AFTER = 0
+KEEP = 1
+DETACHED = 2
+
+# A handler that left at most this much of its request body unread gets it drained so the
+# connection can be reused; a larger remainder is cheaper to close on.
+MAX_DRAIN = 65536
+
+INF = float("inf")
+# Exchange.body_left: bytes still to read, or one of these.
+BODY_DONE = 0
+BODY_CHUNKED = -2
+
+
+class Exchange:
+    __slots__ = ("head", "body_left", "decoder", "continue_sent", "response_started",
+                 "keep_alive", "later", "failed")
+
+    def __init__(self) -> None:
+        self.head: RequestHead | None = None
+        self.body_left = BODY_DONE
+        self.decoder: ChunkedDecoder | None = None
+        self.continue_sent = False
+        self.response_started = False
+        self.keep_alive = True
+        # The response Later promised, once resume() has it (the connection sends it).
+        self.later: Any = None
+        # The framing error met while reading this request's body: raised again on drain.
+        self.failed: ProtocolError | None = None
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def handle(self, conn: Connection, head: RequestHead) -> int:
+        """Run the handler for ``head`` and queue its response. May switch to the hub."""
+        ctx = conn.ctx
+        self.head = head
+        if self.response_started or self.continue_sent or self.failed is not None:
+            self.response_started = self.continue_sent = False
+            self.failed = None
+        self.keep_alive = head.keep_alive and not head.must_close and not ctx.draining
+        if head.chunked:
+            self.body_left = BODY_CHUNKED
+            self.decoder = None
+        else:
+            cl = head.content_length
+            if cl > 0:
+                if cl > ctx.config.max_body_size:
+                    raise ProtocolError(413, "content too large")
+                self.body_left = cl
+            else:
+                self.body_left = BODY_DONE
+        conn.deadline = INF
+        request = Request(head, conn)
+        ctx.requests += 1
+        app = ctx.app
+        # Fast path: an exact route with a handler for this method; else the full router.
+        route = app.exact.get(head.path)
+        handler = route.handlers.get(head.method) if route is not None else None
+        if handler is None:
+            handler, params, status, allowed = app.match(head.method, head.path)
+            if handler is None:
+                extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
+                return self.answer_error(conn, status, extra)
+        else:
+            params = None
+        response: Response | None
+        try:
+            if params:
+                request.params = params
+                result = handler(request, **params)
+            else:
+                result = handler(request)
+            if type(result) is Response:
+                response = result
+            elif type(result) is Later:
+                response = None
+            else:
+                response = to_response(result)
+        except HTTPError as e:
+            try:
+                response = error_response(e)
+            except (ValueError, TypeError):
+                log.exception("bad HTTPError for %r", request_line(head))
+                return self.answer_error(conn, 500)
+        except (ProtocolError, ClientTimeout):
+            raise  # the client's fault: 4xx and close
+        except (Timeout, ConnectionClosed):
+            if conn.rec.closed:
+                raise  # our own client is gone
+            # Something else the handler waited on (an upstream socket) failed or timed out.
+            log.exception("handler error for %r from %s", request_line(head), conn.address())
+            return self.answer_error(conn, 500)
+        except Exception:
+            log.exception("handler error for %r from %s", request_line(head), conn.address())
+            return self.answer_error(conn, 500)
+        if response is None:
+            response = self._wait_later(conn, result)
+            if response is None:
+                return DETACHED
+        elif self.body_left != BODY_DONE or self.failed is not None:
+            self.finish_body(conn)
+        # The common case: a fixed body (bytes) with a known 2xx status and no reason phrase.
+        body = response.body
+        status = response.status
+        status_bytes = STATUS_LINES.get(status)
+        if type(body) is bytes and response.reason is None and status_bytes is not None \
+                and status < 300 and status != 204 and status >= 200:
+            keep = self.keep_alive
+            connection = b"" if keep and head.version == 11 else KEEP_ALIVE if keep else CLOSE
+            out = conn.out
+            out.size += fixed(out.chunks, status_bytes, response.fields, body, ctx.date.line,
+                              connection, head.method != b"HEAD")
+            conn.queued += 1
+            if ctx.access_log is not None:
+                ctx.access_log.write(conn.address(), head, status, len(body))
+            return KEEP if keep else CLOSE_AFTER
+        try:
+            self.write_response(conn, response, head.method == b"HEAD")
+        except (TypeError, ValueError):
+            log.exception("bad response from the handler for %r", request_line(head))
+            return self.answer_error(conn, 500)
+        return KEEP if self.keep_alive else CLOSE_AFTER
+
+    def _wait_later(self, conn: Connection, later: Later) -> Response | None:
+        """Later's response if it is ready; else the connection detaches (None). May switch
+        to the hub (drains the request body, sends earlier responses) before attaching."""
+        if self.body_left != BODY_DONE or self.failed is not None:
+            self.finish_body(conn)
+        if conn.out.size:
+            conn.set_nodelay()  # the later response will be a second write
+        conn.flush()
+        # From here until the connection has detached nothing switches, so resume() cannot
+        # come before it waits.
+        response = later.attach(conn.resume)
+        if response is None:
+            conn.detach(later.on_hangup)
+        return response
+
+    def answer_error(self, conn: Connection, status: int, extra: bytes = b"") -> int:
+        """Queue a canned error for the current request. Once a streamed response has started,
+        closing is the only honest answer."""
+        if self.response_started:
+            raise CloseConnection()
+        if self.body_left != BODY_DONE or self.failed is not None:
+            self.finish_body(conn)
+        head = self.head
+        ctx = conn.ctx
+        data = wire.error_response(status, ctx.date.line, self.connection_line(), extra,
+                            head is None or head.method != b"HEAD")
+        conn.out.add(data)
+        conn.queued += 1
+        if ctx.access_log is not None:
+            ctx.access_log.write(conn.address(), head, status,
+                                 len(data) - data.index(b"\r\n\r\n") - 4)
+        return KEEP if self.keep_alive else CLOSE_AFTER
+
+    def connection_line(self) -> bytes:
+        head = self.head
+        return connection_line(self.keep_alive, head.version if head is not None else 11)
+
+    def write_response(self, conn: Connection, response: Response, is_head: bool) -> None:
+        """Queue any response (streamed ones are sent as they are produced: may switch)."""
+        ctx = conn.ctx
+        status = response.status
+        body = response.body
+        status_bytes = STATUS_LINES.get(status) if response.reason is None else None
+        if status_bytes is None:
+            status_bytes = status_line(status, response.reason)
+        out = conn.out
+        body_type = type(body)
+        if body_type is bytes or body_type is list:
+            if status in NO_BODY_STATUSES:
+                size = 0
+                out.add(wire.head(status_bytes, response.fields, -1, ctx.date.line,
+                                      self.connection_line()))
+            else:
+                if body_type is list:
+                    for chunk in body:
+                        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                            raise TypeError(f"response chunk of type {type(chunk).__name__}")
+                size = len(body) if body_type is bytes else sum(map(len, body))
+                out.add(wire.head(status_bytes, response.fields, size, ctx.date.line,
+                                      self.connection_line()))
+                if not is_head:
+                    if body_type is bytes:
+                        out.add(body)
+                    else:
+                        out.extend(body)
+            conn.queued += 1
+            if ctx.access_log is not None:
+                ctx.access_log.write(conn.address(), self.head, status, size)
+            return
+        self._stream(conn, response, status_bytes, is_head)
+
+    def _stream(self, conn: Connection, response: Response, status_bytes: bytes,
+                is_head: bool) -> None:
+        """Send an iterator body as it is produced: chunked for 1.1, close-delimited for 1.0."""
+        ctx = conn.ctx
+        head = self.head
+        assert head is not None
+        body = response.body
+        out = conn.out
+        if response.status in NO_BODY_STATUSES:
+            # 1xx/204/304 end at the blank line (RFC 9112 §6.1, §6.3): no coding, no body.
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            out.add(wire.head(status_bytes, response.fields, -1, ctx.date.line,
+                                  self.connection_line()))
+            conn.queued += 1
+            return
+        chunked = head.version == 11
+        if not chunked:
+            self.keep_alive = False
+        fields = response.fields + CHUNKED if chunked else response.fields
+        out.add(wire.head(status_bytes, fields, -1, ctx.date.line, self.connection_line()))
+        self.response_started = True
+        size = 0
+        conn.set_nodelay()
+        try:
+            conn.flush()
+            if is_head:
+                return
+            for piece in body:
+                if isinstance(piece, str):
+                    piece = piece.encode()
+                n = len(piece)
+                if not n:
+                    continue
+                size += n
+                if chunked:
+                    out.add(chunk_frame(n))
+                    out.add(piece)
+                    out.add(CRLF)
+                else:
+                    out.add(piece)
+                conn.flush()
+            if chunked:
+                out.add(LAST_CHUNK)
+        except (ConnectionClosed, ConnectionError, Timeout, CloseConnection):
+            raise
+        except Exception:
+            log.exception("error while streaming %r to %s", request_line(head), conn.address())
+            raise CloseConnection() from None
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            if ctx.access_log is not None:
+                ctx.access_log.write(conn.address(), head, response.status, size)
+
+    # -- the request body -----------------------------------------------------------------------
+
+    def read_body(self, conn: Connection) -> Iterator[bytes]:
+        """Yield the current request's body in chunks (copies, never views of the buffer).
+
+        May switch to the hub. Sends ``100 Continue`` first when the client asked for it and
+        no body byte has arrived yet. A malformed or oversized body raises ProtocolError; a
+        client that hangs up or resets meanwhile raises ClientDisconnected.
+        """
+        head = self.head
+        if self.failed is not None:
+            raise self.failed
+        if head is None or self.body_left == BODY_DONE:
+            return
+        config = conn.ctx.config
+        if head.expect_continue and not self.continue_sent and conn.start == conn.end \
+                and not self.response_started:
+            self.continue_sent = True
+            conn.out.add(CONTINUE)
+            conn.flush()
+        if conn.deadline == INF:
+            conn.deadline = conn.ctx.hub.now + config.body_timeout
+        try:
+            if self.body_left == BODY_CHUNKED:
+                yield from self._read_chunked(conn, config.max_body_size)
+                return
+            while self.body_left > 0:
+                if conn.start == conn.end:
+                    self._recv_body(conn)
+                take = min(self.body_left, conn.end - conn.start)
+                assert conn.buf is not None
+                piece = bytes(conn.buf[conn.start:conn.start + take])
+                conn.start += take
+                self.body_left -= take
+                yield piece
+        except ProtocolError as e:
+            self.failed = e
+            self.body_left = BODY_DONE
+            raise
+        self.body_left = BODY_DONE
+        conn.deadline = INF
+
+    def _read_chunked(self, conn: Connection, max_size: int) -> Iterator[bytes]:
+        decoder = self.decoder
+        if decoder is None:
+            decoder = self.decoder = ChunkedDecoder(conn.ctx.config.limits)
+        while True:
+            if conn.start < conn.end:
+                before = conn.start
+                conn.start = decoder.feed(conn.buf, conn.start, conn.end)  # type: ignore[arg-type]
+                if decoder.total > max_size:
+                    raise ProtocolError(413, "content too large")
+                if decoder.out:
+                    pieces = decoder.out
+                    decoder.out = []
+                    for p in pieces:
+                        yield bytes(p)
+                if decoder.done:
+                    self.body_left = BODY_DONE
+                    self.decoder = None
+                    conn.deadline = INF
+                    return
+                if conn.start < conn.end and conn.start != before:
+                    continue  # more complete input to decode
+            # Buffer empty, or it ends in an incomplete chunk line: read more.
+            self._recv_body(conn)
+
+    def _recv_body(self, conn: Connection) -> None:
+        try:
+            n = conn.recv()
+        except ConnectionError:
+            raise ClientDisconnected() from None  # reset mid-body: a normal event
+        if n == 0:
+            raise ClientDisconnected()  # EOF mid-body: the client gave up
+        # Minimum progress: each byte buys 1/min_rate seconds, never more than body_timeout
+        # ahead, so a trickle runs out of time while a steady upload never does.
+        config = conn.ctx.config
+        now = conn.ctx.hub.now
+        conn.deadline = min(now + config.body_timeout,
+                            max(conn.deadline, now) + n / config.min_body_rate)
+
+    def finish_body(self, conn: Connection) -> None:
+        """Before the response is queued: discard an unread body if small enough, else stop
+        keeping the connection. Malformed framing raises ProtocolError (answered 400: nothing
+        of this response has been sent). May switch to the hub."""
+        if self.failed is not None:
+            raise self.failed
+        if self.body_left == BODY_DONE:
+            return
+        head = self.head
+        if head is not None and head.expect_continue and not self.continue_sent:
+            # The client may still send the body, or may not: the stream cannot be trusted
+            # for another request, so answer and close (RFC 9110 §10.1.1).
+            self.keep_alive = False
+            return
+        if self.body_left > MAX_DRAIN:
+            self.keep_alive = False
+            return
+        drained = 0
+        for piece in self.read_body(conn):
+            drained += len(piece)
+            if drained > MAX_DRAIN:
+                self.keep_alive = False
+                return
