@@ -3,9 +3,11 @@
 Usage: python bench/holder.py --port PORT [--count 10000] [--path /]
 
 Each connection sends one complete HTTP/1.1 request, reads the whole answer, and then stays silent,
-as a browser's idle keep-alive connection does. Connections are opened with a bounded number in
-flight (so the server's listen backlog never overflows and SYN retries never skew the timing) and
-the phase has a deadline. The protocol with bench/run.py is one JSON line per step on stdout:
+as a browser's idle keep-alive connection does (with --connect-only it only connects and never
+sends, as a browser's preconnected socket; "held" then means connected). Connections are opened
+with a bounded number in flight (so the server's listen backlog never overflows and SYN retries
+never skew the timing) and the phase has a deadline. The protocol with bench/run.py is one JSON
+line per step on stdout:
   {"event": "held", ...}     every connection is answered, failed or timed out;
 then the holder waits for a line on stdin (at most --max-hold seconds):
   "check"  -> {"event": "checked", ...}: how many are still open (a peek that does not disturb
@@ -109,6 +111,11 @@ def _exchange(selector: selectors.BaseSelector, sockets: list[socket.socket], re
                     sock.close()
                     in_flight -= 1
                     continue
+                if not request:  # --connect-only: a connection that never says anything
+                    selector.unregister(sock)
+                    in_flight -= 1
+                    answered.append(sock)
+                    continue
                 if not _send(sock, request, outcome):
                     selector.unregister(sock)
                     in_flight -= 1
@@ -183,6 +190,8 @@ def main() -> None:
     parser.add_argument("--connect-deadline", type=float, default=60.0)
     parser.add_argument("--probe-deadline", type=float, default=20.0)
     parser.add_argument("--max-hold", type=float, default=600.0)
+    parser.add_argument("--connect-only", action="store_true",
+                        help="only connect: send no request (held = connected, not answered)")
     args = parser.parse_args()
 
     count, limit_warning = _raise_nofile(args.count)
@@ -194,7 +203,8 @@ def main() -> None:
         sock.setblocking(False)
         sockets.append(sock)
     started = time.monotonic()
-    held, outcome = _exchange(selector, sockets, request, (args.host, args.port), args.in_flight,
+    held, outcome = _exchange(selector, sockets, b"" if args.connect_only else request,
+                              (args.host, args.port), args.in_flight,
                               started + args.connect_deadline)
     _say("held", requested=args.count, attempted=count, held=len(held),
          seconds=round(time.monotonic() - started, 2), problems=dict(outcome),

@@ -166,10 +166,10 @@ def fremlin(ctx: Context, server: Running) -> list[dict]:
 class Holder:
     """bench/holder.py in a subprocess, driven over its stdin/stdout JSON lines."""
 
-    def __init__(self, ctx: Context, server: Running) -> None:
+    def __init__(self, ctx: Context, server: Running, *options: str) -> None:
         argv = [ctx.python, str(HOLDER), "--port", str(server.port), "--count", str(ctx.idle),
                 "--connect-deadline", str(HOLDER_CONNECT_DEADLINE_S),
-                "--probe-deadline", str(HOLDER_PROBE_DEADLINE_S)]
+                "--probe-deadline", str(HOLDER_PROBE_DEADLINE_S), *options]
         if ctx.client_cpu is not None:
             argv = [machine.tool("taskset"), "-c", str(ctx.client_cpu), *argv]
         with open(ctx.logs / f"holder-{server.name}.log", "wb") as log:

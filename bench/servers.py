@@ -222,7 +222,7 @@ class Running:
     """A started server: its port, its process tree, its log."""
 
     def __init__(self, name: str, argv: list[str], port: int, log_path: Path, workdir: Path,
-                 cpu: int | None) -> None:
+                 cpu: int | None, cwd: Path | None = None) -> None:
         self.name = name
         self.port = port
         self.log_path = log_path
@@ -234,8 +234,9 @@ class Running:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, process_group=0, preexec_fn=_raise_nofile_in_child,
+                argv, cwd=cwd or ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=env, process_group=0,
+                preexec_fn=_raise_nofile_in_child,
             )
         self.pid = self.process.pid
 
@@ -284,13 +285,16 @@ class Running:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start(name: str, options: Options, logs: Path, tag: str, cpu: int | None) -> Running:
-    """Start `name` on a free port and wait until it accepts connections."""
+def start(name: str, options: Options, logs: Path, tag: str, cpu: int | None,
+          cwd: Path | None = None) -> Running:
+    """Start `name` on a free port and wait until it accepts connections.
+
+    ``cwd``: run it from another checkout (its own tpd2py and bench/ come first on sys.path)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     os.chmod(workdir, 0o755)
     port = free_port()
     argv = command(name, port, options, workdir)
-    running = Running(name, argv, port, logs / f"{tag}-{name}.log", workdir, cpu)
+    running = Running(name, argv, port, logs / f"{tag}-{name}.log", workdir, cpu, cwd)
     try:
         running.wait_ready()
     except StartError:
