@@ -40,7 +40,7 @@ def workload(mode: str, number: int) -> None:
             fn()
         server.hub.stop()
 
-    server.hub.call_soon(measure)  # dispatch() runs from the hub, as in the server
+    server.hub.call_soon(measure)  # serve() runs from the hub, as in the server
     server.hub.run()
 
 

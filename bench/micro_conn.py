@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from bench.hello import app  # noqa: E402
-from tpd2py.conn import Connection, dispatch  # noqa: E402
+from tpd2py.conn import Connection  # noqa: E402
 from tpd2py.server import Server  # noqa: E402
 
 FREMLIN = b"GET /test?name=John HTTP/1.0\r\n\r\n"
@@ -47,7 +47,7 @@ def cpu_us(fn: Callable[[], None], number: int) -> tuple[float, float]:
 
 
 def paths(server: Server) -> dict[str, Callable[[], None]]:
-    """The measured paths, each one call; run them from the hub (dispatch expects to be there).
+    """The measured paths, each one call; run them from the hub (serve expects to be there).
 
     Sockets are made as the server makes accepted ones: SOCK_NONBLOCK in the object's type
     (timeout 0, no syscall), the fd itself blocking (conn.py passes MSG_DONTWAIT).
@@ -69,7 +69,7 @@ def paths(server: Server) -> dict[str, Callable[[], None]]:
     def connection() -> None:
         a, b = socket.socketpair()
         b.sendall(FREMLIN)
-        dispatch(adopt(a).rec)
+        adopt(a).serve()
         b.recv(4096)
         b.close()
 
@@ -78,8 +78,8 @@ def paths(server: Server) -> dict[str, Callable[[], None]]:
 
     def keepalive() -> None:
         b.sendall(KEEPALIVE)
-        kept.rec.read_pending = True
-        dispatch(kept.rec)
+        kept.read_pending = True
+        kept.serve()
         b.recv(4096)
 
     return {"client": client_only, "connection": connection, "keepalive": keepalive}
@@ -99,7 +99,7 @@ def main() -> int:
         results["keepalive"] = cpu_us(path["keepalive"], args.number * 3)
         server.hub.stop()
 
-    server.hub.call_soon(measure)  # dispatch() runs from the hub, as in the server
+    server.hub.call_soon(measure)  # serve() runs from the hub, as in the server
     server.hub.run()
     cu, cs = results["client"]
     for name in ("connection", "keepalive"):

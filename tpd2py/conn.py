@@ -3,7 +3,7 @@
 States (``Connection.state``; ``_enter`` alone changes it, and alone sets the hub callback
 that goes with it)::
 
-    new ──> IDLE ──dispatch──> SERVING ──no input left──> IDLE
+    new ──> IDLE ───serve───> SERVING ──no input left──> IDLE
                                  │  ^ \\──request.park()──> PARKED ──exit/hang-up──> SERVING
                                  │  │  \\──handler returns Later──> DETACHED
                                  │  └──resume() needs a greenlet── DETACHED ──resume() sent
@@ -11,7 +11,7 @@ that goes with it)::
                                  ├──error or close with unread input──> LINGERING ──> CLOSED
                                  └──EOF, close, timeout (from any state)──────────> CLOSED
 
-- IDLE: no greenlet, no input buffer; the hub calls ``dispatch`` when bytes arrive.
+- IDLE: no greenlet, no input buffer; the hub calls ``serve`` when bytes arrive.
 - SERVING: ``serve`` runs in a greenlet (the loop's own one: hub.py, leader/followers) with an
   input buffer from the pool; it parses every complete request in the buffer, lets the
   ``Exchange`` run each handler and queue its response in one SendBuf, and flushes only when
@@ -19,7 +19,7 @@ that goes with it)::
 - PARKED: a handler waits on something other than its client (``Request.park``): the queued
   responses went out, the buffer is lent back if empty, and a hang-up wakes the handler.
 - DETACHED: the handler returned ``Later``: no greenlet; ``resume(response)`` from the hub
-  sends the response right there when it can (then IDLE), or dispatches the connection.
+  sends the response right there when it can (then IDLE), or has the hub call ``serve``.
 - LINGERING: after an error response, half-closed, reading and dropping input for a while so
   that the close is not a reset that destroys the response (RFC 9112 §9.6).
 How it works: deadlines are plain floats in ``deadline``, checked by the server's
@@ -30,7 +30,7 @@ through ``gsocket.send_queued`` (the one send path); ``sock`` is the transport s
 socket, or anything with its methods, e.g. TLS). A new connection enters epoll only when it
 first waits or idles.
 Switch points: ``recv``, ``flush``, ``park`` and whatever a handler calls; ``serve`` through
-them. ``dispatch``, ``resume``, ``close`` and the hang-up check run in the hub and never switch.
+them. ``resume``, ``close`` and the hang-up check run in the hub and never switch.
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ from .errors import (
 )
 from .exchange import BODY_DONE, DETACHED, INF, KEEP, Exchange
 from .gsocket import DONTWAIT, LAST, peek_hangup, recv_nowait, send_queued, watch
+from .hub import FdRecord
+from .inbuf import MAX_POOLED
 from .sendbuf import SendBuf
 from .wire import error_response
 
 if TYPE_CHECKING:
     from .context import Context
-    from .hub import FdRecord
 
 log = logging.getLogger("tpd2py.conn")
 
@@ -89,35 +90,19 @@ DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSE
 _SENDING = object()
 
 
-def dispatch(rec: FdRecord) -> None:
-    """Hub callback: bytes arrived on an idle connection (or Later's response is ready).
-
-    Serves it right here, in the loop's own greenlet: no switch unless a handler waits, and
-    then the hub hands the loop to a spare greenlet and this one goes on as the connection's
-    worker (hub.py, "leader/followers"). Never switches by itself.
-    """
-    if rec.closed:
-        return
-    conn: Connection = rec.owner
-    if conn.worker is not None:
-        return
-    try:
-        conn.serve(getcurrent())
-    except Exception:
-        log.exception("connection loop error for %s", conn.address())
-        conn.close()
-
-
-def hangup_check(rec: FdRecord) -> None:
+def hangup_check(conn: Connection) -> None:
     """Hub callback while PARKED or DETACHED: a readable edge on a busy connection is either
     the client's next pipelined request (left for later) or EOF/reset (the client is gone)."""
-    conn: Connection = rec.owner
-    if peek_hangup(rec, conn.sock):
+    if peek_hangup(conn, conn.sock):
         conn.hung_up()
 
 
-class Connection:
-    __slots__ = ("ctx", "sock", "rec", "peer", "state", "buf", "view", "start", "end", "scan",
+class Connection(FdRecord):
+    """A client connection. It is its own hub record (``FdRecord``): the hub calls its
+    ``on_readable`` with the connection itself, so no second object, and no lookup from the
+    record to the connection, is paid per connection or per request."""
+
+    __slots__ = ("ctx", "sock", "peer", "state", "buf", "view", "start", "end", "scan",
                  "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex")
 
     def __init__(self, ctx: Context, sock: Any, peer: Any = None) -> None:
@@ -143,9 +128,10 @@ class Connection:
         # never meets Nagle's algorithm, and one setsockopt less per connection counts.
         self.nodelay = False
         self.ex = Exchange()
-        # Not in epoll until something waits on it or it goes idle (Hub.register, armed).
-        self.rec: FdRecord = ctx.hub.register(sock.fileno(), dispatch, armed=False)
-        self.rec.owner = self
+        # Not in epoll until something waits on it or it goes idle (Hub.arm): a connection
+        # answered and closed without waiting costs no epoll_ctl.
+        # The hub calls on_readable with the record, which is this connection (hence the ignore).
+        FdRecord.__init__(self, sock.fileno(), Connection.serve)  # type: ignore[arg-type]
 
     def address(self) -> Any:
         """The peer's address (from accept, or getpeername when it was not kept)."""
@@ -160,34 +146,43 @@ class Connection:
 
     def _enter(self, state: State, hook: Callable[[], None] | None = None) -> None:
         """Move to ``state``: the only place that changes it, and the only place that sets the
-        hub callback (``rec.on_readable``) that goes with it. Never switches."""
-        rec = self.rec
+        hub callback (``on_readable``) that goes with it. Never switches."""
         if state is SERVING:
             # The handler owns the connection: no callback (an edge only sets read_pending).
             self.state = SERVING
-            rec.on_readable = None
+            self.on_readable = None
             self.park_hook = None
             if self.buf is None:
-                self.buf, self.view = self.ctx.buffers.take()
+                # BufferPool.take's common case inline: once per request.
+                free = self.ctx.buffers.free
+                self.buf, self.view = free.pop() if free else self.ctx.buffers.take()
                 self.start = self.end = self.scan = 0
             return
         if state is CLOSED:
-            self._closed()
+            self.close()
             return
         if state is IDLE:
             # An idle connection keeps nothing of its last request: no buffer, no greenlet.
             ctx = self.ctx
             self.ex.head = None
-            if self.buf is not None:
-                self._give_buffer()
+            buf = self.buf
+            if buf is not None:
+                # _give_buffer and BufferPool.give's common case inline: once per request.
+                self.buf = None
+                pool = ctx.buffers
+                if len(buf) == pool.size and len(pool.free) < MAX_POOLED:
+                    pool.free.append((buf, self.view))  # type: ignore[arg-type]
+                    self.view = None
+                else:
+                    self._give_buffer(buf)
             if ctx.draining:
-                self._closed()
+                self.close()
                 return
             self.state = IDLE
             self.deadline = ctx.hub.now + ctx.config.keepalive_timeout
-            rec.on_readable = dispatch
-            if not rec.armed:
-                ctx.hub.arm(rec)
+            self.on_readable = Connection.serve  # type: ignore[assignment]
+            if not self.armed:
+                ctx.hub.arm(self)
             return
         if state is PARKED or state is DETACHED_STATE:
             # Waiting on something else: lend the buffer back when it holds nothing unread,
@@ -196,25 +191,28 @@ class Connection:
             self.park_hook = hook
             if self.buf is not None and self.start == self.end:
                 self._give_buffer()
-            rec.on_readable = hangup_check
-            if not rec.armed:
-                self.ctx.hub.arm(rec)
+            self.on_readable = hangup_check  # type: ignore[assignment]
+            if not self.armed:
+                self.ctx.hub.arm(self)
             return
         assert state is LINGERING
         self.state = LINGERING
-        rec.on_readable = None
+        self.on_readable = None
 
-    def _give_buffer(self) -> None:
-        buf, view = self.buf, self.view
+    def _give_buffer(self, buf: bytearray | None = None) -> None:
+        buf = buf or self.buf
+        view = self.view
         self.buf = self.view = None
         self.start = self.end = 0
         assert buf is not None and view is not None
         self.ctx.buffers.give(buf, view)
 
-    def _closed(self) -> None:
-        """Entering CLOSED (see close)."""
+    def close(self) -> None:
+        """Any state -> CLOSED, now. Never switches (waiters on the fd are woken with
+        ConnectionClosed)."""
+        if self.state is CLOSED:
+            return
         self.state = CLOSED
-        rec = self.rec
         # The socket first: the FIN (and a final segment held by MSG_MORE) leaves before the
         # bookkeeping, which the client need not wait for.
         # Not contextlib.suppress: a context manager per connection is measurable here
@@ -223,24 +221,27 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
-        self.ctx.hub.unregister(rec, closing=True)  # wakes waiters with ConnectionClosed
-        if self.buf is not None:
-            self._give_buffer()
-        rec.on_readable = None
-        rec.owner = None
-        self.ctx.forget(self)
+        ctx = self.ctx
+        ctx.hub.unregister(self, closing=True)  # wakes waiters with ConnectionClosed
+        buf = self.buf
+        if buf is not None:
+            # _give_buffer with BufferPool.give's common case inline: once per connection
+            # (bench/instructions.py --mode conn: 89.6k -> 88.1k, with a close() call merged).
+            self.buf = None
+            pool = ctx.buffers
+            if len(buf) == pool.size and len(pool.free) < MAX_POOLED:
+                pool.free.append((buf, self.view))  # type: ignore[arg-type]
+                self.view = None
+            else:
+                self._give_buffer(buf)
+        self.on_readable = None
+        ctx.forget(self)
         self.out.clear()
         hook = self.park_hook
         if hook is not None:
             # A parked handler (or a detached one's waiter) learns that its connection is gone.
             self.park_hook = None
             _call_hook(hook)
-
-    def close(self) -> None:
-        """Close now (any state -> CLOSED). Never switches (waiters on the fd are woken with
-        ConnectionClosed)."""
-        if self.state is not CLOSED:
-            self._closed()
 
     # -- I/O (switch points) --------------------------------------------------------------------
 
@@ -262,11 +263,10 @@ class Connection:
             else:
                 self.buf, self.view = self.ctx.buffers.grow(buf, self.view, self.start,
                                                             self.end)
-        rec = self.rec
         while True:
-            if rec.closed:
+            if self.closed:
                 raise ConnectionClosed()
-            n = recv_nowait(rec, self.sock, self.view[self.end:])
+            n = recv_nowait(self, self.sock, self.view[self.end:])
             if n >= 0:
                 self.end += n
                 return n
@@ -274,7 +274,7 @@ class Connection:
                 self.set_nodelay()  # more responses may follow this write soon
                 self.flush()
             try:
-                self.ctx.hub.wait_readable(rec)
+                self.ctx.hub.wait_readable(self)
             except Timeout:
                 raise ClientTimeout() from None
 
@@ -313,7 +313,7 @@ class Connection:
         saved = self.deadline
         self.deadline = ctx.hub.now + ctx.config.write_timeout
         try:
-            ctx.hub.wait_writable(self.rec)
+            ctx.hub.wait_writable(self)
         except Timeout:
             # Part of a response may be on the wire: nothing honest can follow it. Close.
             raise CloseConnection() from None
@@ -326,106 +326,115 @@ class Connection:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def serve(self, worker: Any) -> None:
-        """SERVING until the connection is idle (returns, keeping it open), detached or closed.
+    def serve(self) -> None:
+        """The hub callback while IDLE (and once resume() needs a greenlet): SERVING until the
+        connection is idle again (returns, keeping it open), detached or closed.
 
-        Runs in ``worker``, the loop's own greenlet (hub.py, leader/followers), which stays this
-        connection's if a wait hands the loop off. The loop is the hot path of the server: it
-        binds what it uses to locals.
+        Runs in the loop's own greenlet (hub.py, leader/followers): no switch unless a handler
+        waits, and then the hub hands the loop to a spare greenlet and this one goes on as the
+        connection's worker. The loop is the hot path of the server: it binds what it uses to
+        locals.
         """
+        if self.closed or self.worker is not None:
+            return
         ex = self.ex
         state = self.state
         if state is not IDLE and (state is not DETACHED_STATE or ex.later is None):
-            return  # a stale dispatch: detached and not resumed yet, or closed
+            return  # a stale callback: detached and not resumed yet
         ctx = self.ctx
         hub = ctx.hub
         config = ctx.config
         limits = config.limits
         header_timeout = config.header_timeout
         parse = ctx.parse_head
-        rec = self.rec
         out = self.out
-        self.worker = worker
+        self.worker = getcurrent()
         self._enter(SERVING)
-        try:
-            if state is DETACHED_STATE:
-                later, ex.later = ex.later, None
-                head = ex.head
-                assert head is not None
-                if later is not _SENDING:
-                    ex.write_response(self, later, head.method == b"HEAD")
-                if not ex.keep_alive:
-                    # The last response (sent by resume(), maybe only in part) ends it.
-                    self.flush()
-                    if self.start < self.end or rec.read_pending:
-                        self._linger_close()
-                    else:
-                        self.close()
-                    return
-            self.deadline = hub.now + header_timeout
-            while True:
-                if self.start == self.end:
-                    if out.size:
+        try:  # a bug below must not leave the connection open and forgotten
+            try:
+                if state is DETACHED_STATE:
+                    later, ex.later = ex.later, None
+                    head = ex.head
+                    assert head is not None
+                    if later is not _SENDING:
+                        ex.write_response(self, later, head.method == b"HEAD")
+                    if not ex.keep_alive:
+                        # The last response (sent by resume(), maybe only in part) ends it.
                         self.flush()
-                    if not rec.read_pending and not rec.hangup:
-                        self._enter(IDLE)
-                        return
-                    self.start = self.end = self.scan = 0
-                    n = recv_nowait(rec, self.sock, self.view)  # type: ignore[arg-type]
-                    if n <= 0:
-                        if n == 0:
-                            self.close()
+                        if self.start < self.end or self.read_pending:
+                            self._linger_close()
                         else:
-                            self._enter(IDLE)
+                            self.close()
                         return
-                    self.end = n
-                    self.deadline = hub.now + header_timeout
-                result = parse(self.buf, self.start, self.end, limits, self.scan)  # type: ignore[arg-type]
-                if result is None:
-                    self.scan = self.end - 3
-                    if self.recv() == 0:
-                        self.close()
-                        return
-                    continue
-                head, self.start = result
-                self.scan = 0
-                handoffs = hub.handoffs
-                outcome = ex.handle(self, head)
-                if not rec.armed and hub.handoffs != handoffs:
-                    # The handler waited on something else while this fd was not in epoll:
-                    # no edge told us of input that came meanwhile.
-                    watch(hub, rec, pending=True)
-                if outcome != KEEP:
-                    if outcome == DETACHED:
-                        return  # resume() takes it from here
-                    # MSG_MORE only when the client asked to close: it sends nothing more
-                    # (RFC 9112 §9.6). When we chose to close (draining, ambiguous framing),
-                    # input may have come unseen, the close may be a reset, and a reset
-                    # discards what MSG_MORE still holds: the whole response.
-                    self.flush(last=not head.keep_alive and not head.must_close)
-                    if self.start < self.end or ex.body_left != BODY_DONE or rec.read_pending:
-                        self._linger_close()  # unread input: do not let the close be a reset
-                    else:
-                        self.close()
-                    return
                 self.deadline = hub.now + header_timeout
-                if self.queued >= MAX_QUEUED_RESPONSES or out.size >= MAX_QUEUED_BYTES:
-                    self.set_nodelay()
-                    self.flush()
-        except ProtocolError as e:
-            self._fail(e.status)
-        except ClientTimeout:
-            self._fail(408)
-        except Timeout:
-            # Thrown by the sweep while serve itself waited (between requests): just close.
-            self.close()
-        except ClientDisconnected:
-            log.debug("client %s went away mid-request", self.address())
-            self.close()
-        except (ConnectionClosed, ConnectionError, CloseConnection, Cancelled):
-            self.close()
-        except OSError as e:
-            log.debug("socket error on %s: %s", self.address(), e)
+                while True:
+                    if self.start == self.end:
+                        if out.size:
+                            self.flush()
+                        if not self.read_pending and not self.hangup:
+                            self._enter(IDLE)
+                            return
+                        self.start = self.end = self.scan = 0
+                        n = recv_nowait(self, self.sock, self.view)  # type: ignore[arg-type]
+                        if n <= 0:
+                            if n == 0:
+                                self.close()
+                            else:
+                                self._enter(IDLE)
+                            return
+                        self.end = n
+                        self.deadline = hub.now + header_timeout
+                    result = parse(self.buf, self.start, self.end, limits,  # type: ignore[arg-type]
+                                   self.scan)
+                    if result is None:
+                        self.scan = self.end - 3
+                        if self.recv() == 0:
+                            self.close()
+                            return
+                        continue
+                    head, self.start = result
+                    self.scan = 0
+                    handoffs = hub.handoffs
+                    outcome = ex.handle(self, head)
+                    if not self.armed and hub.handoffs != handoffs:
+                        # The handler waited on something else while this fd was not in
+                        # epoll: no edge told us of input that came meanwhile.
+                        watch(hub, self, pending=True)
+                    if outcome is not KEEP:
+                        if outcome is DETACHED:
+                            return  # resume() takes it from here
+                        # MSG_MORE only when the client asked to close: it sends nothing more
+                        # (RFC 9112 §9.6). When we chose to close (draining, ambiguous
+                        # framing), input may have come unseen, the close may be a reset, and
+                        # a reset discards what MSG_MORE still holds: the whole response.
+                        self.flush(last=not head.keep_alive and not head.must_close)
+                        if self.start < self.end or ex.body_left != BODY_DONE \
+                                or self.read_pending:
+                            self._linger_close()  # unread input: the close must not be a reset
+                        else:
+                            self.close()
+                        return
+                    self.deadline = hub.now + header_timeout
+                    if self.queued >= MAX_QUEUED_RESPONSES or out.size >= MAX_QUEUED_BYTES:
+                        self.set_nodelay()
+                        self.flush()
+            except ProtocolError as e:
+                self._fail(e.status)
+            except ClientTimeout:
+                self._fail(408)
+            except Timeout:
+                # Thrown by the sweep while serve itself waited (between requests): just close.
+                self.close()
+            except ClientDisconnected:
+                log.debug("client %s went away mid-request", self.address())
+                self.close()
+            except (ConnectionClosed, ConnectionError, CloseConnection, Cancelled):
+                self.close()
+            except OSError as e:
+                log.debug("socket error on %s: %s", self.address(), e)
+                self.close()
+        except Exception:
+            log.exception("connection loop error for %s", self.address())
             self.close()
         finally:
             self.worker = None
@@ -490,8 +499,8 @@ class Connection:
             self.set_nodelay()  # this handler's response will be a second write
         self.flush()
         self._enter(PARKED, on_hangup)
-        if self.rec.read_pending:
-            hangup_check(self.rec)
+        if self.read_pending:
+            hangup_check(self)
 
     def unpark(self) -> None:
         """PARKED -> SERVING (the handler runs again); takes an input buffer back. Never
@@ -503,8 +512,8 @@ class Connection:
         """SERVING -> DETACHED, for a handler that returned Later and whose response is not
         ready: the connection waits for ``resume`` with no greenlet. Never switches."""
         self._enter(DETACHED_STATE, on_hangup)
-        if self.rec.read_pending:
-            hangup_check(self.rec)
+        if self.read_pending:
+            hangup_check(self)
 
     def hung_up(self) -> None:
         """From the hub (hangup_check): the client is gone while PARKED or DETACHED."""
@@ -524,18 +533,17 @@ class Connection:
 
         The common case ends here, in the hub: nothing more to read and a fixed body, so the
         response goes out in one send and the connection goes idle without a greenlet (a
-        publish to 10,000 long polls is 10,000 of these). Otherwise the connection is dispatched
-        on the hub's next turn to send it and serve what follows.
+        publish to 10,000 long polls is 10,000 of these). Otherwise the hub calls ``serve``
+        on its next turn to send it and serve what follows.
         """
         ex = self.ex
         if self.state is not DETACHED_STATE or ex.later is not None:
             return  # closed meanwhile, or resumed already
-        rec = self.rec
         head = ex.head
-        if rec.read_pending or self.buf is not None or type(response.body) is not bytes \
+        if self.read_pending or self.buf is not None or type(response.body) is not bytes \
                 or head is None:
             ex.later = response
-            self.ctx.hub.call_soon(dispatch, rec)
+            self.ctx.hub.call_soon(Connection.serve, self)
             return
         out = self.out
         ex.write_response(self, response, head.method == b"HEAD")
@@ -548,7 +556,7 @@ class Connection:
         self.ctx.sendmsg_calls += 1
         if not done:
             ex.later = _SENDING  # a greenlet sends the rest, waiting for the socket if need be
-            self.ctx.hub.call_soon(dispatch, rec)
+            self.ctx.hub.call_soon(Connection.serve, self)
             return
         if ex.keep_alive:
             self._enter(IDLE)
@@ -563,7 +571,7 @@ class Connection:
         worker = self.worker
         if worker is None:
             self.close()
-        elif self.rec.reader is worker or self.rec.writer is worker:
+        elif self.reader is worker or self.writer is worker:
             self.ctx.hub.throw(worker, Timeout())
 
     def drain(self) -> None:

@@ -62,10 +62,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tpd2py.conn")
 
-# What handle() returns.
-CLOSE_AFTER = 0
-KEEP = 1
-DETACHED = 2
+# What handle() returns (bools and None: the common outcome is the keep-alive decision itself).
+KEEP = True
+CLOSE_AFTER = False
+DETACHED = None
 
 # A handler that left at most this much of its request body unread gets it drained so the
 # connection can be reused; a larger remainder is cheaper to close on.
@@ -75,6 +75,7 @@ INF = float("inf")
 # Exchange.body_left: bytes still to read, or one of these.
 BODY_DONE = 0
 BODY_CHUNKED = -2
+BODY_FAILED = -3  # its framing was bad (Exchange.failed): raised again on every read
 
 
 class Exchange:
@@ -90,18 +91,17 @@ class Exchange:
         self.keep_alive = True
         # The response Later promised, once resume() has it (the connection sends it).
         self.later: Any = None
-        # The framing error met while reading this request's body: raised again on drain.
+        # With body_left == BODY_FAILED: the framing error met reading this request's body.
         self.failed: ProtocolError | None = None
 
     # -- one request ----------------------------------------------------------------------------
 
-    def handle(self, conn: Connection, head: RequestHead) -> int:
+    def handle(self, conn: Connection, head: RequestHead) -> bool | None:
         """Run the handler for ``head`` and queue its response. May switch to the hub."""
         ctx = conn.ctx
         self.head = head
-        if self.response_started or self.continue_sent or self.failed is not None:
+        if self.response_started or self.continue_sent:
             self.response_started = self.continue_sent = False
-            self.failed = None
         self.keep_alive = head.keep_alive and not head.must_close and not ctx.draining
         if head.chunked:
             self.body_left = BODY_CHUNKED
@@ -150,7 +150,7 @@ class Exchange:
         except (ProtocolError, ClientTimeout):
             raise  # the client's fault: 4xx and close
         except (Timeout, ConnectionClosed):
-            if conn.rec.closed:
+            if conn.closed:
                 raise  # our own client is gone
             # Something else the handler waited on (an upstream socket) failed or timed out.
             log.exception("handler error for %r from %s", request_line(head), conn.address())
@@ -162,7 +162,7 @@ class Exchange:
             response = self._wait_later(conn, result)
             if response is None:
                 return DETACHED
-        elif self.body_left != BODY_DONE or self.failed is not None:
+        elif self.body_left != BODY_DONE:
             self.finish_body(conn)
         # The common case: a fixed body (bytes) with a known 2xx status and no reason phrase.
         body = response.body
@@ -178,18 +178,18 @@ class Exchange:
             conn.queued += 1
             if ctx.access_log is not None:
                 ctx.access_log.write(conn.address(), head, status, len(body))
-            return KEEP if keep else CLOSE_AFTER
+            return keep
         try:
             self.write_response(conn, response, head.method == b"HEAD")
         except (TypeError, ValueError):
             log.exception("bad response from the handler for %r", request_line(head))
             return self.answer_error(conn, 500)
-        return KEEP if self.keep_alive else CLOSE_AFTER
+        return self.keep_alive
 
     def _wait_later(self, conn: Connection, later: Later) -> Response | None:
         """Later's response if it is ready; else the connection detaches (None). May switch
         to the hub (drains the request body, sends earlier responses) before attaching."""
-        if self.body_left != BODY_DONE or self.failed is not None:
+        if self.body_left != BODY_DONE:
             self.finish_body(conn)
         if conn.out.size:
             conn.set_nodelay()  # the later response will be a second write
@@ -201,12 +201,12 @@ class Exchange:
             conn.detach(later.on_hangup)
         return response
 
-    def answer_error(self, conn: Connection, status: int, extra: bytes = b"") -> int:
+    def answer_error(self, conn: Connection, status: int, extra: bytes = b"") -> bool:
         """Queue a canned error for the current request. Once a streamed response has started,
         closing is the only honest answer."""
         if self.response_started:
             raise CloseConnection()
-        if self.body_left != BODY_DONE or self.failed is not None:
+        if self.body_left != BODY_DONE:
             self.finish_body(conn)
         head = self.head
         ctx = conn.ctx
@@ -217,7 +217,7 @@ class Exchange:
         if ctx.access_log is not None:
             ctx.access_log.write(conn.address(), head, status,
                                  len(data) - data.index(b"\r\n\r\n") - 4)
-        return KEEP if self.keep_alive else CLOSE_AFTER
+        return self.keep_alive
 
     def connection_line(self) -> bytes:
         head = self.head
@@ -324,10 +324,11 @@ class Exchange:
         client that hangs up or resets meanwhile raises ClientDisconnected.
         """
         head = self.head
-        if self.failed is not None:
-            raise self.failed
         if head is None or self.body_left == BODY_DONE:
             return
+        if self.body_left == BODY_FAILED:
+            assert self.failed is not None
+            raise self.failed
         config = conn.ctx.config
         if head.expect_continue and not self.continue_sent and conn.start == conn.end \
                 and not self.response_started:
@@ -351,7 +352,7 @@ class Exchange:
                 yield piece
         except ProtocolError as e:
             self.failed = e
-            self.body_left = BODY_DONE
+            self.body_left = BODY_FAILED
             raise
         self.body_left = BODY_DONE
         conn.deadline = INF
@@ -399,10 +400,11 @@ class Exchange:
         """Before the response is queued: discard an unread body if small enough, else stop
         keeping the connection. Malformed framing raises ProtocolError (answered 400: nothing
         of this response has been sent). May switch to the hub."""
-        if self.failed is not None:
-            raise self.failed
         if self.body_left == BODY_DONE:
             return
+        if self.body_left == BODY_FAILED:
+            assert self.failed is not None
+            raise self.failed
         head = self.head
         if head is not None and head.expect_continue and not self.continue_sent:
             # The client may still send the body, or may not: the stream cannot be trusted

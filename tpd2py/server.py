@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .app import App
-from .conn import Connection, dispatch
+from .conn import Connection
 from .context import Config, Context
 from .hub import FdRecord, Hub, get_hub
 from .watchdog import for_config
@@ -138,7 +138,7 @@ class Server:
         self.conns[fd] = conn
         if len(self.conns) >= self.config.max_connections:
             self._pause_accepting(True)
-        dispatch(conn.rec)
+        conn.serve()
 
     def _back_off(self, err: int) -> None:
         """Pause accepting for ACCEPT_BACKOFF. Said once when a run of back-offs starts (a
@@ -162,14 +162,9 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def dispatch(self, rec: FdRecord) -> None:
-        """Serve the connection of ``rec`` now (conn.dispatch; for tests and benchmarks that
-        adopt a socket themselves). Run it from the hub."""
-        dispatch(rec)
-
     def _forget(self, conn: Connection) -> None:
         """Context.forget: ``conn`` has closed; drop it from the registry."""
-        fd = conn.rec.fd
+        fd = conn.fd
         if self.conns.get(fd) is conn:
             del self.conns[fd]
         if self._accept_paused:

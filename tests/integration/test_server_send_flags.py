@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from bench.hello import app
-from tpd2py.conn import Connection, dispatch
+from tpd2py.conn import Connection
 from tpd2py.server import Server
 
 
@@ -53,7 +53,7 @@ def serve_once(request: bytes, record: list[RecordingSocket] | None = None
     server.conns[ours.fileno()] = conn
 
     def go() -> None:
-        dispatch(conn.rec)
+        conn.serve()
         server.hub.stop()
 
     server.hub.call_soon(go)
@@ -65,7 +65,7 @@ def serve_once(request: bytes, record: list[RecordingSocket] | None = None
         if b"close" not in request and data.count(b"HTTP/1.1 ") == request.count(b"HTTP/1."):
             break
     theirs.close()
-    if not conn.rec.closed:
+    if not conn.closed:
         conn.close()
     return rec_sock.flags, data
 
