@@ -502,12 +502,12 @@ def test_too_many_headers_is_431() -> None:
 
 
 def test_name_cache_holds_only_valid_names() -> None:
-    from tpd2py import http11
+    from tpd2py import _grammar
 
     check(bad_header(b"X-Never Valid: a"))
-    assert b"X-Never Valid" not in http11._NAMES
+    assert b"X-Never Valid" not in _grammar.NAMES
     check(bad_header(b"X-Seen-Once: a"))
-    assert http11._NAMES.get(b"X-Seen-Once") == b"x-seen-once"
+    assert _grammar.NAMES.get(b"X-Seen-Once") == b"x-seen-once"
 
 
 # --- chunked bodies ----------------------------------------------------------------------------
