@@ -335,8 +335,12 @@ def parse_head(
     else:
         version = _parse_version(version_bytes)
     # Targets are ASCII without CTL/SP (RFC 9112 §3.2; the head check already refused CTLs but
-    # allowed HTAB and obs-text, which a target must not contain).
-    if not target.isascii() or 9 in target:
+    # allowed HTAB and obs-text, which a target must not contain) and without "#": a fragment
+    # is never sent (RFC 9110 §7.1) and "#" is no pchar or query byte (RFC 3986 §3.3, §3.4), so
+    # an app must not see "/?q=x#frag" as the query value "x#frag".
+    if not target.isascii() or 9 in target or 35 in target:
+        if 35 in target:
+            raise invalid(400, "fragment (#) in request target")
         raise invalid(400, "invalid byte in request target")
     if target and target[0] == 47 and method != b"CONNECT":  # origin-form (RFC 9112 §3.2.1)
         if 63 in target:

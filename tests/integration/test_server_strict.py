@@ -276,3 +276,11 @@ def test_absolute_form_target_is_routed_by_path(srv):
 def test_unknown_method_token_gets_405_or_501_not_400(srv):
     ex = srv.exchange(b"BREW / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert ex.statuses[0] in (405, 501)
+
+
+def test_fragment_in_query_never_reaches_the_app(srv):
+    """Before: "GET /?name=x#frag" reached the app with the query value "x#frag". A client never
+    sends a fragment (RFC 9110 §7.1) and "#" is no query byte (RFC 3986 §3.4): 400 and close."""
+    ex = srv.exchange(b"GET /path/echo?name=x#frag HTTP/1.1\r\nHost: a\r\n\r\n" + AFTER)
+    assert ex.statuses == [400]
+    assert b"smuggled" not in ex.raw

@@ -101,6 +101,11 @@ VALID: list[tuple[str, bytes, dict[str, Any]]] = [
         head_fields(target=b"/a/b%20c?x=1&y=%2F", path=b"/a/b%20c", query=b"x=1&y=%2F"),
     ),
     (
+        "percent-encoded hash",
+        b"GET /a%23b?x=%23 HTTP/1.1\r\n" + H + b"\r\n",
+        head_fields(target=b"/a%23b?x=%23", path=b"/a%23b", query=b"x=%23"),
+    ),
+    (
         "empty query",
         b"GET /p? HTTP/1.1\r\n" + H + b"\r\n",
         head_fields(target=b"/p?", path=b"/p", query=b""),
@@ -284,10 +289,10 @@ VALID: list[tuple[str, bytes, dict[str, Any]]] = [
     ),
     (
         "target with every allowed visible byte",
-        b"GET /!$&'()*+,;=:@-._~%41[]{}|\\^`\"<># HTTP/1.1\r\n" + H + b"\r\n",
+        b"GET /!$&'()*+,;=:@-._~%41[]{}|\\^`\"<> HTTP/1.1\r\n" + H + b"\r\n",
         head_fields(
-            target=b"/!$&'()*+,;=:@-._~%41[]{}|\\^`\"<>#",
-            path=b"/!$&'()*+,;=:@-._~%41[]{}|\\^`\"<>#",
+            target=b"/!$&'()*+,;=:@-._~%41[]{}|\\^`\"<>",
+            path=b"/!$&'()*+,;=:@-._~%41[]{}|\\^`\"<>",
         ),
     ),
 ]
@@ -389,6 +394,15 @@ INVALID: list[tuple[str, bytes, int]] = [
     ("authority-form for GET", b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("absolute-form with empty host", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("unknown scheme", b"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    # "#" starts a fragment, never sent (RFC 9112 §3.2, RFC 9110 §7.1, RFC 3986 §3.3-3.5)
+    ("fragment after path", b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment in query", b"GET /?name=x#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("empty fragment", b"GET /# HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment only", b"GET # HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment in absolute-form", b"GET http://a/x#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment in authority", b"GET http://a#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment after asterisk", b"OPTIONS *# HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment in CONNECT", b"CONNECT a:443#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     # Host (RFC 9112 §3.2)
     ("missing host", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("missing host with other fields", b"GET / HTTP/1.1\r\nX: y\r\n\r\n", 400),
