@@ -256,7 +256,12 @@ def _check_transfer_encoding(values: list[bytes]) -> None:
     """Accept exactly one final "chunked" coding (RFC 9112 §6.1, §6.3 item 4), else raise.
 
     The field is a comma list (several lines combine); empty members are ignored (RFC 9110 §5.6.1)
-    and only SP/HTAB are OWS (§5.6.3), so "\\xa0chunked" is an unknown coding.
+    and only SP/HTAB are OWS (§5.6.3), so "\\xa0chunked" is not chunked. A final coding that is
+    not exactly chunked (gzip, chunk, "chunked", chunked;q=1, or chunked then gzip) is a 400:
+    §6.3 item 4 says a server MUST answer 400 and close when chunked is not the final coding of
+    a request, and the body's framing is then unknowable (never fall back to Content-Length,
+    gunicorn CVE-2024-1135/CVE-2024-6827). Only when chunked is final do we know where the body
+    ends; an earlier coding we do not decode (gzip, chunked) is then a 501 (RFC 9112 §6.1).
     """
     codings = []
     for value in values:
@@ -265,9 +270,7 @@ def _check_transfer_encoding(values: list[bytes]) -> None:
             if member:
                 codings.append(member.lower())
     if not codings or codings[-1] != b"chunked":
-        if b"chunked" in codings or not codings:
-            raise invalid(400, "chunked is not the final transfer coding")  # gunicorn CVE-2024-1135
-        raise invalid(501, "unsupported transfer coding")  # RFC 9112 §6.1; never fall back to CL
+        raise invalid(400, "chunked is not the final transfer coding")
     if len(codings) > 1:
         if codings.count(b"chunked") > 1:
             raise invalid(400, "chunked applied more than once")  # RFC 9112 §6.1 MUST NOT

@@ -429,12 +429,21 @@ INVALID: list[tuple[str, bytes, int]] = [
     ("te chunked then gzip", bad_header(b"Transfer-Encoding: chunked, gzip"), 400),
     ("te chunked twice", bad_header(b"Transfer-Encoding: chunked, chunked"), 400),
     ("te empty", bad_header(b"Transfer-Encoding: "), 400),
-    ("te gzip", bad_header(b"Transfer-Encoding: gzip"), 501),
+    # the final coding is not exactly chunked: §6.3 item 4 says 400 and close
+    ("te gzip", bad_header(b"Transfer-Encoding: gzip"), 400),
+    ("te identity", bad_header(b"Transfer-Encoding: identity"), 400),
+    ("te chunk", bad_header(b"Transfer-Encoding: chunk"), 400),
+    ("te chunkedx", bad_header(b"Transfer-Encoding: chunkedx"), 400),
+    ("te quoted chunked", bad_header(b'Transfer-Encoding: "chunked"'), 400),
+    ("te chunked with parameter", bad_header(b"Transfer-Encoding: chunked;q=1"), 400),
+    ("te nbsp", bad_header(b"Transfer-Encoding: \xa0chunked\xa0"), 400),
+    ("te chunked then gzip lines",
+     bad_header(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip"), 400),
+    # chunked is final, an earlier coding is one we do not decode: §6.1 says 501
     ("te gzip, chunked", bad_header(b"Transfer-Encoding: gzip, chunked"), 501),
-    ("te identity", bad_header(b"Transfer-Encoding: identity"), 501),
-    ("te chunkedx", bad_header(b"Transfer-Encoding: chunkedx"), 501),
-    ("te chunked with parameter", bad_header(b"Transfer-Encoding: chunked;q=1"), 501),
-    ("te nbsp", bad_header(b"Transfer-Encoding: \xa0chunked\xa0"), 501),
+    ("te gzip then chunked lines",
+     bad_header(b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"), 501),
+    ("te identity, chunked", bad_header(b"Transfer-Encoding: identity, chunked"), 501),
     ("te vertical tab", bad_header(b"Transfer-Encoding: \x0bchunked"), 400),
 ]
 
