@@ -696,18 +696,16 @@ SEEDS = [case[1] for case in VALID] + [
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
 ]
 MUTANTS = b"\x00\t\n\r :;,\"\\/?#%0123456789aAfFxX\x7f\x80\xa0\xff"
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.sampled_from(SEEDS),
-    st.lists(
-        st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"]),
-                  st.sampled_from(list(MUTANTS))),
-        min_size=1, max_size=4,
-    ),
+# Up to four single-byte edits at random places: insert, delete or replace with a mutant byte.
+EDITS = st.lists(
+    st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"]),
+              st.sampled_from(list(MUTANTS))),
+    min_size=1, max_size=4,
 )
-def test_mutated_requests_fail_only_with_protocol_error(seed: bytes, edits) -> None:
+
+
+def mutate(seed: bytes, edits: list[tuple[int, str, int]]) -> bytes:
+    """Apply EDITS to seed; positions wrap around so every edit lands somewhere."""
     raw = bytearray(seed)
     for where, kind, byte in edits:
         where %= len(raw) + 1
@@ -717,10 +715,16 @@ def test_mutated_requests_fail_only_with_protocol_error(seed: bytes, edits) -> N
             del raw[where : where + 1]
         else:
             raw[where : where + 1] = bytes([byte])
-    raw_bytes = bytes(raw)
-    result = check(raw_bytes)  # whole and byte by byte agree, and only ProtocolError escapes
+    return bytes(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SEEDS), EDITS)
+def test_mutated_requests_fail_only_with_protocol_error(seed: bytes, edits) -> None:
+    raw = mutate(seed, edits)
+    result = check(raw)  # whole and byte by byte agree, and only ProtocolError escapes
     if isinstance(result, tuple) and result[0]["chunked"]:
-        decoded = check_chunked(raw_bytes[result[1] :])
+        decoded = check_chunked(raw[result[1] :])
         assert decoded in (None, 400, 431) or isinstance(decoded, tuple)
 
 
@@ -728,23 +732,7 @@ CHUNKED_SEEDS = [case[1] for case in CHUNKED_VALID]
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.sampled_from(CHUNKED_SEEDS),
-    st.lists(
-        st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"]),
-                  st.sampled_from(list(MUTANTS))),
-        min_size=1, max_size=4,
-    ),
-)
+@given(st.sampled_from(CHUNKED_SEEDS), EDITS)
 def test_mutated_chunked_bodies_fail_only_with_protocol_error(seed: bytes, edits) -> None:
-    raw = bytearray(seed)
-    for where, kind, byte in edits:
-        where %= len(raw) + 1
-        if kind == "insert":
-            raw[where:where] = bytes([byte])
-        elif kind == "delete":
-            del raw[where : where + 1]
-        else:
-            raw[where : where + 1] = bytes([byte])
-    decoded = check_chunked(bytes(raw))  # whole and byte by byte agree
+    decoded = check_chunked(mutate(seed, edits))  # whole and byte by byte agree
     assert decoded in (None, 400, 431) or isinstance(decoded, tuple)
