@@ -22,35 +22,19 @@ from typing import Any, Protocol, TypeAlias
 
 from markupsafe import escape
 
-try:  # the C function markupsafe.escape calls; its pure-Python twin otherwise
-    from markupsafe._speedups import _escape_inner
-except ImportError:  # pragma: no cover - depends on how markupsafe was installed
-    from markupsafe._native import _escape_inner
-
+from tpd2py._escape import BIG_STATIC, text_bytes
 from tpd2py._html_names import RAW_TEXT_ELEMENTS, VOID_ELEMENTS
 from tpd2py._html_nodes import (
+    Cycle,
     Each,
     Element,
     HtmlDefinitionError,
+    LoopValue,
+    Scope,
     Var,
     When,
-    _children,
-    _Cycle,
-    _LoopValue,
-    _Scope,
+    flatten_children,
 )
-
-BIG_STATIC = 1024  # a static run this long is its own chunk rather than copied into another
-
-
-def _text(value: Any) -> bytes:
-    if type(value) is str:
-        return _escape_inner(value).encode()
-    if value is None:
-        return b""
-    if type(value) is int:
-        return str(value).encode()
-    return escape(value).encode()  # __html__ objects raw, others str()ed and escaped
 
 
 def _attr(prefix: bytes, value: Any) -> bytes:
@@ -58,7 +42,7 @@ def _attr(prefix: bytes, value: Any) -> bytes:
         return b""
     if value is True:
         return prefix
-    return b'%s="%s"' % (prefix, _text(value))
+    return b'%s="%s"' % (prefix, text_bytes(value))
 
 
 def _sized(items: Any) -> Any:
@@ -87,16 +71,16 @@ class _LoopNames:
 class _Compiler:
     """Flattens a tree into parts and writes the render function (see the module header)."""
 
-    def __init__(self, page_scope: _Scope) -> None:
-        self.roots: dict[_Scope, str] = {page_scope: ""}  # scope -> Python name its Vars hang on
-        self.loops: dict[_Scope, _LoopNames] = {}
+    def __init__(self, page_scope: Scope) -> None:
+        self.roots: dict[Scope, str] = {page_scope: ""}  # scope -> Python name its Vars hang on
+        self.loops: dict[Scope, _LoopNames] = {}
         self.count = 0
 
     def function(self, holes: tuple[str, ...], node: Any) -> str:
         signature = f"_out, /, *, {', '.join(holes)}" if holes else "_out, /"
         lines = [f"def render({signature}):", "    _w = _out.append"]
         run: list[_Part] = []
-        for part in _merged(self.parts(_children([node]))):
+        for part in _merged(self.parts(flatten_children([node]))):
             big = part.chunk if isinstance(part, _Expr) else len(part) >= BIG_STATIC
             if big:
                 if run:
@@ -127,11 +111,11 @@ class _Compiler:
                     self.parts(child.otherwise))
                 parts.append(_Expr(f"({then} if {self.condition(child.condition)} else "
                                    f"{otherwise})"))
-            elif isinstance(child, _Cycle):
+            elif isinstance(child, Cycle):
                 parts.append(self.cycle(child, tuple(_static_text(v) for v in child.values)))
-            elif isinstance(child, _LoopValue):
+            elif isinstance(child, LoopValue):
                 parts.append(self.loop_number(child))
-            else:  # pragma: no cover - _children() lets nothing else through
+            else:  # pragma: no cover - flatten_children() lets nothing else through
                 raise HtmlDefinitionError(f"not markup: {child!r}")
         return parts
 
@@ -141,12 +125,12 @@ class _Compiler:
             prefix = b" " + name.encode()
             if isinstance(value, Var):
                 parts.append(_Expr(f"_attr({prefix!r}, {self.var(value)})"))
-            elif isinstance(value, _Cycle):
+            elif isinstance(value, Cycle):
                 parts.append(self.cycle(value, tuple(_static_attr(prefix, v)
                                                      for v in value.values)))
-            elif isinstance(value, _LoopValue) and value.kind in ("first", "last"):
+            elif isinstance(value, LoopValue) and value.kind in ("first", "last"):
                 parts.append(_Expr(f"({prefix!r} if {self.condition(value)} else b'')"))
-            elif isinstance(value, _LoopValue):
+            elif isinstance(value, LoopValue):
                 parts += [prefix + b'="', self.loop_number(value), b'"']
             else:
                 parts.append(_static_attr(prefix, value))
@@ -191,14 +175,14 @@ class _Compiler:
                 f"{var!r} is used outside the each() it belongs to, or in another page")
         return root + var._code
 
-    def loop(self, scope: _Scope) -> _LoopNames:
+    def loop(self, scope: Scope) -> _LoopNames:
         names = self.loops.get(scope)
         if names is None:
             raise HtmlDefinitionError("a loop value is used outside the each() it belongs to")
         names.uses_index = True
         return names
 
-    def loop_number(self, value: _LoopValue) -> _Expr:
+    def loop_number(self, value: LoopValue) -> _Expr:
         names = self.loop(value.scope)
         if value.kind in ("first", "last"):
             raise HtmlDefinitionError(f"loop.{value.kind} is a condition: use it in when()")
@@ -207,7 +191,7 @@ class _Compiler:
             return _Expr(names.length, b"%d")
         return _Expr(names.index + (" + 1" if value.kind == "index" else ""), b"%d")
 
-    def condition(self, condition: Var | _LoopValue) -> str:
+    def condition(self, condition: Var | LoopValue) -> str:
         if isinstance(condition, Var):
             return self.var(condition)
         names = self.loop(condition.scope)
@@ -218,7 +202,7 @@ class _Compiler:
             return f"{names.index} == {names.length} - 1"
         return self.loop_number(condition).code  # index etc.: truthiness of the number
 
-    def cycle(self, cycle: _Cycle, rendered: tuple[bytes, ...]) -> _Expr:
+    def cycle(self, cycle: Cycle, rendered: tuple[bytes, ...]) -> _Expr:
         names = self.loop(cycle.scope)
         return _Expr(f"{rendered!r}[{names.index} % {len(rendered)}]")
 
@@ -265,7 +249,7 @@ class RenderFunction(Protocol):
     def __call__(self, out: list[bytes], /, **holes: Any) -> None: ...
 
 
-def compile_page(name: str, scope: _Scope, holes: tuple[str, ...],
+def compile_page(name: str, scope: Scope, holes: tuple[str, ...],
                  node: Any) -> tuple[str, RenderFunction]:
     """The source of the render function of a page whose holes hang on ``scope``, and the function.
 
@@ -274,6 +258,6 @@ def compile_page(name: str, scope: _Scope, holes: tuple[str, ...],
     source = _Compiler(scope).function(holes, node)
     filename = f"<tpd2py.html page {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"_text": _text, "_attr": _attr, "_sized": _sized}
+    namespace: dict[str, Any] = {"_text": text_bytes, "_attr": _attr, "_sized": _sized}
     exec(compile(source, filename, "exec"), namespace)
     return source, namespace["render"]

@@ -23,7 +23,7 @@ ELEMENTS = VOID_ELEMENTS | RAW_TEXT_ELEMENTS | frozenset("""
     table tbody td template textarea tfoot th thead time title tr u ul var video
     math svg g path circle ellipse line polyline polygon rect text tspan defs use symbol
     lineargradient radialgradient stop clippath mask pattern image foreignobject
-    """.split())  # noqa: SIM905  # noqa: SIM905 - a word list reads better than a literal
+    """.split())  # noqa: SIM905 - a word list reads better than a literal
 
 ATTRIBUTES = frozenset("""
     abbr accept accept-charset accesskey action allow allowfullscreen alt as async autocapitalize
@@ -40,4 +40,4 @@ ATTRIBUTES = frozenset("""
     usemap value width wrap
     xmlns viewbox fill stroke stroke-width stroke-linecap stroke-linejoin d cx cy r rx ry x y
     x1 y1 x2 y2 points transform opacity fill-opacity stroke-opacity preserveaspectratio
-    """.split())  # noqa: SIM905  # noqa: SIM905 - a word list reads better than a literal
+    """.split())  # noqa: SIM905 - a word list reads better than a literal

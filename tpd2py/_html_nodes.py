@@ -7,7 +7,7 @@ Rules: nodes validate when they are built, so a wrong definition fails at import
 (``HtmlDefinitionError``); a Var refuses truth testing and iteration, which would silently take
 one branch at definition. Nothing here renders; ``_html_compiler`` turns a tree into code.
 
-How it works: a ``Var`` holds its ``_Scope`` (the page, or one ``each``) and a Python path relative
+How it works: a ``Var`` holds its ``Scope`` (the page, or one ``each``) and a Python path relative
 to the scope's root name (``.name``, ``['id']``); the compiler gives each scope its root name.
 """
 
@@ -22,7 +22,7 @@ class HtmlDefinitionError(ValueError):
     """A page definition is wrong; raised at definition (import), never per request."""
 
 
-class _Scope:
+class Scope:
     """A page's holes, or one ``each``'s item and loop: what a Var or loop value hangs from."""
 
     def __init__(self, label: str) -> None:
@@ -34,7 +34,7 @@ class Var:
 
     __slots__ = ("_scope", "_code")
 
-    def __init__(self, scope: _Scope, code: str) -> None:
+    def __init__(self, scope: Scope, code: str) -> None:
         self._scope = scope
         self._code = code  # Python source relative to the scope's root name
 
@@ -65,34 +65,34 @@ class Node:
     __slots__ = ()
 
 
-class _LoopValue(Node):
+class LoopValue(Node):
     """``loop.index``, ``.index0``, ``.length`` (numbers), ``.first``, ``.last`` (conditions)."""
 
     __slots__ = ("scope", "kind")
 
-    def __init__(self, scope: _Scope, kind: str) -> None:
+    def __init__(self, scope: Scope, kind: str) -> None:
         self.scope, self.kind = scope, kind
 
 
-class _Cycle(Node):
+class Cycle(Node):
     """``loop.cycle(a, b, ...)``: static values, each rendered at definition."""
 
     __slots__ = ("scope", "values")
 
-    def __init__(self, scope: _Scope, values: tuple[AttrValue, ...]) -> None:
+    def __init__(self, scope: Scope, values: tuple[AttrValue, ...]) -> None:
         self.scope, self.values = scope, values
 
 
 class Loop:
     """The second argument of an ``each`` body: where the current row is."""
 
-    def __init__(self, scope: _Scope) -> None:
+    def __init__(self, scope: Scope) -> None:
         self._scope = scope
-        self.index = _LoopValue(scope, "index")  # 1-based
-        self.index0 = _LoopValue(scope, "index0")
-        self.length = _LoopValue(scope, "length")
-        self.first = _LoopValue(scope, "first")
-        self.last = _LoopValue(scope, "last")
+        self.index = LoopValue(scope, "index")  # 1-based
+        self.index0 = LoopValue(scope, "index0")
+        self.length = LoopValue(scope, "length")
+        self.first = LoopValue(scope, "first")
+        self.last = LoopValue(scope, "last")
 
     def cycle(self, *values: AttrValue) -> Node:
         """The i-th of ``values`` (mod their number) in row i; static values, rendered once."""
@@ -100,7 +100,7 @@ class Loop:
             raise HtmlDefinitionError("loop.cycle() needs at least one value")
         for value in values:
             _check_static(value)
-        return _Cycle(self._scope, values)
+        return Cycle(self._scope, values)
 
 
 #: What an attribute may be set to (loop values are Nodes).
@@ -114,7 +114,7 @@ def _check_static(value: object) -> None:
         raise HtmlDefinitionError(f"loop.cycle() takes static values, not {value!r}")
 
 
-def _children(children: Iterable[Child]) -> tuple[Any, ...]:
+def flatten_children(children: Iterable[Child]) -> tuple[Any, ...]:
     """Flatten nested iterables; drop None and booleans; reject what cannot be markup."""
     flat: list[Any] = []
     for child in children:
@@ -125,7 +125,7 @@ def _children(children: Iterable[Child]) -> tuple[Any, ...]:
         elif isinstance(child, (bytes, bytearray, dict)):
             raise HtmlDefinitionError(f"not markup: {child!r} (use str, or Markup for raw HTML)")
         elif isinstance(child, Iterable):
-            flat.extend(_children(child))
+            flat.extend(flatten_children(child))
         else:
             raise HtmlDefinitionError(f"not markup: {child!r}")
     return tuple(flat)
@@ -149,7 +149,7 @@ class Each(Node):
 
     __slots__ = ("seq", "scope", "body", "otherwise")
 
-    def __init__(self, seq: Var, scope: _Scope, body: tuple[Any, ...],
+    def __init__(self, seq: Var, scope: Scope, body: tuple[Any, ...],
                  otherwise: tuple[Any, ...]) -> None:
         self.seq, self.scope, self.body, self.otherwise = seq, scope, body, otherwise
 
@@ -159,6 +159,6 @@ class When(Node):
 
     __slots__ = ("condition", "then", "otherwise")
 
-    def __init__(self, condition: Var | _LoopValue, then: tuple[Any, ...],
+    def __init__(self, condition: Var | LoopValue, then: tuple[Any, ...],
                  otherwise: tuple[Any, ...]) -> None:
         self.condition, self.then, self.otherwise = condition, then, otherwise

@@ -38,19 +38,11 @@ from jinja2 import Environment, nodes
 from jinja2.compiler import CodeGenerator, Frame, find_undeclared
 from jinja2.idtracking import VAR_LOAD_PARAMETER
 from jinja2.runtime import Context
-from markupsafe import escape
 
-try:  # the C speedup that markupsafe.escape itself calls; its pure-Python twin otherwise
-    from markupsafe._speedups import _escape_inner
-except ImportError:  # pragma: no cover - depends on how markupsafe was installed
-    from markupsafe._native import _escape_inner
+from tpd2py._escape import BIG_STATIC, escape_bytes
 
 Write = Callable[[bytes], object]
 RenderBytes = Callable[[Context, Write], None]
-
-# A static piece this large is its own chunk: copying it into a formatted chunk would cost more
-# than the extra iovec it saves.
-BIG_STATIC = 1024
 
 _WRITE = "tpd_write"
 _HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes")
@@ -355,20 +347,15 @@ class BytesCodeGenerator(CodeGenerator):
 # -- runtime helpers imported by generated modules
 
 
-def tpd_escape(value: Any) -> bytes:
-    """``str(markupsafe.escape(value)).encode()``, without building the Markup for a str."""
-    if type(value) is str:
-        return _escape_inner(value).encode()
-    if type(value) is int:  # digits and "-" never need escaping
-        return str(value).encode()
-    return escape(value).encode()
+# The generated code's name for it; the same function object, so no extra call.
+tpd_escape = escape_bytes
 
 
 def tpd_str(value: Any) -> bytes:
     return str(value).encode()
 
 
-def _text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderBytes:
+def text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderBytes:
     def render_bytes(context: Context, write: Write) -> None:
         for text in render_text(context):
             write(str.encode(text))
@@ -378,13 +365,13 @@ def _text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderByt
 def tpd_root_of(template: Any) -> RenderBytes:
     """The byte root of a template; a text adapter for a template compiled elsewhere."""
     render: RenderBytes | None = getattr(template, "tpd_root_render_func", None)
-    return render if render is not None else _text_to_bytes(template.root_render_func)
+    return render if render is not None else text_to_bytes(template.root_render_func)
 
 
 def tpd_block_of(block: Callable[[Context], Iterable[str]]) -> RenderBytes:
     """The byte twin of a text block function (see ``BytesTemplate``), or a text adapter."""
     render: RenderBytes | None = getattr(block, "tpd_bytes", None)
-    return render if render is not None else _text_to_bytes(block)
+    return render if render is not None else text_to_bytes(block)
 
 
 _module_bytes: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()

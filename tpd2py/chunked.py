@@ -4,23 +4,23 @@
 exactly one message body and leaves the rest. Chunk sizes are checked byte by byte before any
 `int()`, extensions are matched by a possessive (never backtracking) pattern and not
 interpreted, trailer fields are checked like header fields and bounded. No I/O, never switches.
-Split from http11.py, whose byte classes and limits it uses.
+Its byte classes, name checks and limits come from `_grammar.py`, shared with http11.py.
 """
 
 from __future__ import annotations
 
 import re
 
-from .http11 import (
-    _HEAD_TABLE,
-    _HEX_TABLE,
-    _NAMES,
-    _OWS,
+from ._grammar import (
     DEFAULT_LIMITS,
+    HEAD_TABLE,
+    HEX_TABLE,
     MAX_CHUNK_SIZE_DIGITS,
+    NAMES,
+    OWS,
     Limits,
-    _bad,
-    _check_name,
+    check_name,
+    invalid,
 )
 
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
@@ -71,7 +71,7 @@ class ChunkedDecoder:
             elif state == _DATA_END:
                 # RFC 9112 §7.1: chunk-data is followed by CRLF, nothing else (peers #13).
                 if buf[start] != 13 or (end - start >= 2 and buf[start + 1] != 10):
-                    raise _bad(400, "chunk data not followed by CRLF")
+                    raise invalid(400, "chunk data not followed by CRLF")
                 if end - start < 2:
                     break
                 start += 2
@@ -110,58 +110,58 @@ class ChunkedDecoder:
         i = buf.find(b"\r\n", start, min(end, start + room))
         if i < 0:
             if end - start >= room:
-                raise _bad(431, "trailer section too large")  # peers #18
+                raise invalid(431, "trailer section too large")  # peers #18
             if buf.find(b"\n", start, end) >= 0:
-                raise _bad(400, "bare LF in trailer section")
+                raise invalid(400, "bare LF in trailer section")
             return start
         self._tbytes += i + 2 - start
         if i == start:
             self.done = True
             return i + 2
         line = b"" + buf[start:i]
-        if line.translate(_HEAD_TABLE).count(0):
-            raise _bad(400, "invalid byte in trailer field")  # bare CR/LF, CTL (peers #14/#15)
+        if line.translate(HEAD_TABLE).count(0):
+            raise invalid(400, "invalid byte in trailer field")  # bare CR/LF, CTL (peers #14/#15)
         name, colon, value = line.partition(b":")
         if not colon:
             # peers #15: "GET /admin HTTP/1.1" here is not a request; it is a broken trailer.
-            raise _bad(400, "trailer line without colon")
-        lname = _NAMES.get(name)
+            raise invalid(400, "trailer line without colon")
+        lname = NAMES.get(name)
         if lname is None:
-            lname = _check_name(name)
+            lname = check_name(name)
         if len(self.trailers) >= limits.max_headers:
-            raise _bad(431, "too many trailer fields")  # peers #18
-        self.trailers.append((lname, value.strip(_OWS)))
+            raise invalid(431, "too many trailer fields")  # peers #18
+        self.trailers.append((lname, value.strip(OWS)))
         return i + 2
 
 
 def _check_partial_line(buf: bytes | bytearray, start: int, end: int, max_line: int) -> None:
     """A chunk line with no CRLF yet: refuse it early if it is already too long or broken."""
     if end - start >= max_line + 2:
-        raise _bad(400, "chunk line too long")  # RFC 9112 §7.1.1: bound extensions
+        raise invalid(400, "chunk line too long")  # RFC 9112 §7.1.1: bound extensions
     if buf.find(b"\n", start, end) >= 0:
-        raise _bad(400, "bare LF in chunk line")  # peers #14
+        raise invalid(400, "bare LF in chunk line")  # peers #14
     i = buf.find(b"\r", start, end)
     if 0 <= i < end - 1:
-        raise _bad(400, "bare CR in chunk line")
+        raise invalid(400, "bare CR in chunk line")
 
 
 def _parse_chunk_line(line: bytes) -> int:
     """chunk-size [ chunk-ext ] (RFC 9112 §7.1, §7.1.1); return the size, or raise 400."""
-    if 0 < len(line) <= MAX_CHUNK_SIZE_DIGITS and not line.translate(_HEX_TABLE).count(0):
+    if 0 < len(line) <= MAX_CHUNK_SIZE_DIGITS and not line.translate(HEX_TABLE).count(0):
         return int(line, 16)  # the common case: 1*HEXDIG alone, checked byte by byte first
-    if line.translate(_HEAD_TABLE).count(0):
-        raise _bad(400, "invalid byte in chunk line")  # bare CR/LF or CTL (peers #14)
+    if line.translate(HEAD_TABLE).count(0):
+        raise invalid(400, "invalid byte in chunk line")  # bare CR/LF or CTL (peers #14)
     cut = len(line)
     for sep in (b";", b" ", b"\t"):  # ";" ends the size; BWS (SP/HTAB) may precede it
         i = line.find(sep, 0, cut)
         if i >= 0:
             cut = i
     size = line[:cut]
-    if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(_HEX_TABLE).count(0):
+    if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(HEX_TABLE).count(0):
         # peers #12: 0x5, +5, 1_0, -0, " 5" are not 1*HEXDIG; never int(x, 16) unchecked.
-        raise _bad(400, "invalid chunk size")
+        raise invalid(400, "invalid chunk size")
     if _CHUNK_EXT.fullmatch(line, cut) is None:
-        raise _bad(400, "invalid chunk extension")
+        raise invalid(400, "invalid chunk extension")
     return int(size, 16)
 
 

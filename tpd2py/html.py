@@ -29,22 +29,23 @@ from typing import Any
 
 from markupsafe import Markup
 
-from tpd2py._html_compiler import BIG_STATIC, RenderFunction, compile_page
+from tpd2py._escape import BIG_STATIC
+from tpd2py._html_compiler import RenderFunction, compile_page
 from tpd2py._html_names import ATTRIBUTES, ELEMENTS, RAW_TEXT_ELEMENTS, VOID_ELEMENTS
 from tpd2py._html_nodes import (
     AttrValue,
     Child,
+    Cycle,
     Each,
     Element,
     HtmlDefinitionError,
     Loop,
+    LoopValue,
     Node,
+    Scope,
     Var,
     When,
-    _children,
-    _Cycle,
-    _LoopValue,
-    _Scope,
+    flatten_children,
 )
 
 __all__ = ["BIG_STATIC", "DOCTYPE", "AttrValue", "Child", "Element", "HtmlDefinitionError", "Loop",
@@ -90,7 +91,7 @@ class Tag:
                 rest.append(child)
         for name, value in attributes.items():
             self._add(attrs, _attribute_name(name, from_keyword=True), value)
-        flat = _children(rest)
+        flat = flatten_children(rest)
         if self.void and flat:
             raise HtmlDefinitionError(f"<{self.name}> is a void element: it takes no children")
         if self.raw_text:
@@ -101,7 +102,7 @@ class Tag:
     def _add(self, attrs: dict[str, AttrValue], name: str, value: AttrValue) -> None:
         if name in attrs:
             raise HtmlDefinitionError(f"<{self.name}> attribute {name!r} given twice")
-        if not isinstance(value, (str, int, float, type(None), Var, _LoopValue, _Cycle)):
+        if not isinstance(value, (str, int, float, type(None), Var, LoopValue, Cycle)):
             raise HtmlDefinitionError(f"<{self.name} {name}=...>: not an attribute value: "
                                       f"{value!r}")
         attrs[name] = value
@@ -157,20 +158,20 @@ def each(seq: Var, body: Callable[[Var], Child] | Callable[[Var, Loop], Child],
     """
     if not isinstance(seq, Var):
         raise HtmlDefinitionError(f"each() iterates over a Var, not {seq!r}")
-    scope = _Scope(f"each({seq!r})")
+    scope = Scope(f"each({seq!r})")
     item = Var(scope, "")
     params = len(inspect.signature(body).parameters)
     if params not in (1, 2):
         raise HtmlDefinitionError("each() body takes (item) or (item, loop)")
     result = body(item) if params == 1 else body(item, Loop(scope))  # type: ignore[call-arg]
-    return Each(seq, scope, _children([result]), _children([otherwise]))
+    return Each(seq, scope, flatten_children([result]), flatten_children([otherwise]))
 
 
 def when(condition: Var | Node, then: Child, otherwise: Child = None) -> When:
     """``then`` if ``condition`` is truthy at render time, else ``otherwise``."""
-    if not isinstance(condition, (Var, _LoopValue)):
+    if not isinstance(condition, (Var, LoopValue)):
         raise HtmlDefinitionError(f"when() tests a Var or loop value, not {condition!r}")
-    return When(condition, _children([then]), _children([otherwise]))
+    return When(condition, flatten_children([then]), flatten_children([otherwise]))
 
 
 # -- pages
@@ -179,7 +180,7 @@ def when(condition: Var | Node, then: Child, otherwise: Child = None) -> When:
 class Page:
     """A compiled page: ``render(out, **holes)`` appends chunks; ``chunks(**holes)`` lists them."""
 
-    def __init__(self, name: str, holes: tuple[str, ...], node: Child, scope: _Scope) -> None:
+    def __init__(self, name: str, holes: tuple[str, ...], node: Child, scope: Scope) -> None:
         self.name = name
         self.holes = holes
         #: The generated function itself: no wrapper between the caller and the page.
@@ -205,6 +206,6 @@ def page(define: Callable[..., Child]) -> Page:
                 f"{define.__name__}: holes are plain parameters without defaults or leading _: "
                 f"{param}")
         holes.append(param.name)
-    scope = _Scope(define.__name__)
+    scope = Scope(define.__name__)
     node = define(**{name: Var(scope, name) for name in holes})
     return Page(define.__name__, tuple(holes), node, scope)

@@ -25,11 +25,38 @@ Known header spellings hit a dict of validated names (and Host values a set), so
 does no per-byte Python work; both caches are bounded and only ever hold values that passed the
 full check, so they change speed, never the verdict. A few framing headers (Host, Content-Length,
 Transfer-Encoding, Connection, Expect) are set aside during the walk and interpreted afterwards.
-Chunked bodies are decoded by `chunked.ChunkedDecoder`, which shares this module's byte classes.
+The byte classes, name checks, caches and limits live in `_grammar.py`, shared with
+`chunked.ChunkedDecoder`, which decodes chunked bodies; `Limits` is re-exported from here.
+Switch points: none.
 """
 
 from __future__ import annotations
 
+from ._grammar import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    DEFAULT_LIMITS,
+    HEAD_OK_CRLF,
+    HEAD_TABLE,
+    HOST,
+    HOST_TABLE,
+    HOSTS,
+    MAX_CHUNK_EXT,
+    MAX_CONTENT_LENGTH_DIGITS,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    MAX_TRAILER_BYTES,
+    NAMES,
+    OWS,
+    SPECIAL,
+    TRANSFER_ENCODING,
+    Limits,
+    check_host,
+    check_name,
+    invalid,
+    is_token,
+)
 from .errors import ProtocolError
 
 __all__ = [
@@ -43,62 +70,6 @@ __all__ = [
     "MAX_CHUNK_EXT",
     "MAX_TRAILER_BYTES",
 ]
-
-# --- limits -----------------------------------------------------------------------------------
-
-# RFC 9112 §3: recipients SHOULD support request lines of at least 8000 octets; 8 KiB is also
-# what nginx and gunicorn accept by default. Longer ones get 414 (URI Too Long).
-MAX_REQUEST_LINE = 8192
-# Whole head (request line + fields + blank line). Browsers with many cookies stay well under
-# 16 KiB; 64 KiB leaves room for fat JWTs while bounding what one connection can make us buffer.
-MAX_HEADER_BYTES = 65536
-# Real clients send 5-30 fields; 100 is what gunicorn/h2o allow. More -> 431 (RFC 6585 §5).
-MAX_HEADERS = 100
-# Chunk extensions are almost never used; the cap exists because RFC 9112 §7.1.1 asks servers to
-# bound them (an unbounded chunk line is a memory/CPU sink). Applies to a whole chunk line.
-MAX_CHUNK_EXT = 4096
-# Trailers are rare and small; the same reasoning as for headers applies (peers #18).
-MAX_TRAILER_BYTES = 16384
-# 18 decimal digits always fit in a signed 64-bit integer; peers #3 (h11 #181) shows why a
-# numeral must be bounded before it ever reaches int().
-MAX_CONTENT_LENGTH_DIGITS = 18
-# 15 hex digits < 2**60: any larger chunk is an attack, and the bound keeps int(x, 16) trivial.
-MAX_CHUNK_SIZE_DIGITS = 15
-# Validated header-name spellings are cached; bounded so a client cannot grow it forever.
-NAME_CACHE_MAX = 2048
-NAME_CACHE_MAX_LEN = 64
-# Validated Host values are cached too (a set lookup beats a translate); bounded likewise.
-HOST_CACHE_MAX = 256
-
-
-class Limits:
-    """Per-server parser limits; every default is a module constant documented above."""
-
-    __slots__ = (
-        "max_request_line",
-        "max_header_bytes",
-        "max_headers",
-        "max_chunk_ext",
-        "max_trailer_bytes",
-    )
-
-    def __init__(
-        self,
-        max_request_line: int = MAX_REQUEST_LINE,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-        max_headers: int = MAX_HEADERS,
-        max_chunk_ext: int = MAX_CHUNK_EXT,
-        max_trailer_bytes: int = MAX_TRAILER_BYTES,
-    ) -> None:
-        self.max_request_line = max_request_line
-        self.max_header_bytes = max_header_bytes
-        self.max_headers = max_headers
-        self.max_chunk_ext = max_chunk_ext
-        self.max_trailer_bytes = max_trailer_bytes
-
-
-DEFAULT_LIMITS = Limits()
-
 
 class RequestHead:
     """A parsed request head. Header names are lower-case; values have SP/HTAB trimmed."""
@@ -172,93 +143,10 @@ class RequestHead:
         )
 
 
-# --- byte classes (RFC 9110 §5.6.2 tchar, §5.5 field-value, RFC 3986 for Host) -------------------
-
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_HEXDIG = b"0123456789abcdefABCDEF"
-
-
-def _table(allowed: bytes) -> bytes:
-    """A translate table mapping allowed bytes to 1 and everything else to 0 (so 0 == bad)."""
-    return bytes(1 if i in allowed else 0 for i in range(256))
-
-
-# Head check: CTLs are forbidden in field values (RFC 9110 §5.5) and everywhere else in the head;
-# HTAB is allowed (it is OWS); obs-text 0x80-0xFF survives here and is refused later where the
-# grammar forbids it (method, target, version, names). CR and LF map to 0 as well: the head must
-# contain exactly 2 of them per line break, so one `count(0)` catches CTLs *and* bare CR/LF.
-_HEAD_OK = bytes([9]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
-_HEAD_TABLE = _table(_HEAD_OK)
-_HEAD_OK_CRLF = _HEAD_OK + b"\r\n"  # what an unfinished head may hold (CR/LF pairing apart)
-# RFC 3986 §3.2.2/3.2.3 reg-name / IPv4 / IP-literal characters, plus ":" for the port.
-_HOST_TABLE = _table(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
-)
-_HEX_TABLE = _table(_HEXDIG)
-_OWS = b" \t"  # RFC 9110 §5.6.3: only SP and HTAB are whitespace; never bare .strip()
-
+# RFC 9110 §9: the registered methods skip the token check (any other token is allowed too).
 _METHODS = frozenset(
     (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
 )
-
-_HOST = b"host"
-_CONTENT_LENGTH = b"content-length"
-_TRANSFER_ENCODING = b"transfer-encoding"
-_CONNECTION = b"connection"
-_EXPECT = b"expect"
-# Fields that frame the message or decide the connection's fate: interpreted after the walk.
-_SPECIAL = frozenset((_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT))
-_CANONICAL = {name: name for name in _SPECIAL}
-
-_COMMON_NAMES = (
-    b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language", b"Accept-Charset",
-    b"Connection", b"Content-Length", b"Content-Type", b"Cookie", b"Referer", b"Origin",
-    b"Cache-Control", b"Pragma", b"Transfer-Encoding", b"Expect", b"Authorization", b"Upgrade",
-    b"If-None-Match", b"If-Modified-Since", b"If-Match", b"If-Range", b"Range", b"TE", b"DNT",
-    b"Upgrade-Insecure-Requests", b"Sec-Fetch-Site", b"Sec-Fetch-Mode", b"Sec-Fetch-User",
-    b"Sec-Fetch-Dest", b"Sec-Ch-Ua", b"Sec-Ch-Ua-Mobile", b"Sec-Ch-Ua-Platform", b"Priority",
-    b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Host", b"X-Real-IP",
-    b"X-Requested-With", b"Keep-Alive", b"Sec-WebSocket-Key", b"Sec-WebSocket-Version",
-    b"Sec-WebSocket-Extensions", b"Sec-WebSocket-Protocol", b"Forwarded", b"Via", b"Date",
-)
-# Validated spelling -> lower-case name. Only names that passed _check_name are ever added.
-_NAMES: dict[bytes, bytes] = {}
-# Host values that passed _check_host: a server sees few distinct ones.
-_HOSTS: set[bytes] = set()
-
-
-def _bad(status: int, reason: str) -> ProtocolError:
-    return ProtocolError(status, reason)
-
-
-def _is_token(value: bytes) -> bool:
-    """RFC 9110 §5.6.2 token = 1*tchar."""
-    return bool(value) and not value.translate(None, _TCHAR)
-
-
-def _check_name(name: bytes) -> bytes:
-    """Validate a field name (RFC 9112 §5.1, RFC 9110 §5.1), cache it, return it lower-cased."""
-    if not _is_token(name):
-        if not name:
-            raise _bad(400, "empty field name")
-        if name[0] in (32, 9):
-            # RFC 9112 §5.2: obs-fold is deprecated; a server MUST reject it or replace it, and a
-            # leading-whitespace line could also hide a field from another parser (peers #23/24).
-            raise _bad(400, "obs-fold or whitespace at start of field line")
-        if name[-1] in (32, 9):
-            raise _bad(400, "whitespace between field name and colon")  # RFC 9112 §5.1 MUST
-        raise _bad(400, "invalid byte in field name")
-    lname = name.lower()  # bytes.lower() is ASCII-only by definition
-    lname = _CANONICAL.get(lname, lname)
-    if len(_NAMES) < NAME_CACHE_MAX and len(name) <= NAME_CACHE_MAX_LEN:
-        _NAMES[name] = lname
-    return lname
-
-
-for _name in _COMMON_NAMES:
-    _check_name(_name)
-    _check_name(_name.lower())
-del _name
 
 
 # --- the head -----------------------------------------------------------------------------------
@@ -276,14 +164,14 @@ def _skip_empty_lines(buf: bytes | bytearray, start: int, end: int, limit: int) 
     n = len(window) - len(rest)
     pairs = n >> 1
     if window[: pairs * 2] != b"\r\n" * pairs:
-        raise _bad(400, "bare CR or LF before request line")
+        raise invalid(400, "bare CR or LF before request line")
     if n & 1:
         if rest or window[n - 1] != 13:
-            raise _bad(400, "bare CR or LF before request line")
+            raise invalid(400, "bare CR or LF before request line")
         return -1  # ends with a lone "\r": its "\n" may be on the way
     if not rest:
         if len(window) >= limit + 2:
-            raise _bad(400, "too many empty lines before request line")
+            raise invalid(400, "too many empty lines before request line")
         return -1
     return start + n
 
@@ -293,13 +181,13 @@ def _head_error(head: bytes) -> ProtocolError:
     lines = head.split(b"\r\n")
     for number, line in enumerate(lines):
         if 13 in line:
-            return _bad(400, "bare CR in request head")  # RFC 9112 §2.2
+            return invalid(400, "bare CR in request head")  # RFC 9112 §2.2
         if 10 in line:
-            return _bad(400, "bare LF in request head")  # strict: only CRLF ends a line
-        if line.translate(_HEAD_TABLE).count(0):
+            return invalid(400, "bare LF in request head")  # strict: only CRLF ends a line
+        if line.translate(HEAD_TABLE).count(0):
             where = "request line" if number == 0 else "field line"
-            return _bad(400, f"control character in {where}")  # RFC 9110 §5.5
-    return _bad(400, "invalid byte in request head")
+            return invalid(400, f"control character in {where}")  # RFC 9110 §5.5
+    return invalid(400, "invalid byte in request head")
 
 
 def _parse_version(version: bytes) -> int:
@@ -311,9 +199,9 @@ def _parse_version(version: bytes) -> int:
         or not version[5:6].isdigit()
         or not version[7:8].isdigit()
     ):
-        raise _bad(400, "malformed HTTP version")
+        raise invalid(400, "malformed HTTP version")
     if version[5] != 49:
-        raise _bad(505, "unsupported HTTP major version")  # RFC 9110 §15.6.6
+        raise invalid(505, "unsupported HTTP major version")  # RFC 9110 §15.6.6
     return 11  # HTTP/1.x with x >= 2: speak 1.1 (RFC 9110 §6.2)
 
 
@@ -322,12 +210,12 @@ def _parse_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
     if method == b"CONNECT":
         # authority-form = uri-host ":" port, only for CONNECT (RFC 9112 §3.2.3)
         host, colon, port = target.rpartition(b":")
-        if not colon or not host or not port.isdigit() or target.translate(_HOST_TABLE).count(0):
-            raise _bad(400, "CONNECT needs an authority-form target")
+        if not colon or not host or not port.isdigit() or target.translate(HOST_TABLE).count(0):
+            raise invalid(400, "CONNECT needs an authority-form target")
         return b"", b""
     if target == b"*":
         if method != b"OPTIONS":
-            raise _bad(400, "asterisk-form is only for OPTIONS")  # RFC 9112 §3.2.4
+            raise invalid(400, "asterisk-form is only for OPTIONS")  # RFC 9112 §3.2.4
         return b"*", b""
     scheme = target[:8].lower()
     if scheme.startswith(b"http://"):
@@ -335,7 +223,7 @@ def _parse_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
     elif scheme == b"https://":
         rest = target[8:]
     else:
-        raise _bad(400, "invalid request target")
+        raise invalid(400, "invalid request target")
     # absolute-form (RFC 9112 §3.2.2): authority, then path-abempty, then optional query.
     cut = len(rest)
     for sep in (b"/", b"?"):
@@ -343,9 +231,9 @@ def _parse_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
         if 0 <= i < cut:
             cut = i
     authority = rest[:cut]
-    if not authority or authority.translate(_HOST_TABLE).count(0):
+    if not authority or authority.translate(HOST_TABLE).count(0):
         # RFC 9110 §4.2.1: an http(s) URI with an empty host MUST be rejected as invalid.
-        raise _bad(400, "invalid authority in absolute-form target")
+        raise invalid(400, "invalid authority in absolute-form target")
     path, _, query = rest[cut:].partition(b"?")
     return path or b"/", query
 
@@ -355,40 +243,43 @@ def _parse_content_length(value: bytes) -> int:
     if len(value) <= MAX_CONTENT_LENGTH_DIGITS and value.isdigit():  # bytes.isdigit: ASCII only
         return int(value)
     if 44 in value:  # "5, 5": RFC 9110 §8.6 lets a recipient collapse identical members
-        parts = {part.strip(_OWS) for part in value.split(b",")}
+        parts = {part.strip(OWS) for part in value.split(b",")}
         if len(parts) == 1:
             only = parts.pop()
             if len(only) <= MAX_CONTENT_LENGTH_DIGITS and only.isdigit():
                 return int(only)
-        raise _bad(400, "invalid or conflicting Content-Length list")
-    raise _bad(400, "invalid Content-Length")  # peers #2/#3: +10, 0x0a, 1_0, -1, empty, huge
+        raise invalid(400, "invalid or conflicting Content-Length list")
+    raise invalid(400, "invalid Content-Length")  # peers #2/#3: +10, 0x0a, 1_0, -1, empty, huge
 
 
 def _check_transfer_encoding(values: list[bytes]) -> None:
     """Accept exactly one final "chunked" coding (RFC 9112 §6.1, §6.3 item 4), else raise.
 
     The field is a comma list (several lines combine); empty members are ignored (RFC 9110 §5.6.1)
-    and only SP/HTAB are OWS (§5.6.3), so "\\xa0chunked" is an unknown coding.
+    and only SP/HTAB are OWS (§5.6.3), so "\\xa0chunked" is not chunked. A final coding that is
+    not exactly chunked (gzip, chunk, "chunked", chunked;q=1, or chunked then gzip) is a 400:
+    §6.3 item 4 says a server MUST answer 400 and close when chunked is not the final coding of
+    a request, and the body's framing is then unknowable (never fall back to Content-Length,
+    gunicorn CVE-2024-1135/CVE-2024-6827). Only when chunked is final do we know where the body
+    ends; an earlier coding we do not decode (gzip, chunked) is then a 501 (RFC 9112 §6.1).
     """
     codings = []
     for value in values:
         for member in value.split(b","):
-            member = member.strip(_OWS)
+            member = member.strip(OWS)
             if member:
                 codings.append(member.lower())
     if not codings or codings[-1] != b"chunked":
-        if b"chunked" in codings or not codings:
-            raise _bad(400, "chunked is not the final transfer coding")  # gunicorn CVE-2024-1135
-        raise _bad(501, "unsupported transfer coding")  # RFC 9112 §6.1; never fall back to CL
+        raise invalid(400, "chunked is not the final transfer coding")
     if len(codings) > 1:
         if codings.count(b"chunked") > 1:
-            raise _bad(400, "chunked applied more than once")  # RFC 9112 §6.1 MUST NOT
-        raise _bad(501, "unsupported transfer coding")  # e.g. gzip, chunked: we do not decode
+            raise invalid(400, "chunked applied more than once")  # RFC 9112 §6.1 MUST NOT
+        raise invalid(501, "unsupported transfer coding")  # e.g. gzip, chunked: we do not decode
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
     """RFC 9110 §7.6.1: Connection = #connection-option; `value` is already lower-cased."""
-    return {member.strip(_OWS) for member in value.split(b",")}
+    return {member.strip(OWS) for member in value.split(b",")}
 
 
 def parse_head(
@@ -429,17 +320,17 @@ def parse_head(
     line = lines[0]
     if len(line) + (pos - start) > limits.max_request_line:
         # Checked first so that a head parsed whole fails like one fed byte by byte.
-        raise _bad(414, "request line too long")
-    if head.translate(_HEAD_TABLE).count(0) != 2 * (n_lines - 1):
+        raise invalid(414, "request line too long")
+    if head.translate(HEAD_TABLE).count(0) != 2 * (n_lines - 1):
         raise _head_error(head)
 
     # --- request line: method SP request-target SP HTTP-version (RFC 9112 §3) ---
     try:
         method, target, version_bytes = line.split(b" ")
     except ValueError:
-        raise _bad(400, "request line is not method SP target SP version") from None
-    if method not in _METHODS and not _is_token(method):
-        raise _bad(400, "method is not a token")  # RFC 9112 §3.1
+        raise invalid(400, "request line is not method SP target SP version") from None
+    if method not in _METHODS and not is_token(method):
+        raise invalid(400, "method is not a token")  # RFC 9112 §3.1
     if version_bytes == b"HTTP/1.1":
         version = 11
     elif version_bytes == b"HTTP/1.0":
@@ -447,9 +338,13 @@ def parse_head(
     else:
         version = _parse_version(version_bytes)
     # Targets are ASCII without CTL/SP (RFC 9112 §3.2; the head check already refused CTLs but
-    # allowed HTAB and obs-text, which a target must not contain).
-    if not target.isascii() or 9 in target:
-        raise _bad(400, "invalid byte in request target")
+    # allowed HTAB and obs-text, which a target must not contain) and without "#": a fragment
+    # is never sent (RFC 9110 §7.1) and "#" is no pchar or query byte (RFC 3986 §3.3, §3.4), so
+    # an app must not see "/?q=x#frag" as the query value "x#frag".
+    if not target.isascii() or 9 in target or 35 in target:
+        if 35 in target:
+            raise invalid(400, "fragment (#) in request target")
+        raise invalid(400, "invalid byte in request target")
     if target and target[0] == 47 and method != b"CONNECT":  # origin-form (RFC 9112 §3.2.1)
         if 63 in target:
             path, _, query = target.partition(b"?")
@@ -461,26 +356,26 @@ def parse_head(
 
     # --- field lines: field-name ":" OWS field-value OWS (RFC 9112 §5) ---
     if n_lines - 1 > limits.max_headers:
-        raise _bad(431, "too many header fields")
+        raise invalid(431, "too many header fields")
     # The list of lines becomes the list of (name, value) pairs in place: one allocation less.
     del lines[0]
     headers: list[tuple[bytes, bytes]] = lines  # type: ignore[assignment]
-    names = _NAMES
+    names = NAMES
     host = None
     special: list[tuple[bytes, bytes]] | None = None
     i = 0
     for line in lines:
         name, colon, value = line.partition(b":")
         if not colon:
-            raise _bad(400, "field line without colon")  # also catches "Transfer-\r\nEncoding"
+            raise invalid(400, "field line without colon")  # also catches "Transfer-\r\nEncoding"
         lname = names.get(name)
         if lname is None:
-            lname = _check_name(name)
-        value = value.strip(_OWS)
+            lname = check_name(name)
+        value = value.strip(OWS)
         headers[i] = (lname, value)
         i += 1  # noqa: SIM113 -- enumerate() costs an allocation per request
-        if lname in _SPECIAL:
-            if lname is _HOST and host is None:
+        if lname in SPECIAL:
+            if lname is HOST and host is None:
                 host = value
             elif special is None:
                 special = [(lname, value)]
@@ -490,9 +385,9 @@ def parse_head(
     # --- framing and connection semantics ---
     if host is None:
         if version == 11:
-            raise _bad(400, "missing Host header")  # RFC 9112 §3.2
-    elif host not in _HOSTS:
-        _check_host(host)
+            raise invalid(400, "missing Host header")  # RFC 9112 §3.2
+    elif host not in HOSTS:
+        check_host(host)
     h = _new(RequestHead)
     if special is None:
         h.content_length = -1
@@ -523,13 +418,13 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
     keep_alive_token = False
     expect_continue = False
     for lname, value in special:
-        if lname is _CONTENT_LENGTH:
+        if lname is CONTENT_LENGTH:
             length = _parse_content_length(value)
             if has_length and length != content_length:
-                raise _bad(400, "conflicting Content-Length values")  # RFC 9112 §6.3 item 5
+                raise invalid(400, "conflicting Content-Length values")  # RFC 9112 §6.3 item 5
             content_length = length
             has_length = True
-        elif lname is _CONNECTION:
+        elif lname is CONNECTION:
             # RFC 9110 §7.6.1: a list of case-insensitive tokens; lines combine, and "close"
             # anywhere wins (RFC 9112 §9.6) whatever the order.
             tokens = value.lower()
@@ -541,14 +436,14 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
                 tokens_set = _connection_tokens(tokens)
                 close = close or b"close" in tokens_set
                 keep_alive_token = keep_alive_token or b"keep-alive" in tokens_set
-        elif lname is _TRANSFER_ENCODING:
+        elif lname is TRANSFER_ENCODING:
             if codings is None:
                 codings = [value]
             else:
                 codings.append(value)
-        elif lname is _HOST:
-            raise _bad(400, "more than one Host header")  # RFC 9112 §3.2
-        elif version == 11 and value.lower() == b"100-continue":  # lname is _EXPECT
+        elif lname is HOST:
+            raise invalid(400, "more than one Host header")  # RFC 9112 §3.2
+        elif version == 11 and value.lower() == b"100-continue":  # lname is EXPECT
             # RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients; other
             # expectations are ignored too (417 is optional).
             expect_continue = True
@@ -560,7 +455,7 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
         chunked = True
         if version == 10:
             # RFC 9112 §6.1: TE in an HTTP/1.0 message means faulty framing (peers #11).
-            raise _bad(400, "Transfer-Encoding in an HTTP/1.0 request")
+            raise invalid(400, "Transfer-Encoding in an HTTP/1.0 request")
         if len(codings) != 1 or codings[0].lower() != b"chunked":
             _check_transfer_encoding(codings)
         if has_length:
@@ -574,14 +469,6 @@ def _framing(h: RequestHead, special: list[tuple[bytes, bytes]], version: int) -
     h.keep_alive = keep_alive
     h.expect_continue = expect_continue
     h.must_close = must_close
-
-
-def _check_host(value: bytes) -> None:
-    """RFC 9112 §3.2: a Host with an invalid value gets 400. Host = uri-host [ ":" port ]."""
-    if value.translate(_HOST_TABLE).count(0):
-        raise _bad(400, "invalid Host header")
-    if len(_HOSTS) < HOST_CACHE_MAX:
-        _HOSTS.add(value)
 
 
 def _check_incomplete(
@@ -599,15 +486,15 @@ def _check_incomplete(
         lf_from = scan_from
     crlfs = buf.count(b"\r\n", lo, end)
     if buf.count(b"\n", lf_from, end) != crlfs:
-        raise _bad(400, "bare LF in request head")
+        raise invalid(400, "bare LF in request head")
     if buf.count(b"\r", lo, end - 1) != crlfs:
-        raise _bad(400, "bare CR in request head")
+        raise invalid(400, "bare CR in request head")
     # A control byte (NUL, ESC, a TLS ClientHello's 0x16...) cannot become valid by waiting:
     # answer now, not at the header timeout. Only the new bytes are looked at.
-    if buf[lo:end].translate(None, _HEAD_OK_CRLF):
-        raise _bad(400, "control byte in request head")
+    if buf[lo:end].translate(None, HEAD_OK_CRLF):
+        raise invalid(400, "control byte in request head")
     max_line = limits.max_request_line
     if end - start >= max_line + 2 and buf.find(b"\r\n", pos, start + max_line + 2) < 0:
-        raise _bad(414, "request line too long")
+        raise invalid(414, "request line too long")
     if end - start >= limits.max_header_bytes:
-        raise _bad(431, "request head too large")
+        raise invalid(431, "request head too large")

@@ -1,48 +1,46 @@
 """The hub: one thread, one epoll, many greenlets.
 
-This is the only module that imports ``select.epoll``. Everything else waits through
-``wait_readable``, ``wait_writable``, ``sleep`` or a waiter built on ``park``/``schedule``.
+The only module that imports ``select.epoll``; everything else waits through ``wait_readable``,
+``wait_writable``, ``sleep`` or a waiter built on ``park``/``schedule``.
 
 Registration strategy (why edge-triggered, registered once):
-- Every fd is registered at most once, for ``EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET``: when
-  it enters the hub, or (``register(armed=False)``, accepted connections) only when something
-  first has to wait on it; and unregistered once, when it is closed.
-  No ``epoll_ctl(MOD)`` ever runs, so waiting costs no syscall at all: a greenlet that got
-  EAGAIN records itself as the fd's reader (or writer) and switches to the hub.
-- Edge-triggered is correct only because callers always *try the syscall first* and wait
-  only after EAGAIN: the kernel then owes us a new edge for any byte that arrives later,
-  and since we are one thread, that edge is collected by the next ``epoll_wait``, which runs
-  only after the waiter has recorded itself.
-- An edge that arrives while nobody waits is remembered in ``FdRecord.read_pending`` (or
-  passed to the fd's ``on_readable`` callback, which is how an idle keep-alive connection with
-  no greenlet is woken). Readers clear the flag before each ``recv``.
-- EPOLLOUT edges are rare on TCP: Linux only signals write space to a socket that has run
-  out of it, so a registration that covers both directions costs nothing in the common case.
+- Every fd is registered at most once, for ``EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET``, when it
+  enters the hub or (``register(armed=False)``, accepted connections) when something first has
+  to wait on it, and unregistered once, when closed. No ``epoll_ctl(MOD)`` ever runs, so waiting
+  costs no syscall: a greenlet that got EAGAIN records itself as the fd's reader (or writer)
+  and switches to the hub.
+- Edge-triggered is correct only because callers *try the syscall first* and wait only after
+  EAGAIN: the kernel then owes us a new edge for any byte that arrives later, and since we are
+  one thread, the ``epoll_wait`` that collects it runs only after the waiter recorded itself.
+- An edge that arrives while nobody waits is remembered in ``FdRecord.read_pending`` or passed
+  to the fd's ``on_readable`` callback (how an idle keep-alive connection with no greenlet is
+  woken). Readers clear the flag before each ``recv``.
+- EPOLLOUT edges are rare on TCP: Linux only signals write space to a socket that ran out of
+  it, so a registration that covers both directions costs nothing in the common case.
 - Listening sockets are the exception: level-triggered, input only (``register(level=True)``).
-  The server accepts one connection per loop turn from the hub callback; the level trigger
-  brings it back while more are queued, so no accept is made only to learn EAGAIN.
+  The server accepts one connection per loop turn; the level trigger brings it back while more
+  are queued, so no accept is made only to learn EAGAIN.
 - An fd closed and reused within one batch of events may receive a stale event; every waiter
-  retries its syscall, so a stale event is at worst one wasted ``recv`` that returns EAGAIN.
+  retries its syscall, so it costs at worst one ``recv`` that returns EAGAIN.
 
-Who runs the loop (leader/followers): the loop is not tied to one greenlet. Whichever greenlet
-runs it is the *leader* (``Hub.leader``), and callbacks run in it directly, so the server serves
-a connection inside the loop's own greenlet, with no switch at all, when nothing blocks (a
-keep-alive request costs two greenlet switches less). If code running in the leader waits
-(``wait_readable``, ``park``, ``sleep``...), the leader first hands the loop to a *spare*
-greenlet (pooled, created on demand), which carries on with the rest of the current batch of
-events, and only then parks; it is an ordinary parked greenlet from then on. When it has been
-resumed and its callback returns, it sees that it no longer leads and goes back to the spare
-pool. The loop's state (callbacks, ready queue, timers, the batch of events and the position
-in it) lives on the hub, not in any greenlet's frame, so a new leader picks it up where the
-last one left it. Consequences: waiting is allowed anywhere in the hub's thread (a callback
-that waits and is then cancelled or times out ends quietly, like a spawned greenlet);
-greenlets that end return to the current leader (their parent is set when they end); a
-request that waits once costs 3 switches (hand-off, resume, return to the pool), one less
-than with a separate worker greenlet, and 4 more when a new spare has to be made.
+How it works (leader/followers, docs/design.md has the measurements): whichever greenlet runs the
+loop is the *leader* (``Hub.leader``) and runs callbacks directly, so a connection is served in
+the loop's own greenlet, with no switch, when nothing blocks (two switches less per keep-alive
+request). If code in the leader waits, it first hands the loop to a *spare* greenlet (pooled,
+made on demand) that carries on with the current batch of events; once resumed and done with its
+callback, it no longer leads and goes back to the pool. The loop's state (callbacks, ready queue,
+timers, the batch and the position in it) lives on the hub, not in a greenlet's frame, so a new
+leader picks up where the last one left. Consequences: waiting is allowed anywhere in the hub's
+thread (a callback that waits and is then cancelled or times out ends quietly, like a spawned
+greenlet); greenlets that end return to the current leader (their parent is set when they end); a
+request that waits once costs 3 switches (hand-off, resume, return to the pool), one less than
+with a separate worker greenlet, and 4 more when a new spare has to be made.
 
 Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that
-raises never kills the hub (its error is logged).
-Cancellation and timeouts thrown into greenlets derive from ``BaseException``.
+raises never kills the hub (its error is logged). Cancellation and timeouts thrown into
+greenlets derive from ``BaseException``.
+Switch points: ``wait_readable``, ``wait_writable``, ``park`` and ``sleep`` (and ``run``, which
+is called from outside the hub). ``FdRecord`` and ``Timer`` live in ``_hub_records``.
 """
 
 from __future__ import annotations
@@ -60,6 +58,7 @@ from typing import Any
 
 import greenlet
 
+from ._hub_records import FdRecord, Timer
 from .errors import Cancelled, ConnectionClosed, HubError, Timeout
 
 log = logging.getLogger("tpd2py.hub")
@@ -75,50 +74,6 @@ _LEVEL_MASK = select.EPOLLIN
 MAX_EVENTS = 1024
 # Spare loop greenlets kept for hand-offs; more are created on demand and end when not needed.
 MAX_SPARES = 512
-
-
-class FdRecord:
-    """The hub's view of one fd: who waits on it and what an unclaimed edge should do."""
-
-    __slots__ = ("fd", "reader", "writer", "read_pending", "hangup", "on_readable", "closed",
-                 "owner", "armed")
-
-    def __init__(self, fd: int, on_readable: Callable[[FdRecord], None] | None = None) -> None:
-        self.fd = fd
-        self.reader: greenlet.greenlet | None = None
-        self.writer: greenlet.greenlet | None = None
-        # True when a read edge came while nobody waited: the next reader must not go idle
-        # without trying recv once more.
-        self.read_pending = True
-        # True once the peer half-closed or the fd failed (EPOLLRDHUP/HUP/ERR): a FIN that
-        # arrived together with data yields one edge, so a reader that got a short read must
-        # still read again to see the EOF.
-        self.hangup = False
-        self.on_readable = on_readable
-        self.closed = False
-        # Whatever the registrant wants to find from the record (a Connection, say), so that
-        # one shared on_readable callback serves every fd without a bound method each.
-        self.owner: Any = None
-        # Whether the fd is in the epoll set (see Hub.register's ``armed``).
-        self.armed = False
-
-
-class Timer:
-    """A cancellable one-shot callback; ``cancel()`` is O(1) (lazy removal from the heap)."""
-
-    __slots__ = ("when", "callback", "args", "cancelled")
-
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple) -> None:
-        self.when = when
-        self.callback = callback
-        self.args = args
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def __lt__(self, other: Timer) -> bool:
-        return self.when < other.when
 
 
 class Hub:
@@ -331,11 +286,6 @@ class Hub:
         self.wakes[g] = entry
         self.ready.append(entry)
 
-    def forget_wakes(self, g: greenlet.greenlet) -> None:
-        """``g`` is being resumed directly (not from the ready queue): drop its queued wake."""
-        if self.wakes:
-            self.wakes.pop(g, None)
-
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` from the loop itself, soon. If it waits, the loop goes on in
         another greenlet meanwhile (see the module docstring)."""
@@ -394,6 +344,23 @@ class Hub:
     def stop(self) -> None:
         self._stop = True
 
+    def close(self) -> None:
+        """Close the epoll fd and the wake-up pipe; once the loop is not running (``run()`` has
+        returned or never ran). Calling it again does nothing. Never switches."""
+        if self.running:
+            raise HubError("close() while the loop runs")
+        if self.epoll.closed:
+            return
+        self.epoll.close()
+        os.close(self._wake_r)
+        os.close(self.wake_w)
+
+    def refresh_now(self) -> float:
+        """Set ``now`` (the loop's clock, read once per poll) to the monotonic clock now, and
+        return it: for code that needs a fresh deadline base between polls. Never switches."""
+        self.now = now = time.monotonic()
+        return now
+
     def _lead_main(self, start: Any = None) -> None:
         """The body of every loop greenlet: lead until displaced, then wait as a spare."""
         me = greenlet.getcurrent()
@@ -419,10 +386,12 @@ class Hub:
                 value = target.switch()
             except greenlet.GreenletExit:
                 raise
-            except BaseException:  # noqa: S112 - deliberately dropped, see above
+            except BaseException as exc:  # a stray throw: dropped, but not silently
+                log.debug("spare %r dropped a stray %r", greenlet.getcurrent(), exc)
                 continue
             if value is _PROMOTE:
                 return
+            log.debug("spare %r dropped a stray wake-up %r", greenlet.getcurrent(), value)
 
     def _lead(self, me: greenlet.greenlet) -> None:
         """Run the loop while ``me`` is the leader. Returns once ``me`` was displaced (a
@@ -595,9 +564,7 @@ def _guarded(hub: Hub, fn: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any) -> Any:
         try:
             return fn(*args)
-        except (greenlet.GreenletExit, Cancelled, ConnectionClosed):
-            return None
-        except Timeout:
+        except (greenlet.GreenletExit, Cancelled, ConnectionClosed, Timeout):
             return None
         except Exception:
             log.exception("unhandled error in %s", getattr(fn, "__qualname__", fn))

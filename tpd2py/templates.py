@@ -31,7 +31,7 @@ from typing import Any, cast
 import jinja2
 from jinja2 import BaseLoader, FileSystemLoader, PackageLoader, StrictUndefined, select_autoescape
 
-from tpd2py._jinja_codegen import BytesCodeGenerator, RenderBytes, _text_to_bytes
+from tpd2py._jinja_codegen import BytesCodeGenerator, RenderBytes, text_to_bytes
 
 __all__ = ["BytesEnvironment", "BytesTemplate", "Templates", "default_autoescape"]
 
@@ -56,7 +56,7 @@ class BytesTemplate(jinja2.Template):
                 block.tpd_bytes = namespace["tpd_blocks"][name]  # type: ignore[attr-defined]
             template._debug_info = namespace["tpd_debug_info"]  # both passes' line maps
         else:  # compiled by another code generator (a shared bytecode cache): slower, still right
-            template.tpd_root_render_func = _text_to_bytes(template.root_render_func)
+            template.tpd_root_render_func = text_to_bytes(template.root_render_func)
         return template
 
     def render_into(self, out: list[bytes], /, *args: Any, **kwargs: Any) -> None:

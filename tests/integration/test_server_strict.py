@@ -40,24 +40,24 @@ BAD_REQUESTS = [
      {400}),
     ("p3-5000-digits", _head(b"Host: a", b"Content-Length: " + b"9" * 5000), {400, 413}),
     ("p5-chunked-then-gzip-lines", _head(*CHUNKED, b"Transfer-Encoding: gzip") + b"0\r\n\r\n",
-     {400, 501}),
+     {400}),
     ("p5-chunked-gzip-list", _head(b"Host: a", b"Transfer-Encoding: chunked, gzip")
-     + b"0\r\n\r\n", {400, 501}),
+     + b"0\r\n\r\n", {400}),
     ("p6-unknown-coding-with-length",
-     _head(b"Host: a", b"Transfer-Encoding: chunkedx", b"Content-Length: 5") + b"hello", {501}),
+     _head(b"Host: a", b"Transfer-Encoding: chunkedx", b"Content-Length: 5") + b"hello", {400}),
     ("p7-gzip-chunked", _head(b"Host: a", b"Transfer-Encoding: gzip, chunked") + b"0\r\n\r\n",
      {501}),
     ("p7-identity", _head(b"Host: a", b"Transfer-Encoding: identity", b"Content-Length: 5")
-     + b"hello", {400, 501}),
+     + b"hello", {400}),
     ("p8-chunked-twice-lines", _head(*CHUNKED, b"Transfer-Encoding: chunked") + b"0\r\n\r\n",
      {400}),
     ("p8-chunked-chunked-list", _head(b"Host: a", b"Transfer-Encoding: chunked, chunked")
      + b"0\r\n\r\n", {400}),
     ("p10-vertical-tab-around-chunked",
-     _head(b"Host: a", b"Transfer-Encoding: \x0bchunked\x0b") + b"0\r\n\r\n", {400, 501}),
+     _head(b"Host: a", b"Transfer-Encoding: \x0bchunked\x0b") + b"0\r\n\r\n", {400}),
     ("p10-nbsp-around-chunked",
      _head(b"Host: a", b"Transfer-Encoding: \xa0chunked\xa0", b"Content-Length: 5") + b"0\r\n\r\n",
-     {400, 501}),
+     {400}),
     ("p11-http10-transfer-encoding",
      _head(b"Transfer-Encoding: chunked", b"Content-Length: 3", line=b"POST /echo HTTP/1.0")
      + b"0\r\n\r\n", {400}),
@@ -276,3 +276,11 @@ def test_absolute_form_target_is_routed_by_path(srv):
 def test_unknown_method_token_gets_405_or_501_not_400(srv):
     ex = srv.exchange(b"BREW / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert ex.statuses[0] in (405, 501)
+
+
+def test_fragment_in_query_never_reaches_the_app(srv):
+    """Before: "GET /?name=x#frag" reached the app with the query value "x#frag". A client never
+    sends a fragment (RFC 9110 §7.1) and "#" is no query byte (RFC 3986 §3.4): 400 and close."""
+    ex = srv.exchange(b"GET /path/echo?name=x#frag HTTP/1.1\r\nHost: a\r\n\r\n" + AFTER)
+    assert ex.statuses == [400]
+    assert b"smuggled" not in ex.raw

@@ -17,8 +17,9 @@ from tpd2py.http11 import Limits, parse_head
 
 LIMITS = Limits()
 TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Visible ASCII that may appear in an origin-form target (no SP, CTL or "?", added separately).
-TARGET_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "?")
+# Visible ASCII that may appear in an origin-form target (no SP, CTL or "?", added separately;
+# no "#": h11 accepts a fragment, we refuse it, see test_http11.py "fragment" cases).
+TARGET_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "?#")
 HOST_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-."
 # Names whose meaning changes framing are generated on purpose, never at random.
 SPECIAL = {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"te",

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import greenlet
 import pytest
@@ -15,15 +16,6 @@ from tpd2py.errors import ConnectionClosed, HubError, Timeout
 from tpd2py.hub import MAX_SPARES, Hub
 
 LIMIT = 10.0
-
-
-@pytest.fixture
-def hub():
-    hub = Hub()
-    yield hub
-    hub.epoll.close()
-    for fd in (hub._wake_r, hub.wake_w):
-        os.close(fd)
 
 
 def run_until(hub: Hub, limit: float = LIMIT) -> None:
@@ -494,3 +486,63 @@ def test_a_callback_that_raises_greenlet_exit_does_not_end_run(hub, caplog):
     with caplog.at_level(logging.ERROR, logger="tpd2py.hub"):
         run_until(hub)  # returns only through stop()
     assert any("ended unexpectedly" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stray_wake_up_of_a_spare_is_dropped_and_logged(hub, caplog):
+    """Before: a spare in the pool dropped a stray throw (meant for an earlier wait of its
+    greenlet) with a bare ``except BaseException: continue``, and said nothing. It still drops
+    it, and stray values too, but logs each at debug level; the spare stays usable."""
+    leader = hub.leader
+
+    def in_hub():
+        hub.sleep(0.01)  # hands the loop to a spare; `leader` joins the pool when this returns
+        hub.call_soon(hub.stop)
+
+    def stopper():
+        hub.sleep(0)
+        hub.stop()
+
+    hub.call_soon(in_hub)
+    run_until(hub)
+    assert leader in hub.spares
+    with caplog.at_level(logging.DEBUG, logger="tpd2py.hub"):
+        hub.schedule(leader, "stray value")
+        hub.spawn(stopper)
+        run_until(hub)
+        hub.throw(leader, ValueError("stray error"))
+        hub.spawn(stopper)
+        run_until(hub)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("dropped a stray wake-up 'stray value'" in m for m in messages), messages
+    assert any("dropped a stray ValueError('stray error')" in m for m in messages), messages
+    assert leader in hub.spares and not leader.dead
+
+
+def test_close_releases_epoll_and_wake_pipe_once():
+    hub = Hub()
+    wake_w = hub.wake_w
+    hub.close()
+    assert hub.epoll.closed
+    with pytest.raises(OSError):
+        os.fstat(wake_w)
+    hub.close()  # idempotent: nothing left to close, nothing raised
+
+
+def test_close_while_running_is_refused(hub):
+    refused = []
+
+    def closer():
+        with pytest.raises(HubError):
+            hub.close()
+        refused.append(True)
+        hub.stop()
+
+    hub.call_soon(closer)
+    run_until(hub)
+    assert refused == [True] and not hub.epoll.closed
+
+
+def test_refresh_now_sets_and_returns_the_monotonic_clock(hub):
+    before = time.monotonic()
+    now = hub.refresh_now()
+    assert now == hub.now and before <= now <= time.monotonic()

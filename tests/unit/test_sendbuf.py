@@ -169,15 +169,6 @@ def test_clear_drops_everything():
 # -- a real socketpair through the hub -------------------------------------------------------------
 
 
-@pytest.fixture
-def hub():
-    hub = Hub()
-    yield hub
-    hub.epoll.close()
-    for fd in (hub._wake_r, hub.wake_w):
-        os.close(fd)
-
-
 def _run(hub: Hub, *fns, limit: float = 10.0) -> None:
     """Spawn ``fns``, run the hub until all of them returned (or ``limit`` passed: fail)."""
     left = [len(fns)]

@@ -170,17 +170,21 @@ def test_gunicorn_cve_2024_1135_chunked_not_final(te: bytes) -> None:
 
 
 def test_gunicorn_cve_2024_6827_unknown_coding_never_falls_back_to_cl() -> None:
-    """#6: an unknown coding is 501 (RFC 9112 §6.1), even with a Content-Length."""
-    rejected(post(b"Transfer-Encoding: chunkedx\r\nContent-Length: 5\r\n", b"hello"), 501)
-    rejected(post(b"Transfer-Encoding: chunkedx\r\n", b"0\r\n\r\n"), 501)
+    """#6: a final coding that is not chunked leaves the body unframed: 400 and close (RFC 9112
+    §6.3 item 4), even with a Content-Length to fall back on."""
+    rejected(post(b"Transfer-Encoding: chunkedx\r\nContent-Length: 5\r\n", b"hello"), 400)
+    rejected(post(b"Transfer-Encoding: chunkedx\r\n", b"0\r\n\r\n"), 400)
 
 
-@pytest.mark.parametrize(
-    "coding", [b"gzip, chunked", b"identity", b"deflate", b"identity, chunked"]
-)
-def test_waitress_cve_2019_16786_unsupported_codings(coding: bytes) -> None:
-    """#7: we decode only chunked; anything else is 501 and close."""
-    rejected(post(b"Transfer-Encoding: " + coding + b"\r\n", b"0\r\n\r\n"), 501)
+@pytest.mark.parametrize(("coding", "status"), [
+    (b"gzip, chunked", 501), (b"identity, chunked", 501),  # chunked final: §6.1, 501
+    (b"identity", 400), (b"deflate", 400), (b"chunk", 400), (b'"chunked"', 400),  # §6.3 item 4
+])
+def test_waitress_cve_2019_16786_unsupported_codings(coding: bytes, status: int) -> None:
+    """#7: we decode only chunked; anything else is refused and the connection closed: 400 when
+    chunked is not the final coding (RFC 9112 §6.3 item 4), else 501 for the coding we do not
+    decode (§6.1)."""
+    rejected(post(b"Transfer-Encoding: " + coding + b"\r\n", b"0\r\n\r\n"), status)
 
 
 @pytest.mark.parametrize(
@@ -205,8 +209,8 @@ def test_gunicorn_3364_vertical_tab_around_chunked() -> None:
 
 
 def test_http_garden_46_nbsp_around_chunked() -> None:
-    """#10: NBSP is obs-text, not OWS, so the coding is unknown -> 501, never chunked."""
-    rejected(post(b"Transfer-Encoding: \xa0chunked\xa0\r\n", b"0\r\n\r\n"), 501)
+    """#10: NBSP is obs-text, not OWS, so the final coding is not chunked -> 400, never chunked."""
+    rejected(post(b"Transfer-Encoding: \xa0chunked\xa0\r\n", b"0\r\n\r\n"), 400)
 
 
 def test_gunicorn_2810_transfer_encoding_in_http10() -> None:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
-from tpd2py._jinja_codegen import BIG_STATIC
+from tpd2py._escape import BIG_STATIC
 from tpd2py.templates import BytesEnvironment, BytesTemplate, Templates, default_autoescape
 
 CORPUS = Path(__file__).parent / "templates_corpus"
