@@ -54,7 +54,7 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .exchange import BODY_DONE, DETACHED, INF, KEEP, Exchange
+from .exchange import BODY_DONE, DETACHED, INF, Exchange
 from .gsocket import DONTWAIT, LAST, peek_hangup, recv_nowait, send_queued, watch
 from .hub import FdRecord
 from .inbuf import MAX_POOLED
@@ -400,7 +400,7 @@ class Connection(FdRecord):
                         # The handler waited on something else while this fd was not in
                         # epoll: no edge told us of input that came meanwhile.
                         watch(hub, self, pending=True)
-                    if outcome is not KEEP:
+                    if not outcome:  # CLOSE_AFTER (False) or DETACHED (None)
                         if outcome is DETACHED:
                             return  # resume() takes it from here
                         # MSG_MORE only when the client asked to close: it sends nothing more

@@ -177,7 +177,7 @@ class Server:
         hub = self.hub
         ctx = self.ctx
         ctx.date.update()
-        now = hub.now = time.monotonic()
+        now = hub.refresh_now()
         for conn in [c for c in self.conns.values() if c.deadline < now]:
             conn.expire()
         if ctx.access_log is not None:
