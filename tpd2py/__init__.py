@@ -5,7 +5,8 @@ connection's greenlet waits. See README.md and docs/design.md.
 """
 
 from .app import App, Later, Request, Response
-from .comet import Channel, Message, Update, event_stream, long_poll, sse, sse_event
+from .channel import Channel, Message, Update, sse_event
+from .comet import event_stream, long_poll, sse
 from .errors import (
     ClientDisconnected,
     ConnectionClosed,

@@ -12,10 +12,9 @@ that goes with it)::
                                  └──EOF, close, timeout (from any state)──────────> CLOSED
 
 - IDLE: no greenlet, no input buffer; the hub calls ``serve`` when bytes arrive.
-- SERVING: ``serve`` runs in a greenlet (the loop's own one: hub.py, leader/followers) with an
-  input buffer from the pool; it parses every complete request in the buffer, lets the
-  ``Exchange`` run each handler and queue its response in one SendBuf, and flushes only when
-  no complete request is left, so pipelined requests get their responses in one sendmsg.
+- SERVING: ``serve`` runs in the loop's own greenlet with a pooled input buffer; the
+  ``Exchange`` runs each complete request's handler and queues its response in one SendBuf,
+  flushed only when no complete request is left (pipelined responses share one sendmsg).
 - PARKED: a handler waits on something other than its client (``Request.park``): the queued
   responses went out, the buffer is lent back if empty, and a hang-up wakes the handler.
 - DETACHED: the handler returned ``Later``: no greenlet; ``resume(response)`` from the hub
@@ -74,15 +73,7 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
 
-class State(enum.IntEnum):
-    IDLE = 0
-    SERVING = 1
-    PARKED = 2
-    DETACHED = 3
-    LINGERING = 4
-    CLOSED = 5
-
-
+State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED", start=0)
 IDLE, SERVING, PARKED = State.IDLE, State.SERVING, State.PARKED
 DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSED
 
@@ -200,12 +191,10 @@ class Connection(FdRecord):
         self.on_readable = None
 
     def _give_buffer(self, buf: bytearray | None = None) -> None:
-        buf = buf or self.buf
-        view = self.view
+        buf, view = buf or self.buf, self.view
         self.buf = self.view = None
         self.start = self.end = 0
-        assert buf is not None and view is not None
-        self.ctx.buffers.give(buf, view)
+        self.ctx.buffers.give(buf, view)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Any state -> CLOSED, now. Never switches (waiters on the fd are woken with
@@ -587,8 +576,7 @@ class Parking:
     __slots__ = ("conn", "hook")
 
     def __init__(self, conn: Connection, hook: Callable[[], None] | None) -> None:
-        self.conn = conn
-        self.hook = hook
+        self.conn, self.hook = conn, hook
 
     def __enter__(self) -> Parking:
         self.conn.park(self.hook)

@@ -3,17 +3,16 @@
 Rules:
 - Chunks (bytes, bytearray, memoryview) are kept as they are: never joined, never copied.
   Empty chunks are dropped on the way in.
-- ``flush`` sends at most ``IOV_MAX`` chunks per ``sendmsg``. After a partial write it drops the
-  chunks that went out whole and replaces the first unfinished one by a memoryview slice of
-  itself, so the rest is never copied.
-- ``flush`` is the only method that may switch to the hub (via ``wait_writable`` on EAGAIN).
-  No other I/O happens here: the caller passes the socket's ``sendmsg`` and a waiter.
+- After a partial write ``consume`` drops the chunks that went out whole and replaces the first
+  unfinished one by a memoryview slice of itself, so the rest is never copied.
+- No I/O at all, never switches: ``gsocket.send_queued`` is the one send path (at most
+  ``IOV_MAX`` chunks per ``sendmsg``), and callers wait on the hub themselves.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 try:
     IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
@@ -54,30 +53,6 @@ class SendBuf:
 
     def __len__(self) -> int:
         return self.size
-
-    def flush(
-        self,
-        sendmsg: Callable[[list[Chunk]], int],
-        wait_writable: Callable[[], None],
-    ) -> int:
-        """Send everything. May switch to the hub (only while the socket is full).
-
-        Returns the number of ``sendmsg`` calls made (for statistics and tests).
-        Errors from ``sendmsg`` other than EAGAIN propagate; the buffer then holds what was
-        not sent.
-        """
-        chunks = self.chunks
-        calls = 0
-        while chunks:
-            batch = chunks if len(chunks) <= IOV_MAX else chunks[:IOV_MAX]
-            try:
-                sent = sendmsg(batch)
-            except BlockingIOError:
-                wait_writable()
-                continue
-            calls += 1
-            self.consume(sent)
-        return calls
 
     def consume(self, sent: int) -> None:
         """Drop ``sent`` bytes from the front (they were sent) without copying what remains."""

@@ -1,5 +1,6 @@
-"""SendBuf against a fake socket that takes a few bytes per call and now and then says EAGAIN
-(the one place a fake beats a real socket), then against a real socketpair through the hub."""
+"""SendBuf and the one send path (``gsocket.send_queued``) against a fake socket that takes a few
+bytes per call and now and then says EAGAIN (the one place a fake beats a real socket), then
+against a real socketpair through the hub."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import socket
 
 import pytest
 
-from tpd2py.gsocket import Socket
+from tpd2py.gsocket import Socket, send_queued
 from tpd2py.hub import Hub
 from tpd2py.sendbuf import IOV_MAX, SendBuf
 
@@ -47,6 +48,35 @@ class StingySocket:
         return sent
 
 
+class AsSocket:
+    """A socket's send/sendmsg over a test's ``sendmsg(buffers)`` function."""
+
+    def __init__(self, sendmsg) -> None:
+        self._sendmsg = sendmsg
+
+    def sendmsg(self, buffers, ancdata=(), flags=0) -> int:
+        return self._sendmsg(buffers)
+
+    def send(self, data, flags=0) -> int:
+        return self._sendmsg([data])
+
+
+def flush(buf: SendBuf, sendmsg, wait) -> int:
+    """What every sender does around ``send_queued``: try; when nothing went out (EAGAIN),
+    wait; again until empty. Returns the calls that sent something."""
+    sock = sendmsg if hasattr(sendmsg, "send") else AsSocket(sendmsg)
+    calls = 0
+    while buf.size:
+        before = buf.size
+        if send_queued(sock, buf):
+            return calls + 1
+        if buf.size == before:
+            wait()
+        else:
+            calls += 1
+    return calls
+
+
 def _chunks(seed: int, count: int) -> list:
     rng = random.Random(seed)
     kinds = (bytes, bytearray, lambda b: memoryview(bytes(b)))
@@ -68,7 +98,7 @@ def test_all_bytes_arrive_in_order_through_partial_writes_and_eagain(seed):
     for c in chunks[25:]:
         buf.add(c)
     assert len(buf) == len(expected)
-    calls = buf.flush(sock.sendmsg, lambda: waits.append(1))
+    calls = flush(buf, sock.sendmsg, lambda: waits.append(1))
     assert bytes(sock.received) == expected
     assert len(buf) == 0 and buf.chunks == []
     assert len(waits) == sock.eagains, "every EAGAIN waits once, nothing else does"
@@ -80,7 +110,7 @@ def test_empty_chunks_are_dropped():
     buf.add(b"")
     buf.extend([b"", bytearray(), memoryview(b"")])
     assert buf.chunks == [] and len(buf) == 0
-    assert buf.flush(_never_called, _never_called) == 0
+    assert flush(buf, _never_called, _never_called) == 0
 
 
 def _never_called(*args):
@@ -92,7 +122,7 @@ def test_untouched_chunks_are_passed_as_the_same_objects():
     sock = StingySocket(seed=1, max_bytes=15, eagain_every=10**9)
     buf = SendBuf()
     buf.extend(originals)
-    buf.flush(sock.sendmsg, _never_called)
+    flush(buf, sock.sendmsg, _never_called)
     assert bytes(sock.received) == b"".join(originals)
     for batch in sock.batches:
         for item in batch:
@@ -116,7 +146,7 @@ def test_partial_write_advances_by_memoryview_without_copying():
         return n
 
     with pytest.raises(OSError, match="stop here"):
-        buf.flush(sendmsg, _never_called)
+        flush(buf, sendmsg, _never_called)
     (rest,) = buf.chunks
     assert type(rest) is memoryview and rest.obj is big
     assert bytes(rest) == big[1100:]
@@ -136,7 +166,7 @@ def test_error_other_than_eagain_propagates_and_keeps_the_unsent_rest():
         raise BrokenPipeError
 
     with pytest.raises(BrokenPipeError):
-        buf.flush(sendmsg, _never_called)
+        flush(buf, sendmsg, _never_called)
     assert b"".join(bytes(c) for c in buf.chunks) == b"".join(chunks)[13:]
     assert len(buf) == 30 - 13
 
@@ -146,7 +176,7 @@ def test_at_most_iov_max_chunks_per_sendmsg():
     sock = StingySocket(seed=3, max_bytes=10**9, eagain_every=10**9)
     buf = SendBuf()
     buf.extend(b"%d," % i for i in range(n))
-    calls = buf.flush(sock.sendmsg, _never_called)
+    calls = flush(buf, sock.sendmsg, _never_called)
     assert bytes(sock.received) == b"".join(b"%d," % i for i in range(n))
     assert max(len(b) for b in sock.batches) == IOV_MAX
     assert calls == 3
@@ -156,7 +186,7 @@ def test_whole_buffer_in_one_sendmsg_when_the_kernel_takes_it():
     sock = StingySocket(seed=4, max_bytes=10**9, eagain_every=10**9)
     buf = SendBuf()
     buf.extend([b"head", b"body" * 100, b"tail"])
-    assert buf.flush(sock.sendmsg, _never_called) == 1
+    assert flush(buf, sock.sendmsg, _never_called) == 1
 
 
 def test_clear_drops_everything():
@@ -219,7 +249,7 @@ def test_real_socketpair_filled_until_eagain_then_flush_resumes_through_the_hub(
             waits.append(1)
             hub.wait_writable(writer.rec)
 
-        buf.flush(a.sendmsg, wait)
+        flush(buf, a, wait)
         writer.sock.shutdown(socket.SHUT_WR)
 
     def read():
