@@ -78,7 +78,7 @@ def failed_row(point: str, server: str, why: str, status: str = "failed") -> dic
     return {"scenario": point, "server": server, "status": status, "note": why}
 
 
-def _measure_once(point: str, server: Running, load: Callable[[], dict]) -> dict:
+def measure_once(point: str, server: Running, load: Callable[[], dict]) -> dict:
     cpu_before, cores_before = server.cpu_seconds(), machine.core_ticks()
     started = time.monotonic()
     try:
@@ -113,7 +113,7 @@ def _quietest(ctx: Context, point: str, server: Running, load: Callable[[], dict
     """One run of a point; while others disturb it, retry up to ctx.attempts, keep the quietest."""
     tries = []
     for _ in range(max(1, ctx.attempts)):
-        row = _measure_once(point, server, load)
+        row = measure_once(point, server, load)
         tries.append(row)
         if row["status"] != "ok" or row.get("server_core_others", 0.0) <= INTERFERENCE_WARNING:
             break
