@@ -170,7 +170,7 @@ class Connection(FdRecord):
                 self.close()
                 return
             self.state = IDLE
-            self.deadline = ctx.hub.now + ctx.config.keepalive_timeout
+            self.deadline = ctx.hub.now + ctx.keepalive_timeout
             self.on_readable = Connection.serve  # type: ignore[assignment]
             if not self.armed:
                 ctx.hub.arm(self)
@@ -332,9 +332,8 @@ class Connection(FdRecord):
             return  # a stale callback: detached and not resumed yet
         ctx = self.ctx
         hub = ctx.hub
-        config = ctx.config
-        limits = config.limits
-        header_timeout = config.header_timeout
+        limits = ctx.limits
+        header_timeout = ctx.header_timeout
         parse = ctx.parse_head
         out = self.out
         self.worker = getcurrent()

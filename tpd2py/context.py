@@ -58,13 +58,18 @@ class Config:
 class Context:
     """One server's shared state, as the connections see it."""
 
-    __slots__ = ("hub", "config", "app", "date", "access_log", "buffers", "parse_head",
-                 "draining", "requests", "sendmsg_calls", "forget")
+    __slots__ = ("hub", "config", "limits", "header_timeout", "keepalive_timeout", "app", "date",
+                 "access_log", "buffers", "parse_head", "draining", "requests", "sendmsg_calls",
+                 "forget")
 
     def __init__(self, hub: Hub, config: Config, app: App, access_log: Any = None,
                  forget: Callable[[Any], None] | None = None) -> None:
         self.hub = hub
         self.config = config
+        # Read on every request: one attribute hop each instead of two.
+        self.limits = config.limits
+        self.header_timeout = config.header_timeout
+        self.keepalive_timeout = config.keepalive_timeout
         self.app = app
         self.date = DateCache()
         self.access_log = AccessLog(access_log, self.date) if access_log is not None else None
