@@ -184,7 +184,7 @@ def _html_200(body: bytes) -> Response:
     return response
 
 
-def error_response(error: HTTPError) -> Response:
+def http_error_response(error: HTTPError) -> Response:
     """The Response for an ``HTTPError`` a handler raised: its message (or the canned text of
     its status) as text/plain, with its headers. Raises ValueError/TypeError if they are bad."""
     body = error.message
@@ -205,7 +205,8 @@ class Later:
     ``resume(response)`` to be called later, from the hub. The connection then waits with no
     greenlet (and, with nothing unread, no input buffer). ``on_hangup`` is called from the
     hub, once, if the client hangs up or the server closes the connection first; the
-    connection then closes itself, and a later ``resume`` does nothing.
+    connection then closes itself, and a later ``resume`` does nothing. (When the hang-up was
+    seen already, ``on_hangup`` runs at once, in the handler's greenlet, before it returns.)
     """
 
     __slots__ = ("attach", "on_hangup")
@@ -364,7 +365,8 @@ class Request:
         and watches for the client hanging up; on exit it stops watching. A hang-up meanwhile
         throws ``ClientDisconnected`` into this greenlet, or, with ``on_hangup``, calls that
         from the hub instead (once), for a waiter that can also be woken by someone else and
-        must decide itself whether to throw. ::
+        must decide itself whether to throw (at once, in this greenlet, when the hang-up was
+        seen already). ::
 
             with request.park():
                 result = some_event.wait()

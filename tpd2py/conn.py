@@ -55,6 +55,7 @@ from .errors import (
 )
 from .exchange import BODY_DONE, DETACHED, INF, Exchange
 from .gsocket import DONTWAIT, LAST, peek_hangup, recv_nowait, send_queued, watch
+from .handles import Parking, Resume
 from .hub import FdRecord
 from .inbuf import MAX_POOLED
 from .sendbuf import SendBuf
@@ -238,8 +239,14 @@ class Connection(FdRecord):
         """Read more bytes after ``end``; returns how many (0 at EOF). Before waiting for the
         client it sends the responses already queued: no finished response waits on input.
         May switch to the hub."""
+        if self.closed:
+            raise ConnectionClosed()
         buf = self.buf
-        assert buf is not None and self.view is not None
+        if buf is None:
+            # Lent back while PARKED (a body read inside request.park()): take one again.
+            buf, self.view = self.ctx.buffers.take()
+            self.buf = buf
+            self.start = self.end = self.scan = 0
         if self.start == self.end:
             self.start = self.end = self.scan = 0
         elif self.end == len(buf):
@@ -250,12 +257,12 @@ class Connection(FdRecord):
                 self.scan = max(0, self.scan - self.start)
                 self.start, self.end = 0, n
             else:
-                self.buf, self.view = self.ctx.buffers.grow(buf, self.view, self.start,
-                                                            self.end)
+                self.buf, self.view = self.ctx.buffers.grow(buf, self.view,  # type: ignore[arg-type]
+                                                            self.start, self.end)
         while True:
             if self.closed:
                 raise ConnectionClosed()
-            n = recv_nowait(self, self.sock, self.view[self.end:])
+            n = recv_nowait(self, self.sock, self.view[self.end:])  # type: ignore[index]
             if n >= 0:
                 self.end += n
                 return n
@@ -485,7 +492,10 @@ class Connection(FdRecord):
             raise RuntimeError(f"park() from a connection in state {self.state.name}")
         if self.out.size:
             self.set_nodelay()  # this handler's response will be a second write
-        self.flush()
+        try:
+            self.flush()
+        except ConnectionError:
+            raise ClientDisconnected() from None  # reset while sending: a normal event
         self._enter(PARKED, on_hangup)
         if self.read_pending:
             hangup_check(self)
@@ -516,6 +526,14 @@ class Connection(FdRecord):
             elif self.worker is not None:
                 self.ctx.hub.throw(self.worker, ClientDisconnected())
 
+    def resumer(self) -> Callable[[Response], None]:
+        """The ``resume`` to hand ``Later.attach``: it answers only the request that detached
+        now. Called again after the connection has detached for a later request, it does
+        nothing (a stale resume must not answer the wrong request)."""
+        ex = self.ex
+        ex.detaches += 1
+        return Resume(self, ex.detaches)
+
     def resume(self, response: Response) -> None:
         """From the hub: the response promised by ``Later`` is ready. Never switches.
 
@@ -527,6 +545,9 @@ class Connection(FdRecord):
         ex = self.ex
         if self.state is not DETACHED_STATE or ex.later is not None:
             return  # closed meanwhile, or resumed already
+        # The response is taken: a hang-up from now on only closes (Later's contract: the hook
+        # runs only if the hang-up comes first).
+        self.park_hook = None
         head = ex.head
         if self.read_pending or self.buf is not None or type(response.body) is not bytes \
                 or head is None:
@@ -567,22 +588,6 @@ class Connection(FdRecord):
         its request, and the connection closes after it). Never switches."""
         if self.worker is None:
             self.close()
-
-
-class Parking:
-    """``with request.park(): ...``: Connection.park on entry, unpark on exit."""
-
-    __slots__ = ("conn", "hook")
-
-    def __init__(self, conn: Connection, hook: Callable[[], None] | None) -> None:
-        self.conn, self.hook = conn, hook
-
-    def __enter__(self) -> Parking:
-        self.conn.park(self.hook)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.unpark()
 
 
 def _call_hook(hook: Callable[[], None]) -> None:

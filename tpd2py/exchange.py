@@ -8,9 +8,10 @@ Rules:
   switch), ``flush`` (send what is queued, may switch), ``set_nodelay``, ``address``, and
   ``detach`` for a handler that answers ``Later``. Response bytes come from ``wire`` and go
   into the connection's SendBuf; the connection decides when to send them.
-- ``handle`` returns an outcome, never raises for control flow: ``KEEP`` (serve the next
-  request), ``CLOSE`` (send what is queued and close) or ``DETACHED`` (the connection waits
-  for ``Later``'s response with no greenlet). Client protocol errors propagate as
+- ``handle`` returns an outcome: ``KEEP`` (serve the next request), ``CLOSE_AFTER`` (send what
+  is queued and close) or ``DETACHED`` (the connection waits for ``Later``'s response with no
+  greenlet). The one control-flow exception is ``CloseConnection``, for an error after a
+  streamed response has started (nothing honest can follow it). Client protocol errors propagate as
   ``ProtocolError``/``ClientTimeout`` (the connection answers 4xx and closes); a client gone
   mid-body propagates as ``ClientDisconnected`` (closed silently).
 - A handler's exception is logged once, with the request line and the peer, and answered 500
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import wire
-from .app import Later, Request, Response, error_response, to_response
+from .app import Later, Request, Response, http_error_response, to_response
 from .chunked import ChunkedDecoder
 from .errors import (
     ClientDisconnected,
@@ -67,6 +68,9 @@ KEEP = True
 CLOSE_AFTER = False
 DETACHED = None
 
+# Response bodies queued whole (the rest are streamed: see handle).
+_FIXED_BODIES = (bytes, list)
+
 # A handler that left at most this much of its request body unread gets it drained so the
 # connection can be reused; a larger remainder is cheaper to close on.
 MAX_DRAIN = 65536
@@ -80,7 +84,7 @@ BODY_FAILED = -3  # its framing was bad (Exchange.failed): raised again on every
 
 class Exchange:
     __slots__ = ("head", "body_left", "decoder", "continue_sent", "response_started",
-                 "keep_alive", "later", "failed")
+                 "keep_alive", "later", "failed", "detaches")
 
     def __init__(self) -> None:
         self.head: RequestHead | None = None
@@ -93,6 +97,8 @@ class Exchange:
         self.later: Any = None
         # With body_left == BODY_FAILED: the framing error met reading this request's body.
         self.failed: ProtocolError | None = None
+        # How often a handler's Later detached this connection: tells a stale resume apart.
+        self.detaches = 0
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -143,7 +149,7 @@ class Exchange:
                 response = to_response(result)
         except HTTPError as e:
             try:
-                response = error_response(e)
+                response = http_error_response(e)
             except (ValueError, TypeError):
                 log.exception("bad HTTPError for %r", request_line(head))
                 return self.answer_error(conn, 500)
@@ -162,7 +168,9 @@ class Exchange:
             response = self._wait_later(conn, result)
             if response is None:
                 return DETACHED
-        elif self.body_left != BODY_DONE:
+        elif self.body_left != BODY_DONE and type(response.body) in _FIXED_BODIES:
+            # Drained before the response is queued, so a malformed body is still a 400. A
+            # streamed body may read the request body as it goes: drained after it (below).
             self.finish_body(conn)
         # The common case: a fixed body (bytes) with a known 2xx status and no reason phrase.
         body = response.body
@@ -184,6 +192,13 @@ class Exchange:
         except (TypeError, ValueError):
             log.exception("bad response from the handler for %r", request_line(head))
             return self.answer_error(conn, 500)
+        if self.body_left != BODY_DONE:
+            # After a streamed response: what its generator left unread. The response is out,
+            # so bad framing can only close the connection.
+            try:
+                self.finish_body(conn)
+            except ProtocolError:
+                self.keep_alive = False
         return self.keep_alive
 
     def _wait_later(self, conn: Connection, later: Later) -> Response | None:
@@ -196,7 +211,7 @@ class Exchange:
         conn.flush()
         # From here until the connection has detached nothing switches, so resume() cannot
         # come before it waits.
-        response = later.attach(conn.resume)
+        response = later.attach(conn.resumer())
         if response is None:
             conn.detach(later.on_hangup)
         return response
@@ -304,6 +319,11 @@ class Exchange:
                 out.add(LAST_CHUNK)
         except (ConnectionClosed, ConnectionError, Timeout, CloseConnection):
             raise
+        except ProtocolError as e:
+            # The generator read a bad request body: the client's fault, and the response has
+            # started, so closing is the only answer.
+            log.debug("bad request body while streaming to %s: %s", conn.address(), e)
+            raise CloseConnection() from None
         except Exception:
             log.exception("error while streaming %r to %s", request_line(head), conn.address())
             raise CloseConnection() from None
@@ -334,7 +354,10 @@ class Exchange:
                 and not self.response_started:
             self.continue_sent = True
             conn.out.add(CONTINUE)
-            conn.flush()
+            try:
+                conn.flush()
+            except ConnectionError:
+                raise ClientDisconnected() from None  # reset while sending: a normal event
         if conn.deadline == INF:
             conn.deadline = conn.ctx.hub.now + config.body_timeout
         try:

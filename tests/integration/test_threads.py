@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from comet_helpers import ServerThread, read_reply, request, run_hub  # noqa: E402
 
 from tpd2py import App, Request  # noqa: E402
-from tpd2py.app import error_response
+from tpd2py.app import http_error_response
 from tpd2py.comet import Channel  # noqa: E402
 from tpd2py.errors import Cancelled, Overloaded  # noqa: E402
 from tpd2py.hub import get_hub  # noqa: E402
@@ -157,7 +157,7 @@ def test_full_pool_and_queue_answer_503_with_retry_after(serve: Any) -> None:
 
 def test_overloaded_is_a_503_http_error() -> None:
     e = Overloaded(retry_after=5)
-    response: Any = error_response(e)
+    response: Any = http_error_response(e)
     assert response.status == 503
     assert (b"Retry-After", b"5") in response.headers
 

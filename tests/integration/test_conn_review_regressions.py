@@ -1,0 +1,218 @@
+"""Regressions found by an independent review of the connection-wing redesign, each a real
+socket test: a client reset during the server's own flush inside a handler (100-continue, park)
+is not a handler error; Later's hang-up hook never runs after resume() took the response; a
+body read inside request.park(); a stale resume() never answers a later request; a streaming
+generator that reads a malformed body, or reads the body lazily."""
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import tpd2py
+from tpd2py import App, Request, Response
+from tpd2py.app import Later
+
+
+class Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def errors(self):
+        return [f"{r.name} {r.levelname}: {r.getMessage()}" for r in self.records
+                if r.levelno >= logging.WARNING]
+
+
+@pytest.fixture
+def logs():
+    cap = Capture()
+    lg = logging.getLogger("tpd2py")
+    old = lg.level
+    lg.setLevel(logging.DEBUG)
+    lg.addHandler(cap)
+    yield cap
+    lg.removeHandler(cap)
+    lg.setLevel(old)
+
+
+def _reset(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_reset_during_the_100_continue_flush_is_not_a_handler_error(server, logs):
+    app = App()
+    done = threading.Event()
+
+    @app.route("/up", methods=["POST"])
+    def up(req: Request) -> bytes:
+        tpd2py.sleep(0.3)   # the client resets meanwhile
+        try:
+            return req.body()
+        finally:
+            done.set()
+
+    srv = server(app)
+    s = socket.create_connection(srv.address)
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+              b"Content-Length: 100000\r\n\r\n")
+    time.sleep(0.1)
+    _reset(s)
+    assert done.wait(5)
+    srv.wait_closed(1)
+    print(logs.errors())
+    assert not logs.errors()
+
+
+def test_reset_during_the_park_flush_is_not_a_handler_error(server, logs):
+    app = App()
+    done = threading.Event()
+
+    @app.route("/")
+    def hello(req):
+        return b"x" * 100
+
+    @app.route("/park")
+    def park(req: Request) -> bytes:
+        tpd2py.sleep(0.3)   # the client resets meanwhile; the first response is still queued
+        try:
+            with req.park():
+                tpd2py.sleep(0.01)
+            return b"parked"
+        finally:
+            done.set()
+
+    srv = server(app)
+    s = socket.create_connection(srv.address)
+    # two pipelined requests: the first response is queued, then /park waits
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /park HTTP/1.1\r\nHost: a\r\n\r\n")
+    time.sleep(0.1)
+    _reset(s)
+    assert done.wait(5)
+    srv.wait_closed(1)
+    print(logs.errors())
+    assert not logs.errors()
+
+
+def test_no_hangup_hook_after_resume_took_the_response(server, logs):
+    app = App()
+    state = {"resume": None, "hooks": 0, "resumed": 0}
+
+    @app.route("/wait")
+    def wait(req):
+        def attach(resume):
+            state["resume"] = resume
+            return None
+
+        def on_hangup():
+            state["hooks"] += 1
+        return Later(attach, on_hangup)
+
+    @app.route("/fire")
+    def fire(req):
+        # a list body: resume() cannot finish in the hub, defers to serve()
+        state["resumed"] += 1
+        state["resume"](Response([b"news"]))
+        return b"fired"
+
+    srv = server(app)
+    a = socket.create_connection(srv.address)
+    a.sendall(b"GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+    srv.sync()
+    assert state["resume"] is not None
+    b = socket.create_connection(srv.address)
+    b.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # warm: b is now armed and idle
+    srv.sync()
+    with srv.frozen():
+        b.sendall(b"GET /fire HTTP/1.1\r\nHost: a\r\n\r\n")
+        a.close()  # FIN from a in the same epoll batch, after b's request
+        time.sleep(0.1)
+    srv.sync()
+    assert state["resumed"] == 1
+    assert state["hooks"] == 0, "on_hangup called after the response was handed to resume()"
+
+
+def test_a_body_read_inside_park_works(server, logs):
+    app = App()
+
+    @app.route("/p", methods=["POST"])
+    def p(req):
+        with req.park():
+            return req.body()
+
+    srv = server(app)
+    s = socket.create_connection(srv.address)
+    s.sendall(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+    srv.sync()
+    s.sendall(b"hello")
+    data = s.recv(1000)
+    print(data[:40], logs.errors())
+    assert data.startswith(b"HTTP/1.1 200"), data
+
+
+def test_a_stale_resume_does_not_answer_a_later_request(server):
+    app = App()
+    resumes = []
+
+    @app.route("/wait")
+    def wait(req):
+        def attach(resume):
+            resumes.append(resume)
+            return None
+        return Later(attach, lambda: None)
+
+    srv = server(app)
+    s = socket.create_connection(srv.address, timeout=3)
+    s.sendall(b"GET /wait?1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    srv.sync()
+    first = resumes[0]
+    srv.call(lambda: first(Response(b"answer-1")))
+    assert b"answer-1" in s.recv(1000)
+    s.sendall(b"GET /wait?2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    srv.sync()
+    assert len(resumes) == 2
+    # a stale second call of the FIRST request's resume (timer + event race in an app):
+    srv.call(lambda: first(Response(b"stale-for-1")))
+    s.settimeout(0.5)
+    try:
+        got = s.recv(1000)
+    except TimeoutError:
+        got = b""
+    assert b"stale-for-1" not in got, got
+
+
+def test_a_malformed_body_read_by_a_streaming_generator_is_quiet(server, logs):
+    app = App()
+
+    @app.route("/secho", methods=["POST"])
+    def secho(req):
+        return (b"%d\n" % len(p) for p in req.stream())
+
+    srv = server(app)
+    body = b"".join(b"1000\r\n" + b"a" * 4096 + b"\r\n" for _ in range(20)) + b"5\r\nhelloXX"
+    s = socket.create_connection(srv.address, timeout=3)
+    s.sendall(b"POST /secho HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    srv.read_until_close(s)
+    print(logs.errors())
+    assert not logs.errors()
+
+
+def test_a_streaming_generator_may_read_the_body_lazily(server):
+    app = App()
+
+    @app.route("/secho", methods=["POST"])
+    def secho(req):
+        return (p for p in req.stream())
+
+    srv = server(app)
+    ex = srv.exchange(b"POST /secho HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                      b"Content-Length: 10\r\n\r\nhelloworld")
+    assert ex.final[0].body == b"helloworld", ex.raw
