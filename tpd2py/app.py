@@ -25,14 +25,13 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
 from .errors import HTTPError
 from .wire import error_body
 
 if TYPE_CHECKING:
-    from .conn import Connection
     from .http11 import RequestHead
 
 Handler = Callable[..., Any]
@@ -286,12 +285,38 @@ class Headers:
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
+class RequestConnection(Protocol):
+    """What a Request uses of its connection (conn.Connection): the handler contract's side."""
+
+    def address(self) -> Any: ...
+    def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
+    def park(self, on_hangup: Callable[[], None] | None = None) -> None: ...  # may switch
+    def unpark(self) -> None: ...
+
+
+class Parking:
+    """What ``Request.park()`` returns: the connection parks on entry (it sends what is queued,
+    lends its buffer back and watches for a hang-up; may switch) and unparks on exit."""
+
+    __slots__ = ("conn", "hook")
+
+    def __init__(self, conn: RequestConnection, hook: Callable[[], None] | None) -> None:
+        self.conn, self.hook = conn, hook
+
+    def __enter__(self) -> Parking:
+        self.conn.park(self.hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.unpark()
+
+
 class Request:
     """One request. Wire bytes stay bytes; the str views are decoded on first use."""
 
     __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path")
 
-    def __init__(self, head: RequestHead, conn: Connection) -> None:
+    def __init__(self, head: RequestHead, conn: RequestConnection) -> None:
         # Private and never mutated: byte-identical requests may share one parsed head.
         self._head = head
         self._conn = conn
@@ -358,7 +383,7 @@ class Request:
         """The client's address, as the socket gives it (a (host, port) tuple over TCP)."""
         return self._conn.address()
 
-    def park(self, on_hangup: Callable[[], None] | None = None) -> Any:
+    def park(self, on_hangup: Callable[[], None] | None = None) -> Parking:
         """A context manager around a wait on something other than this client (a channel, a
         timer, another server): on entry the responses already queued for earlier pipelined
         requests are sent (may switch to the hub), the connection lends its input buffer back
@@ -371,7 +396,7 @@ class Request:
             with request.park():
                 result = some_event.wait()
         """
-        return self._conn.parked(on_hangup)
+        return Parking(self._conn, on_hangup)
 
     def body(self) -> bytes:
         """The whole request body (b"" if none). Reads it on first call: may switch to the hub.

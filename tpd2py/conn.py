@@ -39,6 +39,7 @@ import enum
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
@@ -55,7 +56,6 @@ from .errors import (
 )
 from .exchange import BODY_DONE, DETACHED, INF, Exchange
 from .gsocket import DONTWAIT, LAST, peek_hangup, recv_nowait, send_queued, watch
-from .handles import Parking, Resume
 from .hub import FdRecord
 from .inbuf import MAX_POOLED
 from .sendbuf import SendBuf
@@ -479,10 +479,6 @@ class Connection(FdRecord):
 
     # -- waiting on something else: park (a greenlet waits) and detach (none does) --------------
 
-    def parked(self, on_hangup: Callable[[], None] | None = None) -> Parking:
-        """A context manager for ``Request.park``: ``park`` on entry, ``unpark`` on exit."""
-        return Parking(self, on_hangup)
-
     def park(self, on_hangup: Callable[[], None] | None = None) -> None:
         """SERVING -> PARKED: send the responses already queued (earlier pipelined requests must
         not wait for this one), lend the input buffer back if it holds nothing unread, and
@@ -532,7 +528,11 @@ class Connection(FdRecord):
         nothing (a stale resume must not answer the wrong request)."""
         ex = self.ex
         ex.detaches += 1
-        return Resume(self, ex.detaches)
+        return partial(self._resume_detached, ex.detaches)
+
+    def _resume_detached(self, detach: int, response: Response) -> None:
+        if self.ex.detaches == detach:
+            self.resume(response)
 
     def resume(self, response: Response) -> None:
         """From the hub: the response promised by ``Later`` is ready. Never switches.

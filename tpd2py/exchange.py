@@ -26,11 +26,11 @@ Switch points: ``handle`` (it runs the handler, and may read the body and flush)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import wire
-from .app import Later, Request, Response, http_error_response, to_response
+from .app import Later, Request, RequestConnection, Response, http_error_response, to_response
 from .chunked import ChunkedDecoder
 from .errors import (
     ClientDisconnected,
@@ -58,8 +58,9 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from .conn import Connection
+    from .context import Context
     from .http11 import RequestHead
+    from .sendbuf import SendBuf
 
 log = logging.getLogger("tpd2py.conn")
 
@@ -80,6 +81,29 @@ INF = float("inf")
 BODY_DONE = 0
 BODY_CHUNKED = -2
 BODY_FAILED = -3  # its framing was bad (Exchange.failed): raised again on every read
+
+
+class Connection(RequestConnection, Protocol):
+    """What the exchange uses of its connection (conn.Connection): what a Request uses, its
+    shared context, its input buffer and offsets (the body is read from them), its output
+    SendBuf, its deadline, and the calls below. Declared here so that the exchange depends on
+    no more than this."""
+
+    ctx: Context
+    out: SendBuf
+    buf: bytearray | None
+    start: int
+    end: int
+    deadline: float
+    queued: int
+    closed: bool
+
+    def recv(self) -> int: ...  # more input after ``end`` (0 at EOF); may switch
+    def flush(self, last: bool = False) -> None: ...  # send what is queued; may switch
+    def set_nodelay(self) -> None: ...
+    def address(self) -> Any: ...
+    def detach(self, on_hangup: Callable[[], None]) -> None: ...  # wait for Later's response
+    def resumer(self) -> Callable[[Response], None]: ...  # the resume Later.attach gets
 
 
 class Exchange:

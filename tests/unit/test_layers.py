@@ -117,3 +117,25 @@ def test_only_the_hub_and_gsocket_write_readiness_and_only_enter_and_close_the_c
 def test_every_module_is_short() -> None:
     sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
     assert not {n: s for n, s in sizes.items() if s >= MAX_LINES}
+
+
+def test_the_package_imports_form_no_circle() -> None:
+    # Imports made only for type checking count too: each one is a real call-time dependency
+    # (the circle of 11 files the connection-wing review found was made of them).
+    graph = {name: {mod[1:] for mod, _, _, _ in imports(tree)
+                    if mod.startswith(".") and mod[1:] in MODULES and mod[1:] != name}
+             for name, tree in MODULES.items() if name != "__init__"}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(name):]
+                                                                 + [name]))
+        if name in done:
+            return
+        for dep in sorted(graph.get(name, ())):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
