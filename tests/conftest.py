@@ -370,6 +370,13 @@ _APP_ERRORS = ("handler error", "bad HTTPError", "bad response", "error while st
                "hang-up hook")
 
 
+def _server_fault(record: logging.LogRecord) -> bool:
+    """A "handler error" that is really the server's: a socket error or a failed assertion
+    reached the handler through the Request API (body, park)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return isinstance(exc, (OSError, AssertionError))
+
+
 class _ThreadErrors(logging.Handler):
     """Collects ERROR records the hub or the server loop log from one thread."""
 
@@ -380,7 +387,8 @@ class _ThreadErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread_id and record.name in _SERVER_LOGGERS:
-            if record.name == "tpd2py.conn" and str(record.msg).startswith(_APP_ERRORS):
+            if record.name == "tpd2py.conn" and str(record.msg).startswith(_APP_ERRORS) \
+                    and not _server_fault(record):
                 return
             self.records.append(record)
 

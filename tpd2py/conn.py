@@ -493,7 +493,7 @@ class Connection(FdRecord):
         except ConnectionError:
             raise ClientDisconnected() from None  # reset while sending: a normal event
         self._enter(PARKED, on_hangup)
-        if self.read_pending:
+        if self.read_pending or self.hangup:  # a FIN a body reader's edge carried counts too
             hangup_check(self)
 
     def unpark(self) -> None:
@@ -506,7 +506,7 @@ class Connection(FdRecord):
         """SERVING -> DETACHED, for a handler that returned Later and whose response is not
         ready: the connection waits for ``resume`` with no greenlet. Never switches."""
         self._enter(DETACHED_STATE, on_hangup)
-        if self.read_pending:
+        if self.read_pending or self.hangup:  # a FIN a body reader's edge carried counts too
             hangup_check(self)
 
     def hung_up(self) -> None:

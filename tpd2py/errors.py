@@ -51,7 +51,7 @@ class ClientDisconnected(Cancelled):
 class HTTPError(Exception):
     """Raise from a handler to answer with ``status`` (e.g. ``raise HTTPError(404)``): the
     ``message`` (default: the status and its reason phrase) as text/plain, with ``headers``
-    (``app.error_response`` builds it)."""
+    (``app.http_error_response`` builds it)."""
 
     def __init__(self, status: int, message: str | bytes | None = None,
                  headers: dict[str, str] | None = None) -> None:

@@ -16,9 +16,10 @@ Rules:
   mid-body propagates as ``ClientDisconnected`` (closed silently).
 - A handler's exception is logged once, with the request line and the peer, and answered 500
   when nothing of its response was sent yet; else the connection closes.
-- A body the handler left unread is drained (up to ``MAX_DRAIN``) before the response is
+- A body the handler left unread is drained (up to ``MAX_DRAIN``) before a whole response is
   queued, so a malformed one is still answered 400 (RFC 9112 §7.1): nothing of the handler's
-  response has left by then.
+  response has left by then. A streamed response's generator may read the body itself: what it
+  leaves is drained after it, when the connection is to be kept (else the close lingers).
 Switch points: ``handle`` (it runs the handler, and may read the body and flush),
 ``read_body`` and ``finish_body``.
 """
@@ -216,13 +217,14 @@ class Exchange:
         except (TypeError, ValueError):
             log.exception("bad response from the handler for %r", request_line(head))
             return self.answer_error(conn, 500)
-        if self.body_left != BODY_DONE:
+        if self.body_left != BODY_DONE and self.keep_alive \
+                and type(body) not in _FIXED_BODIES:
             # After a streamed response: what its generator left unread. The response is out,
-            # so bad framing can only close the connection.
+            # so bad framing or a stalled body can only close the connection.
             try:
                 self.finish_body(conn)
-            except ProtocolError:
-                self.keep_alive = False
+            except (ProtocolError, ClientTimeout, ClientDisconnected):
+                self.keep_alive = False  # its response stays queued: it is sent, then the close
         return self.keep_alive
 
     def _wait_later(self, conn: Connection, later: Later) -> Response | None:

@@ -216,3 +216,95 @@ def test_a_streaming_generator_may_read_the_body_lazily(server):
     ex = srv.exchange(b"POST /secho HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
                       b"Content-Length: 10\r\n\r\nhelloworld")
     assert ex.final[0].body == b"helloworld", ex.raw
+
+
+# -- from the second review ------------------------------------------------------------------------
+
+def _until_eof(sock: socket.socket) -> bytes:
+    sock.settimeout(10.0)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+UNFINISHED_CHUNKED = (b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      + (b"1000\r\n" + b"a" * 4096 + b"\r\n") * 18)  # > 64 KiB, no last chunk
+
+
+@pytest.mark.parametrize("answer", ["http-error", "not-found"])
+def test_an_unread_body_is_drained_once_not_again_after_the_response(server, answer):
+    # Regression: after a whole (non-streamed) response the body was drained a second time;
+    # the server then waited for body bytes and answered a 408 after the 403/404.
+    app = App()
+
+    @app.route("/up", methods=["POST"])
+    def up(req):
+        if answer == "http-error":
+            raise tpd2py.HTTPError(403)
+        return Response(b"nope", status=404)
+
+    srv = server(app)
+    with socket.create_connection(srv.address) as s:
+        s.sendall(UNFINISHED_CHUNKED)
+        data = _until_eof(s)  # the close lingers: the client sees EOF at once
+    assert data.count(b"HTTP/1.1 ") == 1, data[:300]
+    assert data.startswith(b"HTTP/1.1 403" if answer == "http-error" else b"HTTP/1.1 404")
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"POST /s HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello", 200),  # close-delimited stream
+    (b"POST /s204 HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello", 204),
+])
+def test_a_stream_with_an_unread_body_is_one_response_then_the_close(server, request_bytes,
+                                                                      status):
+    app = App()
+
+    @app.route("/s", methods=["POST"])
+    def stream(req):
+        return (b"x%d" % i for i in range(3))
+
+    @app.route("/s204", methods=["POST"])
+    def stream204(req):
+        return Response(iter([b""]), status=204)
+
+    srv = server(app)
+    with socket.create_connection(srv.address) as s:
+        s.sendall(request_bytes)
+        s.shutdown(socket.SHUT_WR)  # the rest of the body never comes
+        data = _until_eof(s)
+    assert data.count(b"HTTP/1.") == 1, data
+    assert data.startswith(b"HTTP/1.1 %d" % status)
+    if status == 200:
+        assert data.endswith(b"x0x1x2")
+
+
+def test_a_hangup_a_body_reader_saw_still_wakes_a_parked_handler(server):
+    # The FIN came on the edge the body read took: read_pending stayed False, hangup True.
+    app = App()
+    got: dict[str, str] = {}
+    done = threading.Event()
+
+    @app.route("/p", methods=["POST"])
+    def p(req):
+        req.body()
+        try:
+            with req.park():
+                tpd2py.sleep(30)
+            got["r"] = "slept"
+        except tpd2py.ClientDisconnected:
+            got["r"] = "disconnected"
+        done.set()
+        return b"x"
+
+    srv = server(app)
+    with socket.create_connection(srv.address) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # an armed keep-alive connection
+        s.recv(1000)
+        s.sendall(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+        srv.sync()
+        srv.sync()  # the handler now waits in its body read
+        s.sendall(b"hello")
+        s.shutdown(socket.SHUT_WR)  # the FIN right behind the body: one edge, the reader's
+        assert done.wait(10)
+    assert got["r"] == "disconnected"
