@@ -492,6 +492,11 @@ class RunningServer(Client):
             server.serve_forever(install_signals=False)
         except BaseException as e:
             self._failure = e
+        finally:
+            # The thread's hub holds an epoll fd and a pipe: a suite that starts a thousand
+            # servers must not keep their fds open until a garbage collection.
+            with contextlib.suppress(Exception):
+                server.hub.close()
 
     # -- server-side control ----------------------------------------------------------------------
 

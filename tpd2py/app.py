@@ -22,6 +22,7 @@ into the connection and may switch to the hub.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -102,7 +103,7 @@ class Response:
 
     def __init__(
         self,
-        body: bytes | str | list[bytes] | Iterable[bytes | str] = b"",
+        body: bytes | str | list[bytes] | Iterable[bytes | str] | FileBody = b"",
         status: int = 200,
         headers: Iterable[tuple[str | bytes, str | bytes]] | dict[str, str] | None = None,
         content_type: str | bytes | None = None,
@@ -181,6 +182,30 @@ def _html_200(body: bytes) -> Response:
     response.fields = _HTML_LINE
     response.reason = None
     return response
+
+
+class FileBody:
+    """A response body that the kernel sends from an open file (``os.sendfile``): its bytes
+    never enter Python. ``length`` bytes from ``offset`` of ``fd``; the connection closes the
+    fd once the response is sent or dropped (``close`` is idempotent). Build one with
+    ``files.FileResponse`` rather than by hand."""
+
+    __slots__ = ("fd", "offset", "length")
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        if offset < 0 or length < 0:
+            raise ValueError("a file body's offset and length are not negative")
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:  # a response built and then dropped unsent
+        self.close()
 
 
 def http_error_response(error: HTTPError) -> Response:

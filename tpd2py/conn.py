@@ -1,16 +1,7 @@
 """The connection: one client socket's state machine, its input buffer and its send path.
 
-States (``Connection.state``; ``_enter`` alone changes it, and alone sets the hub callback
-that goes with it)::
-
-    new ──> IDLE ───serve───> SERVING ──no input left──> IDLE
-                                 │  ^ \\──request.park()──> PARKED ──exit/hang-up──> SERVING
-                                 │  │  \\──handler returns Later──> DETACHED
-                                 │  └──resume() needs a greenlet── DETACHED ──resume() sent
-                                 │                                   │        all──> IDLE
-                                 ├──error or close with unread input──> LINGERING ──> CLOSED
-                                 └──EOF, close, timeout (from any state)──────────> CLOSED
-
+States (``Connection.state``; ``_enter`` alone changes it and sets the hub callback that goes
+with it; the diagram and a table are in docs/design.md):
 - IDLE: no greenlet, no input buffer; the hub calls ``serve`` when bytes arrive.
 - SERVING: ``serve`` runs in the loop's own greenlet with a pooled input buffer; the
   ``Exchange`` runs each complete request's handler and queues its response in one SendBuf,
@@ -21,15 +12,14 @@ that goes with it)::
   sends the response right there when it can (then IDLE), or has the hub call ``serve``.
 - LINGERING: after an error response, half-closed, reading and dropping input for a while so
   that the close is not a reset that destroys the response (RFC 9112 §9.6).
+- CLOSED: from any state (``close``).
 How it works: deadlines are plain floats in ``deadline``, checked by the server's
-once-a-second sweep (O(1) per request): the header deadline is absolute from the first byte of
-a request; body reads must keep a minimum rate; idle keep-alive, writes and lingering have
-their own limits. Input goes through ``gsocket.recv_nowait`` (the readiness rule) and output
-through ``gsocket.send_queued`` (the one send path); ``sock`` is the transport seam (a kernel
-socket, or anything with its methods, e.g. TLS). A new connection enters epoll only when it
-first waits or idles.
-Switch points: ``recv``, ``flush``, ``park`` and whatever a handler calls; ``serve`` through
-them. ``resume``, ``close`` and the hang-up check run in the hub and never switch.
+once-a-second sweep (O(1) per request). Input goes through ``gsocket.recv_nowait`` (the
+readiness rule), output through ``gsocket.send_queued`` (the one send path) and, for file
+bodies, ``gsocket.sendfile_nowait``; ``sock`` is the transport seam (a kernel socket, or
+anything with its methods, e.g. TLS). A new connection enters epoll only when it first waits.
+Switch points: ``recv``, ``flush``, ``send_file``, ``park`` and whatever a handler calls;
+``serve`` through them. ``resume``, ``close`` and the hang-up check never switch.
 """
 
 from __future__ import annotations
@@ -44,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
 
-from .app import Response
+from .app import FileBody, Response
 from .errors import (
     Cancelled,
     ClientDisconnected,
@@ -55,7 +45,16 @@ from .errors import (
     Timeout,
 )
 from .exchange import BODY_DONE, DETACHED, INF, Exchange
-from .gsocket import DONTWAIT, LAST, peek_hangup, recv_nowait, send_queued, watch
+from .gsocket import (
+    DONTWAIT,
+    LAST,
+    make_nonblocking,
+    peek_hangup,
+    recv_nowait,
+    send_queued,
+    sendfile_nowait,
+    watch,
+)
 from .hub import FdRecord
 from .inbuf import MAX_POOLED
 from .sendbuf import SendBuf
@@ -90,9 +89,8 @@ def hangup_check(conn: Connection) -> None:
 
 
 class Connection(FdRecord):
-    """A client connection. It is its own hub record (``FdRecord``): the hub calls its
-    ``on_readable`` with the connection itself, so no second object, and no lookup from the
-    record to the connection, is paid per connection or per request."""
+    """A client connection, and its own hub record (``FdRecord``): the hub calls its
+    ``on_readable`` with it, so no second object or lookup is paid per connection or request."""
 
     __slots__ = ("ctx", "sock", "peer", "state", "buf", "view", "start", "end", "scan",
                  "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex")
@@ -277,11 +275,12 @@ class Connection(FdRecord):
     def flush(self, last: bool = False) -> None:
         """Send all queued output. May switch to the hub (only when the socket is full).
 
-        ``last``: the connection closes right after (nothing can run in between). The send
-        then says MSG_MORE, so that the kernel holds the final segment and the close puts
-        the FIN on it: one packet instead of two, and the client reads the response and the
-        end of it in one wake-up. (Anything that does not go in this first send is sent
-        without the flag, which releases what was held.)"""
+        ``last``: more bytes follow at once from elsewhere: the close (nothing can run in
+        between), or a file by sendfile. The send then says MSG_MORE, so that the kernel holds
+        the final segment and the FIN (or the file's first bytes) joins it: one packet instead
+        of two, and the client reads the response and the end of it in one wake-up. (Anything
+        that does not go in this first send is sent without the flag, which releases what was
+        held.)"""
         self.queued = 0
         out = self.out
         if not out.size:
@@ -296,6 +295,24 @@ class Connection(FdRecord):
             ctx.sendmsg_calls += 1
             if send_queued(self.sock, out):
                 return
+
+    def send_file(self, body: FileBody) -> None:
+        """Send what is queued, then ``body`` from its file by the kernel, waiting on the hub
+        whenever the socket is full. May switch to the hub. A file that shrank meanwhile ends
+        the connection (CloseConnection): the head promised ``length`` bytes."""
+        self.flush(last=True)  # the head rides with the file's first bytes
+        make_nonblocking(self.sock)
+        offset, end = body.offset, body.offset + body.length
+        while offset < end:
+            sent = sendfile_nowait(self.sock, body.fd, offset, end - offset)
+            if sent < 0:
+                self._wait_writable()
+            elif not sent:
+                log.warning("file shrank while being sent to %s: closing", self.address())
+                raise CloseConnection()
+            else:
+                self.ctx.sendmsg_calls += 1
+                offset += sent
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""
@@ -324,13 +341,9 @@ class Connection(FdRecord):
 
     def serve(self) -> None:
         """The hub callback while IDLE (and once resume() needs a greenlet): SERVING until the
-        connection is idle again (returns, keeping it open), detached or closed.
-
-        Runs in the loop's own greenlet (hub.py, leader/followers): no switch unless a handler
-        waits, and then the hub hands the loop to a spare greenlet and this one goes on as the
-        connection's worker. The loop is the hot path of the server: it binds what it uses to
-        locals.
-        """
+        connection is idle again, detached or closed. Runs in the loop's own greenlet (hub.py,
+        leader/followers): no switch unless a handler waits (the hub then hands the loop to a
+        spare). The hot path of the server: it binds what it uses to locals."""
         if self.closed or self.worker is not None:
             return
         ex = self.ex
@@ -497,8 +510,7 @@ class Connection(FdRecord):
             hangup_check(self)
 
     def unpark(self) -> None:
-        """PARKED -> SERVING (the handler runs again); takes an input buffer back. Never
-        switches."""
+        """PARKED -> SERVING (the handler runs again); takes an input buffer. Never switches."""
         if self.state is PARKED or self.state is SERVING:
             self._enter(SERVING)
 
@@ -523,9 +535,8 @@ class Connection(FdRecord):
                 self.ctx.hub.throw(self.worker, ClientDisconnected())
 
     def resumer(self) -> Callable[[Response], None]:
-        """The ``resume`` to hand ``Later.attach``: it answers only the request that detached
-        now. Called again after the connection has detached for a later request, it does
-        nothing (a stale resume must not answer the wrong request)."""
+        """The ``resume`` for ``Later.attach``: it answers only the request that detaches now (a
+        stale call after the connection detached again for a later request does nothing)."""
         ex = self.ex
         ex.detaches += 1
         return partial(self._resume_detached, ex.detaches)
@@ -535,18 +546,14 @@ class Connection(FdRecord):
             self.resume(response)
 
     def resume(self, response: Response) -> None:
-        """From the hub: the response promised by ``Later`` is ready. Never switches.
-
-        The common case ends here, in the hub: nothing more to read and a fixed body, so the
-        response goes out in one send and the connection goes idle without a greenlet (a
-        publish to 10,000 long polls is 10,000 of these). Otherwise the hub calls ``serve``
-        on its next turn to send it and serve what follows.
-        """
+        """From the hub: Later's response is ready. Never switches. The common case ends here:
+        nothing more to read and a bytes body, so it goes out in one send and the connection
+        goes idle without a greenlet (a publish to 10,000 long polls is 10,000 of these).
+        Otherwise the hub calls ``serve`` on its next turn to send it and go on."""
         ex = self.ex
         if self.state is not DETACHED_STATE or ex.later is not None:
             return  # closed meanwhile, or resumed already
-        # The response is taken: a hang-up from now on only closes (Later's contract: the hook
-        # runs only if the hang-up comes first).
+        # Taken: a hang-up from now on only closes (the hook runs only if it came first).
         self.park_hook = None
         head = ex.head
         if self.read_pending or self.buf is not None or type(response.body) is not bytes \
@@ -575,8 +582,8 @@ class Connection(FdRecord):
     # -- for the server: the sweep and shutdown -------------------------------------------------
 
     def expire(self) -> None:
-        """The sweep found ``deadline`` passed: close an idle connection, or throw Timeout into
-        a greenlet waiting on this client (it answers 408 or closes). Never switches."""
+        """The sweep found ``deadline`` passed: close, or throw Timeout into a greenlet waiting
+        on this client (it answers 408 or closes). Never switches."""
         worker = self.worker
         if worker is None:
             self.close()
@@ -584,8 +591,7 @@ class Connection(FdRecord):
             self.ctx.hub.throw(worker, Timeout())
 
     def drain(self) -> None:
-        """The server shuts down: close now unless a handler is running (that one finishes
-        its request, and the connection closes after it). Never switches."""
+        """Shutdown: close now unless a handler runs (it finishes; then the connection closes)."""
         if self.worker is None:
             self.close()
 

@@ -31,7 +31,15 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import wire
-from .app import Later, Request, RequestConnection, Response, http_error_response, to_response
+from .app import (
+    FileBody,
+    Later,
+    Request,
+    RequestConnection,
+    Response,
+    http_error_response,
+    to_response,
+)
 from .chunked import ChunkedDecoder
 from .errors import (
     ClientDisconnected,
@@ -70,8 +78,8 @@ KEEP = True
 CLOSE_AFTER = False
 DETACHED = None
 
-# Response bodies queued whole (the rest are streamed: see handle).
-_FIXED_BODIES = (bytes, list)
+# Response bodies that never read the request body (the rest are generators: see handle).
+_FIXED_BODIES = (bytes, list, FileBody)
 
 # A handler that left at most this much of its request body unread gets it drained so the
 # connection can be reused; a larger remainder is cheaper to close on.
@@ -103,6 +111,7 @@ class Connection(RequestConnection, Protocol):
     def flush(self, last: bool = False) -> None: ...  # send what is queued; may switch
     def set_nodelay(self) -> None: ...
     def address(self) -> Any: ...
+    def send_file(self, body: FileBody) -> None: ...  # queued output, then the file; may switch
     def detach(self, on_hangup: Callable[[], None]) -> None: ...  # wait for Later's response
     def resumer(self) -> Callable[[Response], None]: ...  # the resume Later.attach gets
 
@@ -296,7 +305,31 @@ class Exchange:
             if ctx.access_log is not None:
                 ctx.access_log.write(conn.address(), self.head, status, size)
             return
+        if body_type is FileBody:
+            self._send_file(conn, response, body, status_bytes, is_head)
+            return
         self._stream(conn, response, status_bytes, is_head)
+
+    def _send_file(self, conn: Connection, response: Response, body: FileBody,
+                   status_bytes: bytes, is_head: bool) -> None:
+        """A file body: the head is queued with its Content-Length, then the kernel sends the
+        file (conn.send_file, which closes it). May switch to the hub."""
+        ctx = conn.ctx
+        status = response.status
+        try:
+            no_body = status in NO_BODY_STATUSES
+            size = 0 if no_body else body.length
+            conn.out.add(wire.head(status_bytes, response.fields, -1 if no_body else size,
+                                   ctx.date.line, self.connection_line()))
+            conn.queued += 1
+            if ctx.access_log is not None:
+                ctx.access_log.write(conn.address(), self.head, status, size)
+            if is_head or not size:
+                return
+            self.response_started = True  # from here on only a close can end it early
+            conn.send_file(body)
+        finally:
+            body.close()
 
     def _stream(self, conn: Connection, response: Response, status_bytes: bytes,
                 is_head: bool) -> None:

@@ -7,8 +7,9 @@ Rules:
   keeps that rule; nothing else outside the hub writes ``read_pending``.
 - There is one send path: ``send_queued`` makes one non-waiting attempt to send what a
   ``SendBuf`` holds (one chunk: ``send``; more: one ``sendmsg`` of at most ``IOV_MAX``
-  iovecs; partial: ``consume``). The server's connections, their resume after parking and
-  outbound ``Socket``s all call it, and wait on the hub themselves when it returns False.
+  iovecs; partial: ``consume``); ``sendfile_nowait`` is its twin for a file body. The
+  server's connections, their resume after parking and outbound ``Socket``s all call them,
+  and wait on the hub themselves when they cannot go on.
 - The transport seam: both primitives take any object with the socket's ``recv_into``,
   ``send`` and ``sendmsg`` (flags included) that raises ``BlockingIOError`` when it must wait.
   A plain connection passes its kernel socket itself (no Python layer on the hot path); a TLS
@@ -78,6 +79,23 @@ def send_queued(sock: Any, out: SendBuf, flags: int = DONTWAIT) -> bool:
         return True
     out.consume(sent)
     return False
+
+
+def sendfile_nowait(sock: Any, fd: int, offset: int, count: int) -> int:
+    """One attempt to send ``count`` bytes of file ``fd`` from ``offset`` by the kernel,
+    never waiting: the bytes sent (0: the file ended early), or -1 when the socket is full.
+    sendfile takes no MSG_DONTWAIT: call ``make_nonblocking`` on the socket first (accepted
+    fds are left blocking: see DONTWAIT). Never switches."""
+    try:
+        return os.sendfile(sock.fileno(), fd, offset, count)
+    except BlockingIOError:
+        return -1
+
+
+def make_nonblocking(sock: Any) -> None:
+    """Set O_NONBLOCK on the socket's fd, for the calls that have no MSG_DONTWAIT (sendfile).
+    Two fcntl calls: done once per file response, not per request."""
+    os.set_blocking(sock.fileno(), False)
 
 
 def peek_hangup(rec: FdRecord, sock: Any) -> bool:
