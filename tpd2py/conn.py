@@ -300,11 +300,16 @@ class Connection(FdRecord):
         """Send what is queued, then ``body`` from its file by the kernel, waiting on the hub
         whenever the socket is full. May switch to the hub. A file that shrank meanwhile ends
         the connection (CloseConnection): the head promised ``length`` bytes."""
-        self.flush(last=True)  # the head rides with the file's first bytes
-        make_nonblocking(self.sock)
+        sock = self.sock
+        # Corked (nginx's tcp_nopush): only full segments leave until the last byte is queued,
+        # so a wake-up that sends a little does not put a small segment on the wire.
+        with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to cork
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        self.flush()
+        make_nonblocking(sock)
         offset, end = body.offset, body.offset + body.length
         while offset < end:
-            sent = sendfile_nowait(self.sock, body.fd, offset, end - offset)
+            sent = sendfile_nowait(sock, body.fd, offset, end - offset)
             if sent < 0:
                 self._wait_writable()
             elif not sent:
@@ -313,6 +318,8 @@ class Connection(FdRecord):
             else:
                 self.ctx.sendmsg_calls += 1
                 offset += sent
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the tail leaves now
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""
