@@ -113,14 +113,12 @@ class Connection(FdRecord):
         self.worker: Any = None
         self.queued = 0
         self.park_hook: Callable[[], None] | None = None
-        # TCP_NODELAY is set only once a second write may follow an unacknowledged first one
-        # (streaming, a partial write, flushing mid-pipeline): a single write per response
-        # never meets Nagle's algorithm, and one setsockopt less per connection counts.
+        # TCP_NODELAY only once a second write may follow an unacknowledged first one (stream,
+        # partial write, mid-pipeline flush): one write per response never meets Nagle.
         self.nodelay = False
         self.ex = Exchange()
-        # Not in epoll until something waits on it or it goes idle (Hub.arm): a connection
-        # answered and closed without waiting costs no epoll_ctl.
-        # The hub calls on_readable with the record, which is this connection (hence the ignore).
+        # Not in epoll until something waits on it or it goes idle (Hub.arm): no epoll_ctl for
+        # a connection answered and closed at once. on_readable gets the record: this object.
         FdRecord.__init__(self, sock.fileno(), Connection.serve)  # type: ignore[arg-type]
 
     def address(self) -> Any:
@@ -132,7 +130,7 @@ class Connection(FdRecord):
                 return None
         return self.peer
 
-    # -- the state machine ----------------------------------------------------------------------
+    # -- the state machine -----------------------------------------------------------------------
 
     def _enter(self, state: State, hook: Callable[[], None] | None = None) -> None:
         """Move to ``state``: the only place that changes it, and the only place that sets the
@@ -237,8 +235,6 @@ class Connection(FdRecord):
         """Read more bytes after ``end``; returns how many (0 at EOF). Before waiting for the
         client it sends the responses already queued: no finished response waits on input.
         May switch to the hub."""
-        if self.closed:
-            raise ConnectionClosed()
         buf = self.buf
         if buf is None:
             # Lent back while PARKED (a body read inside request.park()): take one again.
@@ -275,12 +271,10 @@ class Connection(FdRecord):
     def flush(self, last: bool = False) -> None:
         """Send all queued output. May switch to the hub (only when the socket is full).
 
-        ``last``: more bytes follow at once from elsewhere: the close (nothing can run in
-        between), or a file by sendfile. The send then says MSG_MORE, so that the kernel holds
-        the final segment and the FIN (or the file's first bytes) joins it: one packet instead
-        of two, and the client reads the response and the end of it in one wake-up. (Anything
-        that does not go in this first send is sent without the flag, which releases what was
-        held.)"""
+        ``last``: the close follows at once. The send then says MSG_MORE: the kernel holds the
+        final segment and the FIN joins it, one packet instead of two, and the client reads the
+        response and its end in one wake-up. (What does not go in this first send is sent
+        without the flag, which releases what was held.)"""
         self.queued = 0
         out = self.out
         if not out.size:
@@ -500,10 +494,9 @@ class Connection(FdRecord):
     # -- waiting on something else: park (a greenlet waits) and detach (none does) --------------
 
     def park(self, on_hangup: Callable[[], None] | None = None) -> None:
-        """SERVING -> PARKED: send the responses already queued (earlier pipelined requests must
-        not wait for this one), lend the input buffer back if it holds nothing unread, and
-        watch for the client hanging up, which throws ``ClientDisconnected`` into the handler,
-        or with ``on_hangup`` calls that from the hub instead (once). May switch to the hub."""
+        """SERVING -> PARKED: send what is queued (earlier pipelined requests must not wait),
+        lend the buffer back if empty, and watch for a hang-up: it throws ``ClientDisconnected``
+        into the handler, or calls ``on_hangup`` instead (once). May switch to the hub."""
         if self.state is not SERVING:
             raise RuntimeError(f"park() from a connection in state {self.state.name}")
         if self.out.size:
@@ -522,8 +515,8 @@ class Connection(FdRecord):
             self._enter(SERVING)
 
     def detach(self, on_hangup: Callable[[], None]) -> None:
-        """SERVING -> DETACHED, for a handler that returned Later and whose response is not
-        ready: the connection waits for ``resume`` with no greenlet. Never switches."""
+        """SERVING -> DETACHED (Later's response is not ready): the connection waits for
+        ``resume`` with no greenlet. Never switches."""
         self._enter(DETACHED_STATE, on_hangup)
         if self.read_pending or self.hangup:  # a FIN a body reader's edge carried counts too
             hangup_check(self)
