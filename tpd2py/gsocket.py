@@ -5,9 +5,9 @@ Rules:
   ``FdRecord.read_pending`` before each receive, and a receive that filled its buffer sets it
   again (bytes may remain in the kernel, and no new edge will announce them). ``recv_nowait``
   keeps that rule; nothing else outside the hub writes ``read_pending``.
-- There is one send path: ``send_queued`` makes one non-waiting attempt to send what a
-  ``SendBuf`` holds (one chunk: ``send``; more: one ``sendmsg`` of at most ``IOV_MAX``
-  iovecs; partial: ``consume``); ``sendfile_nowait`` is its twin for a file body. The
+- There is one send path: ``send_queued`` sends, without ever waiting, what a
+  ``SendBuf`` holds (one chunk: ``send``; more: ``sendmsg`` of at most ``IOV_MAX`` iovecs;
+  partial: ``consume`` and go on until EAGAIN); ``sendfile_nowait`` is its twin for a file. The
   server's connections, their resume after parking and outbound ``Socket``s all call them,
   and wait on the hub themselves when they cannot go on.
 - The transport seam: both primitives take any object with the socket's ``recv_into``,
@@ -60,25 +60,28 @@ def recv_nowait(rec: FdRecord, sock: Any, view: memoryview) -> int:
 
 
 def send_queued(sock: Any, out: SendBuf, flags: int = DONTWAIT) -> bool:
-    """One attempt to send what ``out`` holds, never waiting; returns whether it is all sent.
-    What went out is dropped from ``out`` (a partial chunk becomes a view of its rest).
-    Errors other than EAGAIN propagate."""
+    """Send what ``out`` holds without waiting; returns whether it is all sent. False means
+    the socket is full (EAGAIN): only then may the caller wait for write space, because only
+    then will an edge announce it. What went out is dropped from ``out`` (a partial chunk
+    becomes a view of its rest). Errors other than EAGAIN propagate."""
     chunks = out.chunks
-    try:
-        if len(chunks) == 1:
-            sent = sock.send(chunks[0], flags)  # one chunk: no iovec array to build
-        elif len(chunks) <= IOV_MAX:
-            sent = sock.sendmsg(chunks, (), flags)
-        else:
-            sent = sock.sendmsg(chunks[:IOV_MAX], (), flags)
-    except BlockingIOError:
-        return False
-    if sent == out.size:
-        chunks.clear()
-        out.size = 0
-        return True
-    out.consume(sent)
-    return False
+    while True:
+        try:
+            if len(chunks) == 1:
+                sent = sock.send(chunks[0], flags)  # one chunk: no iovec array to build
+            elif len(chunks) <= IOV_MAX:
+                sent = sock.sendmsg(chunks, (), flags)
+            else:
+                sent = sock.sendmsg(chunks[:IOV_MAX], (), flags)
+        except BlockingIOError:
+            return False
+        if sent == out.size:
+            chunks.clear()
+            out.size = 0
+            return True
+        # A partial send: the rest of a batch of IOV_MAX chunks, or a full socket (then the
+        # next attempt says EAGAIN). MSG_MORE stays on: more of this response follows.
+        out.consume(sent)
 
 
 def sendfile_nowait(sock: Any, fd: int, offset: int, count: int) -> int:

@@ -325,3 +325,23 @@ def test_a_hangup_a_body_reader_saw_still_wakes_a_parked_handler(server):
         s.shutdown(socket.SHUT_WR)  # the FIN right behind the body: one edge, the reader's
         assert done.wait(10)
     assert got["r"] == "disconnected"
+
+
+def test_more_chunks_than_one_sendmsg_takes_on_a_kept_alive_connection(server):
+    # Regression: send_queued sends at most IOV_MAX chunks; reporting that as "not all sent"
+    # made the connection wait for write space it already had. On an armed keep-alive
+    # connection no edge comes, and the response stalled until the write timeout.
+    app = App()
+
+    @app.route("/many")
+    def many(req):
+        return Response([b"x"] * 3000)
+
+    srv = server(app, write_timeout=3.0)
+    with socket.create_connection(srv.address) as s:
+        s.sendall(b"GET /many HTTP/1.1\r\nHost: a\r\n\r\n")
+        (first,) = srv.read_replies(s, 1)
+        srv.sync()  # the connection is idle now, and armed
+        s.sendall(b"GET /many HTTP/1.1\r\nHost: a\r\n\r\n")
+        (second,) = srv.read_replies(s, 1)
+    assert first.body == second.body == b"x" * 3000
