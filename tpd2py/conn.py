@@ -53,7 +53,7 @@ from .gsocket import (
     recv_nowait,
     send_queued,
     sendfile_nowait,
-    watch,
+    watch_pending,
 )
 from .hub import FdRecord
 from .inbuf import MAX_POOLED
@@ -155,14 +155,14 @@ class Connection(FdRecord):
             self.ex.head = None
             buf = self.buf
             if buf is not None:
-                # _give_buffer and BufferPool.give's common case inline: once per request.
-                self.buf = None
+                # BufferPool.give's common case inline: once per request (bench/instructions.py
+                # --mode keep: ~0.4k instructions, a call's cost).
                 pool = ctx.buffers
                 if len(buf) == pool.size and len(pool.free) < MAX_POOLED:
                     pool.free.append((buf, self.view))  # type: ignore[arg-type]
-                    self.view = None
+                    self.buf = self.view = None
                 else:
-                    self._give_buffer(buf)
+                    self._give_buffer()
             if ctx.draining:
                 self.close()
                 return
@@ -182,16 +182,19 @@ class Connection(FdRecord):
             self.on_readable = hangup_check  # type: ignore[assignment]
             if not self.armed:
                 self.ctx.hub.arm(self)
+            if self.read_pending or self.hangup:
+                # Input or a FIN came before the watch began (a body read's edge may have
+                # carried the FIN): no new edge will report it.
+                hangup_check(self)
             return
         assert state is LINGERING
         self.state = LINGERING
         self.on_readable = None
 
-    def _give_buffer(self, buf: bytearray | None = None) -> None:
-        buf, view = buf or self.buf, self.view
+    def _give_buffer(self) -> None:
+        self.ctx.buffers.give(self.buf, self.view)  # type: ignore[arg-type]
         self.buf = self.view = None
         self.start = self.end = 0
-        self.ctx.buffers.give(buf, view)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Any state -> CLOSED, now. Never switches (waiters on the fd are woken with
@@ -209,17 +212,9 @@ class Connection(FdRecord):
             pass
         ctx = self.ctx
         ctx.hub.unregister(self, closing=True)  # wakes waiters with ConnectionClosed
-        buf = self.buf
-        if buf is not None:
-            # _give_buffer with BufferPool.give's common case inline: once per connection
-            # (bench/instructions.py --mode conn: 89.6k -> 88.1k, with a close() call merged).
-            self.buf = None
-            pool = ctx.buffers
-            if len(buf) == pool.size and len(pool.free) < MAX_POOLED:
-                pool.free.append((buf, self.view))  # type: ignore[arg-type]
-                self.view = None
-            else:
-                self._give_buffer(buf)
+        if self.buf is not None:
+            ctx.buffers.give(self.buf, self.view)  # type: ignore[arg-type]
+            self.buf = self.view = None
         self.on_readable = None
         ctx.forget(self)
         self.out.clear()
@@ -408,7 +403,7 @@ class Connection(FdRecord):
                     if not self.armed and hub.handoffs != handoffs:
                         # The handler waited on something else while this fd was not in
                         # epoll: no edge told us of input that came meanwhile.
-                        watch(hub, self, pending=True)
+                        watch_pending(hub, self)
                     if not outcome:  # CLOSE_AFTER (False) or DETACHED (None)
                         if outcome is DETACHED:
                             return  # resume() takes it from here
@@ -506,8 +501,6 @@ class Connection(FdRecord):
         except ConnectionError:
             raise ClientDisconnected() from None  # reset while sending: a normal event
         self._enter(PARKED, on_hangup)
-        if self.read_pending or self.hangup:  # a FIN a body reader's edge carried counts too
-            hangup_check(self)
 
     def unpark(self) -> None:
         """PARKED -> SERVING (the handler runs again); takes an input buffer. Never switches."""
@@ -518,8 +511,6 @@ class Connection(FdRecord):
         """SERVING -> DETACHED (Later's response is not ready): the connection waits for
         ``resume`` with no greenlet. Never switches."""
         self._enter(DETACHED_STATE, on_hangup)
-        if self.read_pending or self.hangup:  # a FIN a body reader's edge carried counts too
-            hangup_check(self)
 
     def hung_up(self) -> None:
         """From the hub (hangup_check): the client is gone while PARKED or DETACHED."""

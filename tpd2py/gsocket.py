@@ -115,13 +115,11 @@ def peek_hangup(rec: FdRecord, sock: Any) -> bool:
     return not data
 
 
-def watch(hub: Hub, rec: FdRecord, pending: bool) -> None:
-    """Put a record made with ``armed=False`` into epoll. ``pending``: input may have come
-    while it was out, and no edge announced it; the next reader must try a receive first.
-    Never switches."""
+def watch_pending(hub: Hub, rec: FdRecord) -> None:
+    """Put a record made with ``armed=False`` into epoll, assuming input may have come while
+    it was out (no edge announced it): the next reader tries a receive first. Never switches."""
     hub.arm(rec)
-    if pending:
-        rec.read_pending = True
+    rec.read_pending = True
 
 
 class Socket:
