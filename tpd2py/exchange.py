@@ -261,7 +261,7 @@ class Exchange:
         head = self.head
         ctx = conn.ctx
         data = wire.error_response(status, ctx.date.line, self.connection_line(), extra,
-                            head is None or head.method != b"HEAD")
+                                   head is None or head.method != b"HEAD")
         conn.out.add(data)
         conn.queued += 1
         if ctx.access_log is not None:
@@ -274,62 +274,49 @@ class Exchange:
         return connection_line(self.keep_alive, head.version if head is not None else 11)
 
     def write_response(self, conn: Connection, response: Response, is_head: bool) -> None:
-        """Queue any response (streamed ones are sent as they are produced: may switch)."""
-        ctx = conn.ctx
+        """Queue any response: a whole body (bytes, a list of chunks, a file) after a head with
+        its Content-Length; a file is then sent by the kernel, and an iterator as it is produced
+        (both may switch to the hub)."""
         status = response.status
         body = response.body
         status_bytes = STATUS_LINES.get(status) if response.reason is None else None
         if status_bytes is None:
             status_bytes = status_line(status, response.reason)
-        out = conn.out
         body_type = type(body)
-        if body_type is bytes or body_type is list:
-            if status in NO_BODY_STATUSES:
-                size = 0
-                out.add(wire.head(status_bytes, response.fields, -1, ctx.date.line,
-                                      self.connection_line()))
-            else:
-                if body_type is list:
-                    for chunk in body:
-                        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                            raise TypeError(f"response chunk of type {type(chunk).__name__}")
-                size = len(body) if body_type is bytes else sum(map(len, body))
-                out.add(wire.head(status_bytes, response.fields, size, ctx.date.line,
-                                      self.connection_line()))
-                if not is_head:
-                    if body_type is bytes:
-                        out.add(body)
-                    else:
-                        out.extend(body)
-            conn.queued += 1
-            if ctx.access_log is not None:
-                ctx.access_log.write(conn.address(), self.head, status, size)
+        if body_type is not bytes and body_type is not list and body_type is not FileBody:
+            self._stream(conn, response, status_bytes, is_head)
             return
-        if body_type is FileBody:
-            self._send_file(conn, response, body, status_bytes, is_head)
-            return
-        self._stream(conn, response, status_bytes, is_head)
-
-    def _send_file(self, conn: Connection, response: Response, body: FileBody,
-                   status_bytes: bytes, is_head: bool) -> None:
-        """A file body: the head is queued with its Content-Length, then the kernel sends the
-        file (conn.send_file, which closes it). May switch to the hub."""
-        ctx = conn.ctx
-        status = response.status
         try:
-            no_body = status in NO_BODY_STATUSES
-            size = 0 if no_body else body.length
-            conn.out.add(wire.head(status_bytes, response.fields, -1 if no_body else size,
-                                   ctx.date.line, self.connection_line()))
+            if status in NO_BODY_STATUSES:
+                size = -1  # no Content-Length, no body (RFC 9110 §8.6)
+            elif body_type is bytes:
+                size = len(body)
+            elif body_type is list:
+                for chunk in body:
+                    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                        raise TypeError(f"response chunk of type {type(chunk).__name__}")
+                size = sum(map(len, body))
+            else:
+                size = body.length
+            ctx = conn.ctx
+            out = conn.out
+            out.add(wire.head(status_bytes, response.fields, size, ctx.date.line,
+                              self.connection_line()))
             conn.queued += 1
             if ctx.access_log is not None:
-                ctx.access_log.write(conn.address(), self.head, status, size)
-            if is_head or not size:
+                ctx.access_log.write(conn.address(), self.head, status, max(size, 0))
+            if is_head or size <= 0:
                 return
-            self.response_started = True  # from here on only a close can end it early
-            conn.send_file(body)
+            if body_type is bytes:
+                out.add(body)
+            elif body_type is list:
+                out.extend(body)
+            else:
+                self.response_started = True  # from here on only a close can end it early
+                conn.send_file(body)
         finally:
-            body.close()
+            if body_type is FileBody:
+                body.close()  # sent, or never to be: the fd goes either way
 
     def _stream(self, conn: Connection, response: Response, status_bytes: bytes,
                 is_head: bool) -> None:
