@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:
 
 import tpd2py  # noqa: E402
 from tpd2py import App, HTTPError, Request, Response  # noqa: E402
+from tpd2py.hub import Hub  # noqa: E402
 from tpd2py.server import Config, Server  # noqa: E402
 
 # Any single wait in a test: far above what loopback needs, far below the suite budget.
@@ -712,3 +713,13 @@ def cli_server(free_port: int) -> Iterator[Callable[..., CliServer]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """A fresh Hub (not the thread's get_hub() one), closed after the test. (Here, not in a
+    tests/unit/conftest.py: two modules named conftest made `from conftest import ...` in
+    the integration tests fail whenever the unit tests were collected first.)"""
+    hub = Hub()
+    yield hub
+    hub.close()
