@@ -10,8 +10,10 @@ import sys
 from typing import IO
 
 from .app import App
+from .compress import Gzip
 from .http11 import Limits
 from .server import Config, serve
+from .static import StaticFiles
 
 
 def load_app(spec: str) -> App:
@@ -26,6 +28,21 @@ def load_app(spec: str) -> App:
     if app is None:
         raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
     return app
+
+
+def add_static_and_gzip(app: App, mounts: list[str], gzip: bool, level: int) -> None:
+    """``--static PREFIX=DIR`` mounts and ``--gzip``; a bad mount is a one-line error."""
+    for spec in mounts:
+        prefix, eq, folder = spec.partition("=")
+        if not eq or not prefix.startswith("/") or not folder:
+            raise SystemExit(f"tpd2py: --static takes PREFIX=DIR, e.g. /static=public, "
+                             f"not {spec!r}")
+        try:
+            app.mount(prefix, StaticFiles(folder, gzip=gzip, gzip_level=level))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"tpd2py: --static {spec}: {e}") from None
+    if gzip:
+        app.wrap(Gzip(level=level))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parse every request head, even one identical to an earlier head")
     p.add_argument("--grace", type=float, default=d.grace,
                    help="seconds in-flight requests get after SIGTERM (default %(default)s)")
+    p.add_argument("--static", metavar="PREFIX=DIR", action="append", default=[],
+                   help="serve the files under DIR at URL PREFIX (repeatable), e.g. "
+                        "/static=public")
+    p.add_argument("--gzip", action="store_true",
+                   help="compress responses (and small static files) for clients that accept "
+                        "gzip")
+    p.add_argument("--gzip-level", type=int, default=6, choices=range(1, 10), metavar="1..9")
     return p
 
 
@@ -78,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
     app = load_app(args.app)
+    add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
     serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
           access_log=access_log)
     if access_log is not None:

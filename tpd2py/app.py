@@ -486,6 +486,8 @@ class App:
         # The methods this app recognizes: GET and HEAD (RFC 9110 §9.1: every general-purpose
         # server supports them) and every method some route accepts.
         self.methods: set[bytes] = {b"GET", b"HEAD"}
+        # Handler wrappers (``wrap``), applied to every route's handler, earlier and later ones.
+        self._wrappers: list[Callable[[Handler], Handler]] = []
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
                                                                                  Handler]:
@@ -498,7 +500,34 @@ class App:
 
         return register
 
+    def wrap(self, wrapper: Callable[[Handler], Handler]) -> None:
+        """Wrap every handler, those routed already and those routed later, with ``wrapper``
+        (a function of the handler that returns a new handler; ``compress.Gzip`` is one). The
+        wrapping happens here, once: a request pays only for the wrappers it runs through."""
+        self._wrappers.append(wrapper)
+        for route in self._all.values():
+            for name, fn in route.handlers.items():
+                route.handlers[name] = wrapper(fn)
+
+    def mount(self, prefix: str, handler: Handler) -> None:
+        """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
+        called as ``handler(request)`` or ``handler(request, path=<the rest, decoded>)``; it
+        reads ``request.raw_path`` itself where the encoding matters. A handler with a
+        ``mounted_at(prefix)`` method is told its prefix first (``static.StaticFiles``)."""
+        if not prefix.startswith("/") or "<" in prefix:
+            raise ValueError("a mount prefix is a plain path starting with '/'")
+        prefix = prefix.rstrip("/")
+        mounted_at = getattr(handler, "mounted_at", None)
+        if mounted_at is not None:
+            mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
+        if prefix:
+            self.add_route(prefix, handler, ("GET",))
+        self.add_route(prefix + "/", handler, ("GET",))
+        self.add_route(prefix + "/<path:path>", handler, ("GET",))
+
     def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",)) -> None:
+        for wrapper in self._wrappers:
+            fn = wrapper(fn)
         route = self._all.get(pattern)
         if route is None:
             route = self._all[pattern] = _Route(pattern)

@@ -1,0 +1,256 @@
+"""gzip for responses: negotiated from Accept-Encoding, whole bodies, streams, and a cache.
+
+What it is: ``Gzip(level=6)``, a handler wrapper (``app.wrap(Gzip())``, or ``--gzip``) that
+compresses what handlers return when the client accepts it, plus ``negotiate``, the
+Accept-Encoding rule that static.py shares.
+Rules:
+- Accept-Encoding with q-values (RFC 9110 §12.5.3): a coding is acceptable when named (or
+  matched by ``*``) with q > 0; no Accept-Encoding means no compression (curl without
+  ``--compressed`` must get bytes it can read); ``identity;q=0`` forces gzip when gzip is
+  acceptable, whatever the size.
+- Only bodies of compressible types (text, JSON, JavaScript, XML, SVG...) of ``min_size`` bytes
+  or more, with a status that has a body and is not 206, and with no Content-Encoding already
+  (never twice). ``Cache-Control: no-transform`` set by the handler opts a response out.
+- Every response that could have been compressed says ``Vary: Accept-Encoding``, compressed
+  or not; a compressed one gets ``Content-Encoding: gzip`` and its ETag suffixed ``-gzip``.
+- Whole bodies (bytes, a list of chunks) keep their Content-Length; a generator is compressed
+  piece by piece with a sync flush after each piece, so a streamed page or an SSE event leaves
+  when it is produced and is never held in the compressor.
+- Cached gzip forms (Antiweb did this): a body made of the same bytes objects as before (a
+  pre-encoded page, a constant) is compressed once. A body enters the bounded cache the second
+  time it is seen, so dynamic pages, which differ each time, never evict the constants.
+Never switches (compression runs in the handler's greenlet: its time is the handler's).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+from .app import Handler, Later, Request, Response, to_response
+
+_Q = re.compile(rb"\s*;\s*q\s*=\s*([01](?:\.\d{0,3})?)\s*\Z", re.IGNORECASE)
+_CODING = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+# Content types worth compressing (the media type, lower case, before any parameter).
+COMPRESSIBLE_PREFIXES = (b"text/",)
+COMPRESSIBLE_TYPES = frozenset({
+    b"application/json", b"application/javascript", b"application/xml", b"application/xhtml+xml",
+    b"application/rss+xml", b"application/atom+xml", b"application/ld+json",
+    b"application/manifest+json", b"application/wasm", b"image/svg+xml", b"image/x-icon",
+    b"image/vnd.microsoft.icon", b"font/ttf", b"font/otf", b"application/x-font-ttf",
+})
+
+
+def compressible(content_type: bytes) -> bool:
+    media = content_type.partition(b";")[0].strip().lower()
+    return media.startswith(COMPRESSIBLE_PREFIXES) or media in COMPRESSIBLE_TYPES
+
+
+def parse_accept_encoding(value: bytes) -> dict[bytes, float] | None:
+    """Coding (lower case) -> q for an Accept-Encoding value; None if it is malformed (a
+    malformed field is treated as absent: no compression)."""
+    out: dict[bytes, float] = {}
+    for item in value.split(b","):
+        coding, semi, params = item.partition(b";")
+        coding = coding.strip(b" \t").lower()
+        if not coding:
+            if semi:
+                return None
+            continue  # an empty list element (§5.6.1)
+        if not _CODING.match(coding):
+            return None
+        q = 1.0
+        if semi:
+            m = _Q.match(b";" + params)
+            if m is None:
+                return None
+            q = float(m.group(1))
+            if q > 1:
+                return None
+        out[coding] = q
+    return out
+
+
+def _q(codings: dict[bytes, float], name: bytes) -> float:
+    q = codings.get(name)
+    if q is None and name == b"gzip":
+        q = codings.get(b"x-gzip")
+    if q is None:
+        q = codings.get(b"*")
+    return 0.0 if q is None else q
+
+
+# Negotiation results are cached per header value: clients send a handful of distinct ones.
+_NEGOTIATED: dict[tuple[bytes, tuple[bytes, ...]], tuple[bytes | None, bool]] = {}
+_NEGOTIATED_MAX = 512
+
+
+def negotiate(accept_encoding: bytes | None,
+              offered: tuple[bytes, ...] = (b"gzip",)) -> tuple[bytes | None, bool]:
+    """(the coding to use of ``offered``, best first on equal q; or None for identity) and
+    whether identity is unacceptable (``identity;q=0``, or ``*;q=0`` without identity)."""
+    if accept_encoding is None:
+        return None, False
+    key = (accept_encoding, offered)
+    hit = _NEGOTIATED.get(key)
+    if hit is not None:
+        return hit
+    codings = parse_accept_encoding(accept_encoding)
+    if codings is None:
+        result: tuple[bytes | None, bool] = (None, False)
+    else:
+        best, best_q = None, 0.0
+        for name in offered:
+            q = _q(codings, name)
+            if q > best_q:
+                best, best_q = name, q
+        identity_q = codings.get(b"identity", codings.get(b"*", 1.0))
+        result = (best, identity_q == 0)
+    if len(_NEGOTIATED) < _NEGOTIATED_MAX:
+        _NEGOTIATED[key] = result
+    return result
+
+
+def gzip_bytes(data: bytes | list[bytes], level: int = 6) -> bytes:
+    """A whole gzip member (mtime 0: the same input gives the same bytes, so ETags are stable)."""
+    c = zlib.compressobj(level, zlib.DEFLATED, 31)
+    if isinstance(data, bytes):
+        return c.compress(data) + c.flush()
+    return b"".join([c.compress(piece) for piece in data]) + c.flush()
+
+
+def _content_type(fields: bytes) -> bytes | None:
+    for line in fields.split(b"\r\n"):
+        if line[:13].lower() == b"content-type:":
+            return line[13:].strip()
+    return None
+
+
+_ETAG_LINE = re.compile(rb'(?im)^ETag:[ \t]*(W/)?"([^"\r\n]*)"[ \t]*\r\n')
+_VARY = b"Vary: Accept-Encoding\r\n"
+_GZIP_FIELDS = b"Content-Encoding: gzip\r\n" + _VARY
+
+
+def _suffix_etag(fields: bytes) -> bytes:
+    """An ETag of the gzip form: the identity tag with ``-gzip`` added (a distinct
+    representation must not share the identity form's tag)."""
+    return _ETAG_LINE.sub(lambda m: b'ETag: %s"%s-gzip"\r\n' % (m.group(1) or b"", m.group(2)),
+                          fields)
+
+
+class GzipCache:
+    """Gzip forms of bodies made of the same bytes objects as before, bounded in entries and
+    bytes; a body is admitted the second time it is seen."""
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 16 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.entries: dict[Any, bytes] = {}
+        self.size = 0
+        self.seen: dict[int, int] = {}
+        self.hits = 0
+
+    def get(self, key: Any, body: bytes | list[bytes], level: int) -> bytes:
+        entries = self.entries
+        hit = entries.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        data = gzip_bytes(body, level)
+        h = hash(key)
+        if self.seen.pop(h, None) is None:
+            if len(self.seen) >= 4 * self.max_entries:
+                self.seen.clear()  # bounded; the next sighting starts over
+            self.seen[h] = 1
+            return data
+        while entries and (len(entries) >= self.max_entries
+                           or self.size + len(data) > self.max_bytes):
+            old = next(iter(entries))
+            self.size -= len(entries.pop(old))
+        if len(data) <= self.max_bytes:
+            entries[key] = data
+            self.size += len(data)
+        return data
+
+
+class Gzip:
+    """A handler wrapper: ``app.wrap(Gzip(level=6, min_size=1024))``. See the module rules."""
+
+    def __init__(self, level: int = 6, min_size: int = 1024,
+                 cache: GzipCache | None = None) -> None:
+        if not 1 <= level <= 9:
+            raise ValueError("gzip level is 1..9")
+        self.level = level
+        self.min_size = min_size
+        self.cache = cache if cache is not None else GzipCache()
+
+    def __call__(self, handler: Handler) -> Handler:
+        filter_response = self.filter
+
+        @wraps(handler)
+        def gzipped(request: Request, **params: Any) -> Any:
+            result = handler(request, **params)
+            if type(result) is Later:
+                return result  # answered later: not compressed (documented)
+            return filter_response(request, to_response(result))
+
+        return gzipped
+
+    def filter(self, request: Request, response: Response) -> Response:
+        """``response``, or a new Response with its gzip form. Never switches."""
+        status = response.status
+        if status < 200 or status in (204, 206, 304):
+            return response
+        fields = response.fields
+        lowered = fields.lower()
+        if b"content-encoding:" in lowered or b"no-transform" in lowered:
+            return response
+        kind = _content_type(fields)
+        if kind is None or not compressible(kind):
+            return response
+        body = response.body
+        if type(body) is bytes:
+            size = len(body)
+        elif type(body) is list:
+            size = sum(map(len, body))
+        elif hasattr(body, "__next__"):
+            size = -1
+        else:
+            return response  # a file body: static mounts serve precompressed siblings instead
+        coding, identity_refused = negotiate(request._head.header(b"accept-encoding"))
+        if coding is None or (0 <= size < self.min_size and not identity_refused):
+            return _with_fields(response, fields + _VARY) if b"vary:" not in lowered \
+                else response
+        new_fields = _suffix_etag(fields) + (_GZIP_FIELDS if b"vary:" not in lowered
+                                             else b"Content-Encoding: gzip\r\n")
+        if size < 0:
+            return _with_fields(response, new_fields, self._stream(body))
+        key = body if type(body) is bytes else tuple(body)
+        return _with_fields(response, new_fields, self.cache.get(key, body, self.level))
+
+    def _stream(self, body: Iterator[bytes | str]) -> Iterator[bytes]:
+        c = zlib.compressobj(self.level, zlib.DEFLATED, 31)
+        try:
+            for piece in body:
+                if isinstance(piece, str):
+                    piece = piece.encode()
+                if piece:
+                    yield c.compress(piece) + c.flush(zlib.Z_SYNC_FLUSH)
+            yield c.flush()
+        finally:
+            close: Callable[[], None] | None = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+
+def _with_fields(response: Response, fields: bytes, body: Any = None) -> Response:
+    new = Response.__new__(Response)
+    new.status = response.status
+    new.reason = response.reason
+    new.fields = fields
+    new.body = response.body if body is None else body
+    return new

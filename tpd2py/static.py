@@ -1,0 +1,408 @@
+"""A folder served under a URL prefix: ``app.mount("/static", StaticFiles("public"))``.
+
+What it is: the static file server. Python decides (which file, which representation, which
+status); the kernel moves the bytes (``sendfile`` through ``files``' ``FileBody``), except for
+small files, which are kept in memory as ready Responses and cost about what a hello-world
+handler costs.
+Rules:
+- No path escapes the folder. The request's raw path is checked before it is decoded: encoded
+  slashes, backslashes and NULs (``%2f``, ``%5c``, ``%00``) are refused; after decoding, a
+  backslash, a NUL, an empty segment (``//``: an absolute path), ``.`` and ``..`` are refused;
+  dotfiles are hidden unless ``dotfiles=True``; the resolved path (``realpath``) must lie in
+  the folder unless ``allow_outside_symlinks=True``. Each refusal is a plain 404: the client
+  learns nothing about the file system. Folders are never listed; ``index`` (default
+  ``index.html``) is served for a folder, after a 301 to the slash-ended URL.
+- Validators (conditional.py): a strong ETag from inode, size and mtime; Last-Modified;
+  If-Match/If-Unmodified-Since -> 412, If-None-Match/If-Modified-Since -> 304, in RFC 9110
+  §13.2.2's order. A 304 carries the validators, Cache-Control and Vary, no Content-Type.
+- Ranges for GET: one range -> 206 with Content-Range; several -> the whole file (200);
+  unsatisfiable -> 416 with ``Content-Range: bytes */len``; If-Range honoured.
+- Representations: ``name.br`` and ``name.gz`` beside a file are served to clients that accept
+  them (``precompressed=True``), each with its own ETag; with ``gzip=True`` a small compressible
+  file without a ``.gz`` sibling gets its gzip form made once, in memory. Any file with variants
+  says ``Vary: Accept-Encoding``. Large files without a sibling are sent as they are.
+- The cache: what a path resolved to, its stat and, for files up to ``small_file_limit``, the
+  bytes, bounded by ``cache_entries`` and ``cache_bytes``; revalidated with one ``stat`` at most
+  every ``revalidate_after`` seconds. A large file is opened per request and its ``fstat`` is
+  checked against the cached one, so a changed file is never sent with stale headers.
+Never switches (opening and reading a local file block for as long as the disk takes).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .app import FileBody, Request, Response
+from .compress import compressible, gzip_bytes, negotiate
+from .conditional import (
+    NOT_MODIFIED,
+    PROCEED,
+    UNSATISFIABLE,
+    evaluate,
+    format_http_date,
+    if_range_allows,
+    parse_range,
+)
+from .errors import HTTPError
+from .files import guess_content_type
+
+# Request headers the file server reads; everything else is skipped in one pass.
+_WANTED = frozenset({b"if-match", b"if-unmodified-since", b"if-none-match", b"if-modified-since",
+                     b"range", b"if-range", b"accept-encoding"})
+_REFUSED_ESCAPES = (b"%2f", b"%5c", b"%00")
+_SIBLINGS = ((b"br", b".br"), (b"gzip", b".gz"))
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_VARY = b"Vary: Accept-Encoding\r\n"
+
+
+class _Rep:
+    """One representation of a file: identity, or a compressed sibling or in-memory form."""
+
+    __slots__ = ("path", "key", "size", "etag", "fields", "body", "ok", "not_modified")
+
+    def __init__(self, path: bytes, key: tuple[int, int, int], etag: bytes, fields: bytes,
+                 body: bytes | None) -> None:
+        self.path = path
+        self.key = key
+        self.size = key[1] if body is None else len(body)
+        self.etag = etag
+        self.fields = fields
+        self.body = body
+        self.ok = _response(200, fields, body) if body is not None else None
+        self.not_modified = _response(304, _not_modified_fields(fields), b"")
+
+
+class _Entry:
+    __slots__ = ("real", "keys", "mtime", "reps", "offered", "check_after", "cached_bytes")
+
+    def __init__(self, real: bytes, keys: tuple[Any, ...], mtime: int, reps: dict[Any, _Rep],
+                 check_after: float) -> None:
+        self.real = real
+        self.keys = keys
+        self.mtime = mtime
+        self.reps = reps
+        self.offered = tuple(c for c in (b"br", b"gzip") if c in reps)
+        self.check_after = check_after
+        self.cached_bytes = sum(len(r.body) for r in reps.values() if r.body is not None)
+
+
+def _response(status: int, fields: bytes, body: Any) -> Response:
+    response = Response.__new__(Response)
+    response.status = status
+    response.reason = None
+    response.fields = fields
+    response.body = body
+    return response
+
+
+def _not_modified_fields(fields: bytes) -> bytes:
+    # RFC 9110 §15.4.5: the validators, Cache-Control and Vary of the 200; no content headers.
+    keep = (b"etag:", b"last-modified:", b"cache-control:", b"vary:")
+    return b"".join(line + b"\r\n" for line in fields.split(b"\r\n")
+                    if line.lower().startswith(keep))
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _etag(key: tuple[int, int, int], suffix: bytes = b"") -> bytes:
+    return b'"%x-%x-%x%s"' % (key[0], key[1], key[2], suffix)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    parts, offset = [], 0
+    while offset < size:
+        piece = os.pread(fd, size - offset, offset)
+        if not piece:
+            break  # shrank meanwhile: the next revalidation sees its new size
+        parts.append(piece)
+        offset += len(piece)
+    return b"".join(parts)
+
+
+class StaticFiles:
+    """Serve the files under ``directory`` (see the module rules for every option)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, index: str | None = "index.html",
+                 dotfiles: bool = False, allow_outside_symlinks: bool = False,
+                 cache_control: str | None = None, precompressed: bool = True,
+                 gzip: bool = False, gzip_level: int = 6, gzip_min_size: int = 256,
+                 small_file_limit: int = 64 * 1024, cache_entries: int = 4096,
+                 cache_bytes: int = 64 << 20, revalidate_after: float = 1.0) -> None:
+        root = os.fsencode(os.path.realpath(directory))
+        if not os.path.isdir(root):
+            raise NotADirectoryError(f"not a folder: {os.fspath(directory)!r}")
+        self.root = root
+        self.index = os.fsencode(index) if index else None
+        self.dotfiles = dotfiles
+        self.allow_outside_symlinks = allow_outside_symlinks
+        extra = b""
+        if cache_control is not None:
+            Response(b"", headers={"Cache-Control": cache_control})  # raises if it is bad
+            extra = b"Cache-Control: %s\r\n" % cache_control.encode("latin-1")
+        self.extra_fields = extra
+        self.precompressed = precompressed
+        self.gzip = gzip
+        self.gzip_level = gzip_level
+        self.gzip_min_size = gzip_min_size
+        self.small_file_limit = small_file_limit
+        self.cache_entries = cache_entries
+        self.cache_bytes = cache_bytes
+        self.revalidate_after = revalidate_after
+        self.prefix = b""
+        self.entries: dict[bytes, _Entry] = {}
+        self.cached_bytes = 0
+
+    def mounted_at(self, prefix: str) -> None:
+        """Called by ``App.mount``: the URL prefix this folder is served under."""
+        self.prefix = prefix.rstrip("/").encode()
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def __call__(self, request: Request, path: str = "") -> Response:
+        return self._serve(request, True)
+
+    def _serve(self, request: Request, retry: bool) -> Response:
+        head = request._head
+        raw = head.path
+        if not raw.startswith(self.prefix):
+            raise HTTPError(404)  # the prefix itself was percent-encoded: not this mount's URL
+        tail = raw[len(self.prefix):]
+        now = time.monotonic()
+        entry = self.entries.get(tail)
+        if entry is None or now >= entry.check_after:
+            entry = self._refresh(tail, entry, now, head.query)
+        wanted: dict[bytes, bytes] | None = None
+        for name, value in head.headers:
+            if name in _WANTED:
+                if wanted is None:
+                    wanted = {}
+                wanted.setdefault(name, value)
+        if wanted is None:
+            rep = entry.reps[None]
+            if rep.ok is not None:
+                return rep.ok
+            return self._open(rep, entry, None, request, retry)
+        rep = entry.reps[None]
+        if entry.offered:
+            coding = negotiate(wanted.get(b"accept-encoding"), entry.offered)[0]
+            rep = entry.reps[coding]
+        method = head.method
+        if len(wanted) > 1 or b"accept-encoding" not in wanted:
+            status = evaluate(method, rep.etag, entry.mtime, wanted.get(b"if-match"),
+                              wanted.get(b"if-unmodified-since"), wanted.get(b"if-none-match"),
+                              wanted.get(b"if-modified-since"))
+            if status != PROCEED:
+                if status == NOT_MODIFIED:
+                    return rep.not_modified
+                raise HTTPError(412)
+            span = wanted.get(b"range")
+            if span is not None and method == b"GET":
+                if_range = wanted.get(b"if-range")
+                if if_range is None or if_range_allows(if_range, rep.etag, entry.mtime):
+                    chosen = parse_range(span, rep.size)
+                    if chosen is UNSATISFIABLE:
+                        return _response(416, b"Content-Range: bytes */%d\r\n" % rep.size
+                                         + b"Content-Type: text/plain; charset=utf-8\r\n",
+                                         b"Range Not Satisfiable\n")
+                    if chosen is not None:
+                        return self._partial(rep, entry, chosen, request, retry)
+        if rep.ok is not None:
+            return rep.ok
+        return self._open(rep, entry, None, request, retry)
+
+    def _partial(self, rep: _Rep, entry: _Entry, span: tuple[int, int],
+                 request: Request, retry: bool) -> Response:
+        offset, count = span
+        if rep.body is not None:
+            fields = rep.fields + b"Content-Range: bytes %d-%d/%d\r\n" % (
+                offset, offset + count - 1, rep.size)
+            return _response(206, fields, rep.body[offset:offset + count])
+        return self._open(rep, entry, span, request, retry)
+
+    def _open(self, rep: _Rep, entry: _Entry, span: tuple[int, int] | None,
+              request: Request, retry: bool) -> Response:
+        """A large file: opened now, checked against what its headers were made from."""
+        try:
+            fd = os.open(rep.path, _OPEN_FLAGS)
+        except OSError:
+            self._forget(request._head.path[len(self.prefix):])
+            raise HTTPError(404) from None
+        try:
+            st = os.fstat(fd)
+            if _stat_key(st) != rep.key or not stat.S_ISREG(st.st_mode):
+                # Changed since the last stat: the headers would lie. Look again, once; a
+                # file that keeps changing is busy (a log being written): 503, try later.
+                os.close(fd)
+                fd = -1
+                self._forget(request._head.path[len(self.prefix):])
+                if not retry:
+                    raise HTTPError(503, headers={"Retry-After": "1"})
+                return self._serve(request, False)
+            if span is None:
+                return _response(200, rep.fields, FileBody(fd, 0, rep.size))
+            offset, count = span
+            fields = rep.fields + b"Content-Range: bytes %d-%d/%d\r\n" % (
+                offset, offset + count - 1, rep.size)
+            return _response(206, fields, FileBody(fd, offset, count))
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+
+    # -- the cache -----------------------------------------------------------------------------
+
+    def _forget(self, tail: bytes) -> None:
+        old = self.entries.pop(tail, None)
+        if old is not None:
+            self.cached_bytes -= old.cached_bytes
+
+    def _refresh(self, tail: bytes, old: _Entry | None, now: float, query: bytes) -> _Entry:
+        """The entry for ``tail``: resolved and stat-ed again; rebuilt only if it changed.
+        Raises HTTPError(404) (or 301 to a folder's slash-ended URL)."""
+        real = self._resolve(tail, query)
+        try:
+            keys = self._keys(real)
+        except OSError:
+            self._forget(tail)
+            raise HTTPError(404) from None
+        if old is not None and old.real == real and old.keys == keys:
+            old.check_after = now + self.revalidate_after
+            return old
+        self._forget(tail)
+        entry = self._build(real, now)
+        if entry.cached_bytes > self.cache_bytes:
+            return entry  # too big to keep: served, not cached
+        entries = self.entries
+        while entries and (len(entries) >= self.cache_entries
+                           or self.cached_bytes + entry.cached_bytes > self.cache_bytes):
+            self._forget(next(iter(entries)))
+        entries[tail] = entry
+        self.cached_bytes += entry.cached_bytes
+        return entry
+
+    def _resolve(self, tail: bytes, query: bytes) -> bytes:
+        """The real path of a regular file in the folder for a raw URL tail, or HTTPError."""
+        if b"%" in tail:
+            lowered = tail.lower()
+            if any(bad in lowered for bad in _REFUSED_ESCAPES):
+                raise HTTPError(404)
+            tail = unquote_to_bytes(tail)
+        if b"\\" in tail or b"\0" in tail:
+            raise HTTPError(404)
+        segments = tail.split(b"/")[1:] if tail else []
+        wants_folder = not segments or segments[-1] == b""
+        if wants_folder and segments:
+            segments.pop()
+        for segment in segments:
+            if not segment or segment == b"." or segment == b"..":
+                raise HTTPError(404)
+            if segment.startswith(b".") and not self.dotfiles:
+                raise HTTPError(404)
+        real = os.path.realpath(os.path.join(self.root, *segments))
+        if not self._inside(real):
+            raise HTTPError(404)
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise HTTPError(404) from None
+        if stat.S_ISDIR(st.st_mode):
+            if self.index is None:
+                raise HTTPError(404)  # never a listing
+            if not wants_folder or not tail:
+                location = self.prefix + (tail or b"") + b"/"
+                if query:
+                    location += b"?" + query
+                raise HTTPError(301, "", headers={"Location": location.decode("latin-1")})
+            real = os.path.realpath(os.path.join(real, self.index))
+            if not self._inside(real):
+                raise HTTPError(404)
+            try:
+                st = os.stat(real)
+            except OSError:
+                raise HTTPError(404) from None
+        elif wants_folder:
+            raise HTTPError(404)  # "file.css/" names no folder
+        if not stat.S_ISREG(st.st_mode):
+            raise HTTPError(404)
+        return real
+
+    def _inside(self, real: bytes) -> bool:
+        root = self.root
+        return self.allow_outside_symlinks or real == root or real.startswith(root + b"/")
+
+    def _siblings(self, real: bytes) -> list[tuple[bytes, bytes]]:
+        if not self.precompressed:
+            return []
+        found = []
+        for coding, ext in _SIBLINGS:
+            path = os.path.realpath(real + ext)
+            if self._inside(path) and os.path.isfile(path):
+                found.append((coding, path))
+        return found
+
+    def _keys(self, real: bytes) -> tuple[Any, ...]:
+        """What revalidation compares: the stat of the file and of each sibling found."""
+        st = os.stat(real)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(real)
+        return (_stat_key(st), *((coding, _stat_key(os.stat(path)))
+                                 for coding, path in self._siblings(real)))
+
+    def _build(self, real: bytes, now: float) -> _Entry:
+        kind = guess_content_type(real.decode("utf-8", "surrogateescape"))
+        ct_line = b"Content-Type: %s\r\n" % kind.encode("latin-1")
+        reps: dict[Any, _Rep] = {}
+        key, mtime, body = self._load(real)
+        last_modified = b"Last-Modified: %s\r\n" % format_http_date(mtime)
+        common = b"Accept-Ranges: bytes\r\n%sX-Content-Type-Options: nosniff\r\n" % \
+            self.extra_fields
+        identity_fields = ct_line + last_modified
+
+        def fields(etag: bytes, coding: bytes | None) -> bytes:
+            encoding = b"Content-Encoding: %s\r\n" % coding if coding else b""
+            return identity_fields + b"ETag: %s\r\n" % etag + encoding + common
+
+        identity_etag = _etag(key)
+        keys: list[Any] = [key]
+        for coding, path in self._siblings(real):
+            sib_key, _, sib_body = self._load(path)
+            keys.append((coding, sib_key))
+            etag = _etag(sib_key, b"-" + coding)  # its own bytes' tag, never the identity's
+            reps[coding] = _Rep(path, sib_key, etag, fields(etag, coding), sib_body)
+        if self.gzip and b"gzip" not in reps and body is not None \
+                and len(body) >= self.gzip_min_size and compressible(kind.encode()):
+            packed = gzip_bytes(body, self.gzip_level)
+            if len(packed) < len(body):
+                etag = _etag(key, b"-gzip")
+                reps[b"gzip"] = _Rep(real, key, etag, fields(etag, b"gzip"), packed)
+        reps[None] = _Rep(real, key, identity_etag, fields(identity_etag, None), body)
+        if len(reps) > 1:
+            for coding, rep in list(reps.items()):
+                reps[coding] = _Rep(rep.path, rep.key, rep.etag, rep.fields + _VARY, rep.body)
+        return _Entry(real, tuple(keys), mtime, reps, now + self.revalidate_after)
+
+    def _load(self, path: bytes) -> tuple[tuple[int, int, int], int, bytes | None]:
+        """(stat key, mtime in seconds, the bytes if the file is small) of a regular file."""
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            raise HTTPError(404) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise HTTPError(404)
+            body = _read_all(fd, st.st_size) if st.st_size <= self.small_file_limit else None
+            if body is not None and len(body) != st.st_size:
+                st = os.fstat(fd)  # it changed while read: describe what was read
+            key = _stat_key(st)
+            if body is not None:
+                key = (key[0], len(body), key[2])
+            return key, int(st.st_mtime), body
+        finally:
+            os.close(fd)
