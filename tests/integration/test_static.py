@@ -9,11 +9,13 @@ import gzip
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import REPO
 from tpd2py import App
 from tpd2py.static import StaticFiles
 
@@ -122,7 +124,7 @@ def test_a_small_file_with_its_headers(server, site):
     assert r.header("X-Content-Type-Options") == "nosniff"
     etag = r.header("ETag")
     assert etag and etag.startswith('"') and etag.endswith('"')
-    assert r.header("Last-Modified", ).endswith(" GMT")
+    assert r.header("Last-Modified").endswith(" GMT")
     assert r.header("Content-Encoding") is None and r.header("Vary") is None
 
 
@@ -345,3 +347,32 @@ def test_curl_range_compressed_head_and_time_condition(server, site, tmp_path):
     partial.write_bytes(BIG[:5000])
     curl("-C", "-", "-o", str(partial), f"{base}/big.bin")
     assert partial.read_bytes() == BIG
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def test_cli_static_and_gzip(cli_server, site):
+    srv = cli_server("bench.hello:app", "--static", f"/assets={site}", "--gzip")
+    r = srv.get("/assets/app.css", {"Accept-Encoding": "gzip"})
+    assert r.status == 200 and r.header("Content-Encoding") == "gzip"
+    assert gzip.decompress(r.body) == CSS
+    assert srv.get("/assets/big.bin").body == BIG
+    assert srv.get("/assets/.env").status == 404
+    assert srv.get("/").body == b"Hello, World!"  # the app's own routes are untouched
+
+
+@pytest.mark.parametrize("spec", ["static=public", "/static", "/static="])
+def test_cli_bad_static_option_is_one_line(spec):
+    result = subprocess.run([sys.executable, "-m", "tpd2py", "bench.hello:app", "--port", "0",
+                             "--static", spec], cwd=REPO, capture_output=True, timeout=30)
+    assert result.returncode != 0
+    err = result.stderr.decode().strip()
+    assert err.startswith("tpd2py: --static") and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_static_folder_that_does_not_exist(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tpd2py", "bench.hello:app", "--port", "0",
+                             "--static", f"/s={tmp_path / 'missing'}"], cwd=REPO,
+                            capture_output=True, timeout=30)
+    err = result.stderr.decode().strip()
+    assert result.returncode != 0 and "not a folder" in err and "\n" not in err
