@@ -488,6 +488,9 @@ class App:
         self.methods: set[bytes] = {b"GET", b"HEAD"}
         # Handler wrappers (``wrap``), applied to every route's handler, earlier and later ones.
         self._wrappers: list[Callable[[Handler], Handler]] = []
+        # (b"/prefix/", route) of each mount, longest prefix first: matched on the raw path
+        # before any pattern (a mount owns its prefix; only exact routes come before it).
+        self._mounts: list[tuple[bytes, _Route]] = []
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
                                                                                  Handler]:
@@ -511,9 +514,10 @@ class App:
 
     def mount(self, prefix: str, handler: Handler) -> None:
         """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
-        called as ``handler(request)`` or ``handler(request, path=<the rest, decoded>)``; it
-        reads ``request.raw_path`` itself where the encoding matters. A handler with a
-        ``mounted_at(prefix)`` method is told its prefix first (``static.StaticFiles``)."""
+        called as ``handler(request)``: it reads ``request.raw_path`` itself (no decoding
+        happens before it sees the path). A mount is matched on the raw path's prefix, after
+        exact routes and before patterns. A handler with a ``mounted_at(prefix)`` method is
+        told its prefix first (``static.StaticFiles``)."""
         if not prefix.startswith("/") or "<" in prefix:
             raise ValueError("a mount prefix is a plain path starting with '/'")
         prefix = prefix.rstrip("/")
@@ -523,7 +527,13 @@ class App:
         if prefix:
             self.add_route(prefix, handler, ("GET",))
         self.add_route(prefix + "/", handler, ("GET",))
-        self.add_route(prefix + "/<path:path>", handler, ("GET",))
+        route = _Route(prefix + "/")
+        for wrapper in self._wrappers:
+            handler = wrapper(handler)
+        route.handlers[b"GET"] = handler
+        self._all[prefix + "/*"] = route  # so that wrap() reaches it too
+        self._mounts.append(((prefix + "/").encode(), route))
+        self._mounts.sort(key=lambda m: -len(m[0]))
 
     def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",)) -> None:
         for wrapper in self._wrappers:
@@ -551,6 +561,11 @@ class App:
         """
         route = self.exact.get(raw_path)
         params: dict[str, Any] = {}
+        if route is None and self._mounts:
+            for start, mounted in self._mounts:
+                if raw_path.startswith(start):
+                    route = mounted
+                    break
         if route is None:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace") \
                 if b"%" in raw_path else raw_path.decode("latin-1")

@@ -171,7 +171,7 @@ class GzipCache:
                            or self.size + len(data) > self.max_bytes):
             old = next(iter(entries))
             self.size -= len(entries.pop(old))
-        if len(data) <= self.max_bytes:
+        if self.max_entries > 0 and len(data) <= self.max_bytes:
             entries[key] = data
             self.size += len(data)
         return data

@@ -164,7 +164,7 @@ class StaticFiles:
 
     # -- one request ---------------------------------------------------------------------------
 
-    def __call__(self, request: Request, path: str = "") -> Response:
+    def __call__(self, request: Request) -> Response:
         return self._serve(request, True)
 
     def _serve(self, request: Request, retry: bool) -> Response:

@@ -53,8 +53,8 @@ class Recorder:
     def mounted_at(self, prefix: str) -> None:
         self.files.mounted_at(prefix)
 
-    def __call__(self, request: Request, path: str = "") -> Any:
-        response = self.files(request, path)
+    def __call__(self, request: Request) -> Any:
+        response = self.files(request)
         encoding = next((v.decode() for n, v in response.headers
                          if n.lower() == b"content-encoding"), None)
         self.seen.append((request.path, response.status, encoding))
