@@ -142,6 +142,29 @@ def _suffix_etag(fields: bytes) -> bytes:
                           fields)
 
 
+# Response header fields -> (the identity form's fields, the gzip form's fields), or
+# _NOT_ELIGIBLE: handlers reuse a few field blocks (often one constant), so each is looked at
+# once. Bounded: a handler that builds distinct headers per response pays the analysis each time.
+_NOT_ELIGIBLE = (b"", b"")
+_FORMS: dict[bytes, tuple[bytes, bytes]] = {}
+_FORMS_MAX = 1024
+
+
+def _forms(fields: bytes) -> tuple[bytes, bytes]:
+    lowered = fields.lower()
+    kind = _content_type(fields)
+    if b"content-encoding:" in lowered or b"no-transform" in lowered or kind is None \
+            or not compressible(kind):
+        forms = _NOT_ELIGIBLE
+    elif b"vary:" in lowered:
+        forms = (fields, _suffix_etag(fields) + b"Content-Encoding: gzip\r\n")
+    else:
+        forms = (fields + _VARY, _suffix_etag(fields) + _GZIP_FIELDS)
+    if len(_FORMS) < _FORMS_MAX:
+        _FORMS[fields] = forms
+    return forms
+
+
 class GzipCache:
     """Gzip forms of bodies made of the same bytes objects as before, bounded in entries and
     bytes; a body is admitted the second time it is seen."""
@@ -206,11 +229,10 @@ class Gzip:
         if status < 200 or status in (204, 206, 304):
             return response
         fields = response.fields
-        lowered = fields.lower()
-        if b"content-encoding:" in lowered or b"no-transform" in lowered:
-            return response
-        kind = _content_type(fields)
-        if kind is None or not compressible(kind):
+        forms = _FORMS.get(fields)
+        if forms is None:
+            forms = _forms(fields)
+        if forms is _NOT_ELIGIBLE:
             return response
         body = response.body
         if type(body) is bytes:
@@ -222,15 +244,14 @@ class Gzip:
         else:
             return response  # a file body: static mounts serve precompressed siblings instead
         coding, identity_refused = negotiate(request._head.header(b"accept-encoding"))
+        identity_fields, gzip_fields = forms
         if coding is None or (0 <= size < self.min_size and not identity_refused):
-            return _with_fields(response, fields + _VARY) if b"vary:" not in lowered \
-                else response
-        new_fields = _suffix_etag(fields) + (_GZIP_FIELDS if b"vary:" not in lowered
-                                             else b"Content-Encoding: gzip\r\n")
+            return response if identity_fields is fields \
+                else _with_fields(response, identity_fields)
         if size < 0:
-            return _with_fields(response, new_fields, self._stream(body))
+            return _with_fields(response, gzip_fields, self._stream(body))
         key = body if type(body) is bytes else tuple(body)
-        return _with_fields(response, new_fields, self.cache.get(key, body, self.level))
+        return _with_fields(response, gzip_fields, self.cache.get(key, body, self.level))
 
     def _stream(self, body: Iterator[bytes | str]) -> Iterator[bytes]:
         c = zlib.compressobj(self.level, zlib.DEFLATED, 31)
