@@ -202,3 +202,36 @@ def if_range_allows(value: bytes, etag: bytes, mtime: int) -> bool:
     if value.startswith(b"W/"):
         return False  # a weak tag never validates a range
     return parse_http_date(value) == mtime
+
+
+# -- the whole decision ---------------------------------------------------------------------------
+
+RANGE_HEADERS = frozenset({b"if-match", b"if-unmodified-since", b"if-none-match",
+                           b"if-modified-since", b"range", b"if-range"})
+PARTIAL = 206
+RANGE_NOT_SATISFIABLE = 416
+
+
+def decide(method: bytes, headers: dict[bytes, bytes], etag: bytes, mtime: int, size: int
+           ) -> tuple[int, tuple[int, int] | None]:
+    """What to answer for a GET/HEAD of a ``size``-byte representation, given the request's
+    conditional and range ``headers`` (lower-case names): (200, None), (206, (offset,
+    count)), (304, None), (412, None) or (416, None). Preconditions first (§13.2.2), then
+    If-Range and Range for GET only."""
+    status = evaluate(method, etag, mtime, headers.get(b"if-match"),
+                      headers.get(b"if-unmodified-since"), headers.get(b"if-none-match"),
+                      headers.get(b"if-modified-since"))
+    if status != PROCEED:
+        return status, None
+    span = headers.get(b"range")
+    if span is None or method != b"GET":
+        return PROCEED, None
+    if_range = headers.get(b"if-range")
+    if if_range is not None and not if_range_allows(if_range, etag, mtime):
+        return PROCEED, None
+    chosen = parse_range(span, size)
+    if chosen is UNSATISFIABLE:
+        return RANGE_NOT_SATISFIABLE, None
+    if chosen is None:
+        return PROCEED, None
+    return PARTIAL, chosen

@@ -40,19 +40,18 @@ from .app import FileBody, Request, Response
 from .compress import compressible, gzip_bytes, negotiate
 from .conditional import (
     NOT_MODIFIED,
+    PARTIAL,
     PROCEED,
-    UNSATISFIABLE,
-    evaluate,
+    RANGE_HEADERS,
+    RANGE_NOT_SATISFIABLE,
+    decide,
     format_http_date,
-    if_range_allows,
-    parse_range,
 )
 from .errors import HTTPError
-from .files import guess_content_type
+from .files import content_range, guess_content_type, range_not_satisfiable
 
 # Request headers the file server reads; everything else is skipped in one pass.
-_WANTED = frozenset({b"if-match", b"if-unmodified-since", b"if-none-match", b"if-modified-since",
-                     b"range", b"if-range", b"accept-encoding"})
+_WANTED = RANGE_HEADERS | {b"accept-encoding"}
 _REFUSED_ESCAPES = (b"%2f", b"%5c", b"%00")
 _SIBLINGS = ((b"br", b".br"), (b"gzip", b".gz"))
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -192,26 +191,17 @@ class StaticFiles:
         if entry.offered:
             coding = negotiate(wanted.get(b"accept-encoding"), entry.offered)[0]
             rep = entry.reps[coding]
-        method = head.method
         if len(wanted) > 1 or b"accept-encoding" not in wanted:
-            status = evaluate(method, rep.etag, entry.mtime, wanted.get(b"if-match"),
-                              wanted.get(b"if-unmodified-since"), wanted.get(b"if-none-match"),
-                              wanted.get(b"if-modified-since"))
+            status, span = decide(head.method, wanted, rep.etag, entry.mtime, rep.size)
             if status != PROCEED:
                 if status == NOT_MODIFIED:
                     return rep.not_modified
-                raise HTTPError(412)
-            span = wanted.get(b"range")
-            if span is not None and method == b"GET":
-                if_range = wanted.get(b"if-range")
-                if if_range is None or if_range_allows(if_range, rep.etag, entry.mtime):
-                    chosen = parse_range(span, rep.size)
-                    if chosen is UNSATISFIABLE:
-                        return _response(416, b"Content-Range: bytes */%d\r\n" % rep.size
-                                         + b"Content-Type: text/plain; charset=utf-8\r\n",
-                                         b"Range Not Satisfiable\n")
-                    if chosen is not None:
-                        return self._partial(rep, entry, chosen, request, retry)
+                if status == PARTIAL:
+                    assert span is not None
+                    return self._partial(rep, entry, span, request, retry)
+                if status == RANGE_NOT_SATISFIABLE:
+                    return range_not_satisfiable(rep.size)
+                raise HTTPError(status)
         if rep.ok is not None:
             return rep.ok
         return self._open(rep, entry, None, request, retry)
@@ -220,9 +210,8 @@ class StaticFiles:
                  request: Request, retry: bool) -> Response:
         offset, count = span
         if rep.body is not None:
-            fields = rep.fields + b"Content-Range: bytes %d-%d/%d\r\n" % (
-                offset, offset + count - 1, rep.size)
-            return _response(206, fields, rep.body[offset:offset + count])
+            return _response(206, rep.fields + content_range(offset, count, rep.size),
+                             rep.body[offset:offset + count])
         return self._open(rep, entry, span, request, retry)
 
     def _open(self, rep: _Rep, entry: _Entry, span: tuple[int, int] | None,
@@ -247,9 +236,8 @@ class StaticFiles:
             if span is None:
                 return _response(200, rep.fields, FileBody(fd, 0, rep.size))
             offset, count = span
-            fields = rep.fields + b"Content-Range: bytes %d-%d/%d\r\n" % (
-                offset, offset + count - 1, rep.size)
-            return _response(206, fields, FileBody(fd, offset, count))
+            return _response(206, rep.fields + content_range(offset, count, rep.size),
+                             FileBody(fd, offset, count))
         except BaseException:
             if fd >= 0:
                 os.close(fd)
