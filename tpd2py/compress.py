@@ -249,6 +249,8 @@ class Gzip:
             return response if identity_fields is fields \
                 else _with_fields(response, identity_fields)
         if size < 0:
+            if request._head.method == b"HEAD":
+                return _with_fields(response, gzip_fields)  # never iterated: closed as it is
             return _with_fields(response, gzip_fields, self._stream(body))
         key = body if type(body) is bytes else tuple(body)
         return _with_fields(response, gzip_fields, self.cache.get(key, body, self.level))

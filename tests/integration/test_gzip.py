@@ -204,3 +204,25 @@ def test_dynamic_bodies_do_not_fill_the_cache():
     for i in range(2000):
         gz.cache.get(b"page %d" % i * 100, b"page %d" % i * 100, 6)
     assert not gz.cache.entries and len(gz.cache.seen) <= 4 * gz.cache.max_entries
+
+
+def test_head_of_a_stream_says_gzip_and_sends_nothing(server):
+    closed: list[bool] = []
+    app = App()
+
+    @app.route("/s")
+    def stream(req: Any) -> Iterator[bytes]:
+        def gen() -> Iterator[bytes]:
+            try:
+                yield b"x" * 2000
+            finally:
+                closed.append(True)
+        return gen()
+
+    app.wrap(Gzip())
+    srv = server(app)
+    ex = srv.exchange(b"HEAD /s HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n"
+                      b"Connection: close\r\n\r\n", methods=["HEAD"])
+    assert ex.final[0].header("Content-Encoding") == "gzip" and ex.final[0].body == b""
+    r = srv.get("/s", {"Accept-Encoding": "gzip"})
+    assert gunzip(r.body) == b"x" * 2000 and closed == [True]  # the handler's generator closed

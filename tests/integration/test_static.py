@@ -376,3 +376,27 @@ def test_cli_static_folder_that_does_not_exist(tmp_path):
                             capture_output=True, timeout=30)
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and "not a folder" in err and "\n" not in err
+
+
+def test_http_client_on_one_keep_alive_connection(server, site):
+    srv = server(mount(site, gzip=True))
+    conn = srv.http()
+    conn.request("GET", "/static/app.css")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == CSS
+    etag = r.getheader("ETag")
+    conn.request("GET", "/static/app.css", headers={"If-None-Match": etag})
+    r = conn.getresponse()
+    assert r.status == 304 and r.read() == b""
+    conn.request("GET", "/static/big.bin", headers={"Range": "bytes=1000-"})
+    r = conn.getresponse()
+    assert r.status == 206 and r.read() == BIG[1000:]
+    conn.request("HEAD", "/static/big.bin")
+    r = conn.getresponse()
+    assert r.getheader("Content-Length") == str(len(BIG)) and r.read() == b""
+    conn.request("GET", "/static/app.css", headers={"Accept-Encoding": "gzip"})
+    r = conn.getresponse()
+    assert gzip.decompress(r.read()) == CSS
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"app"
+    conn.close()
