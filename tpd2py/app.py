@@ -313,6 +313,8 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 class RequestConnection(Protocol):
     """What a Request uses of its connection (conn.Connection): the handler contract's side."""
 
+    sock: Any  # the transport: a socket, or a TLS transport (``scheme``, ``getpeercert``)
+
     def address(self) -> Any: ...
     def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
     def park(self, on_hangup: Callable[[], None] | None = None) -> None: ...  # may switch
@@ -402,6 +404,18 @@ class Request:
     @property
     def version(self) -> str:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
+
+    @property
+    def scheme(self) -> str:
+        """``https`` over a TLS transport, else ``http``."""
+        return getattr(self._conn.sock, "scheme", "http")
+
+    @property
+    def peer_certificate(self) -> Any:
+        """The client's verified certificate (mutual TLS: ``ssl.SSLObject.getpeercert()``),
+        or None."""
+        getpeercert = getattr(self._conn.sock, "getpeercert", None)
+        return getpeercert() if getpeercert is not None else None
 
     @property
     def peer(self) -> Any:
