@@ -42,7 +42,9 @@ from typing import Any, cast
 
 log = logging.getLogger("tpd2py.tls")
 
-DONTWAIT = socket.MSG_DONTWAIT
+# Plain ints: an IntFlag's | and & are Python-level calls, paid per send (profiled).
+DONTWAIT = int(socket.MSG_DONTWAIT)
+NOT_MORE = ~int(socket.MSG_MORE)
 # Ciphertext read from the kernel per call: a few TLS records (16 KiB + overhead each).
 READ_SIZE = 65536
 # Seconds a handshake may take, however its bytes trickle in (TLSSettings can change it).
@@ -62,7 +64,7 @@ class TLSTransport:
     """One TLS connection over an accepted (blocking-fd, MSG_DONTWAIT) kernel socket."""
 
     __slots__ = ("raw", "obj", "incoming", "outgoing", "unsent", "committed", "eof",
-                 "handshake_deadline")
+                 "drained", "handshake_deadline")
 
     scheme = "https"
 
@@ -79,6 +81,7 @@ class TLSTransport:
         self.unsent = b""
         self.committed = 0
         self.eof = False
+        self.drained = False
 
     # -- the socket's face ----------------------------------------------------------------------
 
@@ -106,16 +109,17 @@ class TLSTransport:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def _pull(self) -> bool:
-        """Move ciphertext from the kernel into OpenSSL: True if some came, False at EOF.
-        Raises BlockingIOError when the kernel has none."""
+    def _pull(self) -> None:
+        """Move ciphertext from the kernel into OpenSSL (an EOF is written as such). Raises
+        BlockingIOError when the kernel has none. ``drained``: this read emptied the kernel's
+        queue (a short read of a stream socket), so new bytes will bring a new edge."""
         data = self.raw.recv(READ_SIZE, DONTWAIT)
         if not data:
             self.incoming.write_eof()
             self.eof = True
-            return False
+            return
+        self.drained = len(data) < READ_SIZE
         self.incoming.write(data)
-        return True
 
     def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
@@ -142,42 +146,59 @@ class TLSTransport:
         self.eof = True  # no close_notify after a fatal error
 
     def _recv_into(self, view: Any) -> int:
+        # Exceptions are the costly part of this loop (SSLWantReadError, BlockingIOError):
+        # OpenSSL is asked only when it holds ciphertext, and the kernel only when its queue
+        # was not emptied by the last read (``drained``: then an edge will announce more).
         obj = self.obj
+        incoming = self.incoming
         size = len(view)
         total = 0
         while total < size:
+            if not incoming.pending and not obj.pending():
+                if self.drained and not self.eof:
+                    self.drained = False  # the next call asks the kernel
+                    if total:
+                        return total
+                    self._check_handshake_deadline()
+                    raise BlockingIOError()
+                if not self.eof:
+                    try:
+                        self._pull()
+                    except BlockingIOError:
+                        if total:
+                            return total
+                        self._check_handshake_deadline()
+                        raise
             try:
                 # With a buffer, read() returns a count (typeshed says bytes).
                 n = cast(int, obj.read(size - total, view[total:] if total else view))
             except ssl.SSLWantReadError:
-                self._push_handshake_output()
+                # A partial record, or the handshake goes on: its output leaves now.
+                if self.outgoing.pending:
+                    self._push_handshake_output()
                 if self.eof:
                     if total:
                         return total
                     raise ConnectionResetError("TLS: EOF in the middle of a record") from None
-                try:
-                    self._pull()
-                except BlockingIOError:
-                    if total:
-                        return total
-                    if self.handshake_deadline and time.monotonic() > self.handshake_deadline:
-                        if obj.version() is None:
-                            raise ConnectionResetError("TLS handshake took too long") from None
-                        self.handshake_deadline = 0.0  # done: never checked again
-                    raise
                 continue
             except ssl.SSLZeroReturnError:  # close_notify: a clean end
                 return total
             except ssl.SSLEOFError:
-                if total:
-                    return total
-                return 0  # EOF without close_notify: the peer is gone all the same
+                return total  # EOF without close_notify (0: the peer is gone all the same)
             if n == 0:
                 return total
             total += n
         if self.outgoing.pending:
             self._push_handshake_output()  # e.g. TLS 1.3 session tickets after the handshake
         return total
+
+    def _check_handshake_deadline(self) -> None:
+        """A handshake fed a byte at a time must still end (the connection's header timeout
+        cuts one that sends nothing more)."""
+        if self.handshake_deadline and time.monotonic() > self.handshake_deadline:
+            if self.obj.version() is None:
+                raise ConnectionResetError("TLS handshake took too long")
+            self.handshake_deadline = 0.0  # done: never checked again
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Only the hang-up peek (MSG_PEEK) uses this: something decrypted and pending, or the
@@ -230,7 +251,7 @@ class TLSTransport:
         rules). The caller passes the unreported plaintext again, unchanged."""
         if self.committed:
             if self.unsent:
-                sent = self.raw.send(self.unsent, flags & ~socket.MSG_MORE | DONTWAIT)
+                sent = self.raw.send(self.unsent, (int(flags) & NOT_MORE) | DONTWAIT)
                 self.unsent = self.unsent[sent:]
                 if self.unsent:
                     raise BlockingIOError()
@@ -240,7 +261,7 @@ class TLSTransport:
         self.obj.write(data)
         cipher = self.outgoing.read()
         try:
-            sent = self.raw.send(cipher, flags | DONTWAIT)
+            sent = self.raw.send(cipher, int(flags) | DONTWAIT)
         except BlockingIOError:
             sent = 0
         if sent < len(cipher):
