@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a package
 
@@ -95,12 +97,86 @@ def s_time(port: int, mode: str, seconds: float, cpu: int) -> float:
     return int(m2.group(1)) / float(m2.group(2))
 
 
+async def _hold(port: int, count: int, ready: Any, release: Any) -> int:
+    """``count`` TLS connections, each answered once, then idle until ``release`` is set."""
+    import asyncio
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    gate = asyncio.Semaphore(200)
+    held: list[Any] = []
+
+    async def one() -> None:
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            writer.write(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+            await reader.readuntil(b"Hello, World!")
+            held.append(writer)
+
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    ready.set()
+    while not release.is_set():
+        await asyncio.sleep(0.1)
+    for writer in held:
+        writer.transport.abort()
+    return sum(1 for r in results if not isinstance(r, BaseException))
+
+
+def _run_holder(box: dict[str, int], port: int, count: int, ready: Any, release: Any) -> None:
+    import asyncio
+
+    box["held"] = asyncio.run(_hold(port, count, ready, release))
+
+
+def idle(args: argparse.Namespace, work: Path, cert: Path, key: Path, env: dict[str, str]) -> None:
+    """Server RSS per idle TLS keep-alive connection, and keep-alive throughput with them held
+    against without, for each server in turn (the holder runs on the load core)."""
+    import threading
+    import time
+
+    print(f"\n{args.idle} idle TLS keep-alive connections ({args.key} key)")
+    print("| server | KiB per idle connection | req/s alone | req/s beside them | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in args.only:
+        port = servers.free_port()
+        proc = start(argv_for(name, port, work, cert, key), port, args.server_cpu, env,
+                     machine.ROOT)
+        try:
+            loaders.wrk(port, "/", 50, 2, args.client_cpu, scheme="https")  # warm up
+            alone = loaders.wrk(port, "/", 100, args.duration, args.client_cpu,
+                                scheme="https")["rps"]
+            time.sleep(1.0)
+            before = servers.rss_kib(proc.pid)
+            ready, release = threading.Event(), threading.Event()
+            box: dict[str, int] = {}
+            holder = threading.Thread(target=_run_holder, daemon=True,
+                                      args=(box, port, args.idle, ready, release))
+            holder.start()
+            ready.wait(300)
+            time.sleep(2.0)
+            after = servers.rss_kib(proc.pid)
+            beside = loaders.wrk(port, "/", 100, args.duration, args.client_cpu,
+                                 scheme="https")["rps"]
+            release.set()
+            holder.join(60)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        held = box.get("held", 0)
+        per = (after - before) / max(held, 1)
+        print(f"| {name} ({held} held) | {per:.1f} | {alone:,.0f} | {beside:,.0f} | "
+              f"{beside / alone:.2f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--key", choices=["ec", "rsa"], default="ec")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--only", nargs="*", default=NAMES, choices=NAMES)
+    parser.add_argument("--idle", type=int, default=0,
+                        help="instead: RSS per idle TLS connection with this many held")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     args = parser.parse_args()
@@ -113,6 +189,11 @@ def main() -> int:
     for path in (cert, key):
         os.chmod(path, 0o644)
     env = dict(os.environ, PYTHONPATH=str(machine.ROOT))
+    if args.idle:
+        subprocess.run(["taskset", "-cp", str(args.client_cpu), str(os.getpid())],
+                       capture_output=True, check=False)
+        idle(args, work, cert, key, env)
+        return 0
     names = args.only
     points = ["keepalive", "handshakes", "full", "resumed"]
     rows: dict[tuple[str, str], list[float]] = {}

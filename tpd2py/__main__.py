@@ -52,13 +52,20 @@ def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
     """``--certfile`` and friends; SIGHUP reloads the certificate files (for a renewer): new
     handshakes use the new ones, live connections keep theirs. Bad files: a one-line error."""
     if not args.certfile:
-        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers"):
+        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers", "sni"):
             if getattr(args, option):
                 raise SystemExit(f"tpd2py: --{option.replace('_', '-')} needs --certfile")
         return None
+    sni: dict[str, tuple[str, str | None]] = {}
+    for spec in args.sni:
+        host, eq, files = spec.partition("=")
+        cert, _, key = files.partition(",")
+        if not eq or not host or not cert:
+            raise SystemExit(f"tpd2py: --sni takes HOST=CERT[,KEY], not {spec!r}")
+        sni[host] = (cert, key or None)
     try:
         settings = TLSSettings(args.certfile, args.keyfile, args.keyfile_password,
-                               args.ca_certs, args.client_cert, args.ciphers)
+                               args.ca_certs, args.client_cert, args.ciphers, sni=sni)
     except (OSError, ValueError) as e:
         raise SystemExit(f"tpd2py: TLS: {e}") from None
     hub = get_hub()
@@ -118,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--client-cert", choices=["none", "optional", "required"], default="none",
                      help="ask for a client certificate (mutual TLS; default %(default)s)")
     tls.add_argument("--ciphers", help="OpenSSL cipher list for TLS 1.2")
+    tls.add_argument("--sni", metavar="HOST=CERT[,KEY]", action="append", default=[],
+                     help="another certificate, for clients asking for HOST (repeatable)")
     return p
 
 

@@ -298,13 +298,18 @@ class TLSTransport:
 
 class TLSSettings:
     """The server's TLS: an SSLContext from a certificate chain and key, TLS 1.2 at least,
-    ALPN ``http/1.1``, no renegotiation, session tickets on; optional client certificates."""
+    ALPN ``http/1.1``, no renegotiation, session tickets on; optional client certificates;
+    more certificates chosen by SNI host name (``sni={"name": (certfile, keyfile)}``)."""
 
     def __init__(self, certfile: str, keyfile: str | None = None, password: str | None = None,
                  ca_certs: str | None = None, client_cert: str = "none",
                  ciphers: str | None = None,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 sni: dict[str, tuple[str, str | None]] | None = None) -> None:
         self.handshake_timeout = handshake_timeout
+        # Host name (lower case) -> (certfile, keyfile): chosen by the client's SNI; the main
+        # certificate answers any other name and clients that send none.
+        self.sni = {name.lower().rstrip("."): files for name, files in (sni or {}).items()}
         if client_cert not in CLIENT_CERT_MODES:
             raise ValueError(f"client_cert is one of {', '.join(CLIENT_CERT_MODES)}")
         if client_cert != "none" and not ca_certs:
@@ -314,6 +319,20 @@ class TLSSettings:
         self.context = self._make_context()
 
     def _make_context(self) -> ssl.SSLContext:
+        ctx = self._context_for(self.certfile, self.keyfile)
+        if self.sni:
+            by_name = {name: self._context_for(*files) for name, files in self.sni.items()}
+
+            def choose(obj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
+                # Runs inside the handshake (OpenSSL's callback): a dict lookup, nothing more.
+                chosen = by_name.get(name.lower()) if name else None
+                if chosen is not None:
+                    obj.context = chosen
+
+            ctx.sni_callback = choose
+        return ctx
+
+    def _context_for(self, certfile: str, keyfile: str | None) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
@@ -321,7 +340,7 @@ class TLSSettings:
         ctx.set_alpn_protocols(["http/1.1"])
         if self.ciphers:
             ctx.set_ciphers(self.ciphers)
-        ctx.load_cert_chain(self.certfile, self.keyfile, self.password)
+        ctx.load_cert_chain(certfile, keyfile, self.password)
         if self.ca_certs:
             ctx.load_verify_locations(self.ca_certs)
         ctx.verify_mode = CLIENT_CERT_MODES[self.client_cert]
