@@ -21,8 +21,9 @@ Rules:
   The caller (gsocket.send_queued) passes the unsent plaintext again, unchanged, so nothing is
   encrypted twice or lost. Pipelined responses: one ``sendmsg`` is one write, a run of TLS
   records, one kernel send.
-- The hang-up peek: decrypted bytes pending count as input; else the kernel socket is peeked
-  (a close_notify looks like input: the next read finds the EOF).
+- The hang-up peek: decrypted bytes pending count as input; else what the kernel holds is
+  taken in and decrypted, so a close_notify is an end; plaintext found waits for the next
+  read (``peeked``), which returns it first.
 - Idle: the transport holds no buffer of its own (OpenSSL releases its record buffers when
   idle: SSL_MODE_RELEASE_BUFFERS, set by CPython).
 - Errors: a bad record, a refused version or cipher, a reset mid-handshake raise
@@ -64,7 +65,7 @@ class TLSTransport:
     """One TLS connection over an accepted (blocking-fd, MSG_DONTWAIT) kernel socket."""
 
     __slots__ = ("raw", "obj", "incoming", "outgoing", "unsent", "committed", "eof",
-                 "drained", "handshake_deadline")
+                 "drained", "peeked", "handshake_deadline")
 
     scheme = "https"
 
@@ -82,6 +83,7 @@ class TLSTransport:
         self.committed = 0
         self.eof = False
         self.drained = False
+        self.peeked = b""
 
     # -- the socket's face ----------------------------------------------------------------------
 
@@ -153,6 +155,11 @@ class TLSTransport:
         incoming = self.incoming
         size = len(view)
         total = 0
+        if self.peeked:  # plaintext the hang-up peek decrypted comes first
+            data = self.peeked
+            total = min(len(data), size)
+            view[:total] = data[:total]
+            self.peeked = data[total:]
         while total < size:
             if not incoming.pending and not obj.pending():
                 if self.drained and not self.eof:
@@ -201,13 +208,34 @@ class TLSTransport:
             self.handshake_deadline = 0.0  # done: never checked again
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """Only the hang-up peek (MSG_PEEK) uses this: something decrypted and pending, or the
-        kernel socket's own peek."""
-        if self.obj.pending():
+        """The hang-up peek (MSG_PEEK): b"" if the peer has closed (a close_notify or an EOF),
+        else some bytes if anything is there; BlockingIOError if nothing is. Ciphertext the
+        kernel holds is taken in and decrypted here, so that a close_notify is seen as the end
+        it is; plaintext found is kept (``peeked``) for the next read."""
+        if self.peeked or self.obj.pending():
             return b"\0"
         if self.eof:
             return b""
-        return bytes(self.raw.recv(bufsize, flags))
+        if not self.incoming.pending:
+            self._pull()  # BlockingIOError: nothing there
+            if self.eof:
+                return b""
+        try:
+            data = self.obj.read(READ_SIZE)
+        except ssl.SSLWantReadError:
+            if self.outgoing.pending:
+                self._push_handshake_output()
+            return b"\0"  # part of a record (or of the handshake): input, not an end
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self.eof = True
+            return b""
+        except ssl.SSLError as e:
+            self._refuse(e)
+            return b""
+        if not data:
+            return b""
+        self.peeked = data
+        return data[:1]
 
     def _push_handshake_output(self) -> None:
         """Handshake and alert bytes go out at once; the flight is a few KiB, which an

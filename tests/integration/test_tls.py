@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, WAIT, read_replies, read_until_close
-from tpd2py import App, Request, Response
+from tpd2py import App, Later, Request, Response
 from tpd2py.files import FileResponse
 from tpd2py.tls import TLSSettings
 
@@ -437,3 +438,54 @@ def test_cli_tls_mistakes_are_one_line(pki, args):
                            *args], cwd=REPO, capture_output=True, timeout=30)
     err = done.stderr.decode().strip()
     assert done.returncode != 0 and err.startswith("tpd2py:") and "\n" not in err, err
+
+
+# -- waiting connections: the hang-up peek over TLS ------------------------------------------
+
+def later_app(resumes: list[Any], gone: threading.Event) -> App:
+    app = tls_app()
+
+    @app.route("/wait")
+    def wait(req: Request) -> Later:
+        return Later(lambda resume: resumes.append(resume), gone.set)
+
+    return app
+
+
+def wait_until_waiting(srv: Any, resumes: list[Any]) -> None:
+    """Until the handler has answered Later (each call is one hub turn), bounded."""
+    for _ in range(10_000):
+        if srv.call(lambda: bool(resumes)):
+            return
+    raise AssertionError("the request never reached its handler")
+
+
+def test_a_waiting_client_that_closes_is_noticed(https, pki):
+    resumes: list[Any] = []
+    gone = threading.Event()
+    srv = https(later_app(resumes, gone))
+    sock = client_context(pki).wrap_socket(
+        socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT),
+        server_hostname="127.0.0.1")
+    sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until_waiting(srv, resumes)
+    sock.unwrap().close()  # close_notify, then FIN: ciphertext on the wire, then the end
+    assert gone.wait(WAIT), "the hang-up of a waiting TLS client went unnoticed"
+
+
+def test_a_request_pipelined_behind_a_waiting_one_is_kept(https, pki):
+    resumes: list[Any] = []
+    gone = threading.Event()
+    srv = https(later_app(resumes, gone))
+    sock = client_context(pki).wrap_socket(
+        socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT),
+        server_hostname="127.0.0.1")
+    sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until_waiting(srv, resumes)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # read by the hang-up peek, kept
+    srv.call(lambda: None)
+    srv.call(lambda: resumes[0](Response(b"resumed", content_type="text/plain")))
+    first, second = read_replies(sock, 2)
+    assert (first.body, second.body) == (b"resumed", b"hello over https")
+    assert not gone.is_set()
+    sock.close()
