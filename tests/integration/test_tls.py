@@ -460,7 +460,9 @@ def wait_until_waiting(srv: Any, resumes: list[Any]) -> None:
     raise AssertionError("the request never reached its handler")
 
 
-def test_a_waiting_client_that_closes_is_noticed(https, pki):
+def open_waiting(https: Any, pki: dict[str, Any]
+                 ) -> tuple[Any, ssl.SSLSocket, list[Any], threading.Event]:
+    """A server and a TLS client whose request waits (Later): (server, socket, resumes, gone)."""
     resumes: list[Any] = []
     gone = threading.Event()
     srv = https(later_app(resumes, gone))
@@ -469,19 +471,17 @@ def test_a_waiting_client_that_closes_is_noticed(https, pki):
         server_hostname="127.0.0.1")
     sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
     wait_until_waiting(srv, resumes)
+    return srv, sock, resumes, gone
+
+
+def test_a_waiting_client_that_closes_is_noticed(https, pki):
+    _, sock, _, gone = open_waiting(https, pki)
     sock.unwrap().close()  # close_notify, then FIN: ciphertext on the wire, then the end
     assert gone.wait(WAIT), "the hang-up of a waiting TLS client went unnoticed"
 
 
 def test_a_request_pipelined_behind_a_waiting_one_is_kept(https, pki):
-    resumes: list[Any] = []
-    gone = threading.Event()
-    srv = https(later_app(resumes, gone))
-    sock = client_context(pki).wrap_socket(
-        socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT),
-        server_hostname="127.0.0.1")
-    sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
-    wait_until_waiting(srv, resumes)
+    srv, sock, resumes, gone = open_waiting(https, pki)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # read by the hang-up peek, kept
     srv.call(lambda: None)
     srv.call(lambda: resumes[0](Response(b"resumed", content_type="text/plain")))
