@@ -30,22 +30,22 @@ Runtime helpers the generated code imports live at the bottom of this file.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import Environment, nodes
-from jinja2.compiler import CodeGenerator, Frame, find_undeclared
+from jinja2.compiler import CodeGenerator, Frame, MacroRef, find_undeclared
 from jinja2.idtracking import VAR_LOAD_PARAMETER
-from jinja2.runtime import Context
 
-from tpd2py._escape import BIG_STATIC, escape_bytes
+from tpd2py import _jinja_runtime
+from tpd2py._escape import BIG_STATIC
+from tpd2py._jinja_runtime import RenderBytes, text_to_bytes
 
-Write = Callable[[bytes], object]
-RenderBytes = Callable[[Context, Write], None]
+__all__ = ["BytesCodeGenerator", "RenderBytes", "text_to_bytes"]
 
 _WRITE = "tpd_write"
-_HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes")
+_HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes",
+            "tpd_call_escape", "tpd_call_str", "tpd_call_raw", "tpd_with_bytes")
 
 
 class BytesCodeGenerator(CodeGenerator):
@@ -55,9 +55,16 @@ class BytesCodeGenerator(CodeGenerator):
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(environment, name, filename, *args, **kwargs)
         self._write: str | None = None  # name of the current byte writer; None in the stock pass
+        # True while _write appends to a local list that is joined later (a loop's rows, a
+        # macro's output) rather than to the page: a nested loop then need not join its own.
+        self._local_write = False
+        self._byte_macro_next = False  # the next buffer() starts a macro's byte body
         # The loop.cycle shortcut below assumes jinja2's own getattr and call (no sandbox).
         self._stock_getattr = (type(environment).getattr is Environment.getattr
                                and not environment.sandboxed)
+        # Calls go through Context.call (not the sandbox's environment.call): the byte helpers
+        # make that very call when the callee has no byte body.
+        self._calls_direct = not environment.sandboxed
 
     # -- the second pass
 
@@ -72,7 +79,7 @@ class BytesCodeGenerator(CodeGenerator):
         have_extends = node.find(nodes.Extends) is not None
         eval_ctx = nodes.EvalContext(self.environment, self.name)
 
-        self.writeline(f"from {__name__} import {', '.join(_HELPERS)}", extra=1)
+        self.writeline(f"from {_jinja_runtime.__name__} import {', '.join(_HELPERS)}", extra=1)
         self.writeline(f"def tpd_root(context, {_WRITE}, missing=missing{envenv}):", extra=1)
         self.indent()
         self._write_commons()
@@ -207,6 +214,12 @@ class BytesCodeGenerator(CodeGenerator):
     def _write_value(self, node: nodes.Expr, frame: Frame,
                      finalize: CodeGenerator._FinalizeInfo) -> None:
         """An expression giving the bytes of ``str(escape(value))`` (or ``str(value)``)."""
+        if (isinstance(node, nodes.Call) and finalize.src is None and self._calls_direct
+                and not frame.eval_ctx.volatile and self._loop_cycle_target(node, frame) is None):
+            # A macro, caller() or super() straight into the page: its byte body, no Markup.
+            helper = "tpd_call_escape" if frame.eval_ctx.autoescape else "tpd_call_str"
+            self._byte_call(helper, node, frame)
+            return
         if frame.eval_ctx.volatile:
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
         elif not frame.eval_ctx.autoescape:
@@ -247,6 +260,20 @@ class BytesCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
         self.write(f") if type({loop}) is LoopContext else ")
         super().visit_Call(node, frame)
+        self.write(")")
+
+    def _byte_call(self, helper: str, node: nodes.Call, frame: Frame,
+                   forward_caller: bool = False) -> None:
+        """``helper(context, callee, <the call's arguments>)``, as stock ``visit_Call`` writes
+        ``context.call(callee, ...)``."""
+        self.write(f"{helper}(context, ")
+        self.visit(node.node, frame)
+        extra_kwargs = {"caller": "caller"} if forward_caller else {}
+        if frame.loop_frame:
+            extra_kwargs["_loop_vars"] = "_loop_vars"
+        if frame.block_frame:
+            extra_kwargs["_block_vars"] = "_block_vars"
+        self.signature(node, frame, extra_kwargs or None)
         self.write(")")
 
     def _loop_cycle_target(self, node: nodes.Call, frame: Frame) -> str | None:
@@ -325,61 +352,77 @@ class BytesCodeGenerator(CodeGenerator):
             self.outdent()
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        if not self._streaming(frame) or node.recursive:
-            super().visit_For(node, frame)
+        if not self._streaming(frame) or node.recursive or self._local_write:
+            super().visit_For(node, frame)  # already inside a joined list: write straight to it
             return
         outer = self._write
         assert outer is not None
         chunks, append = self.temporary_identifier(), self.temporary_identifier()
         self.writeline(f"{chunks} = []")
         self.writeline(f"{append} = {chunks}.append")
-        self._write = append
+        self._write, self._local_write = append, True
         try:
             super().visit_For(node, frame)
         finally:
-            self._write = outer
+            self._write, self._local_write = outer, False
         self.writeline(f"if {chunks}:")
         self.indent()
         self.writeline(f"{outer}(b''.join({chunks}))")
         self.outdent()
 
+    def visit_CallBlock(self, node: nodes.CallBlock, frame: Frame) -> None:
+        if not (self._streaming(frame) and self._calls_direct):
+            super().visit_CallBlock(node, frame)
+            return
+        call_frame, macro_ref = self.macro_body(node, frame)
+        self.writeline("caller = ")
+        self.macro_def(macro_ref, call_frame)
+        self.writeline(f"{self._write}(", node)
+        self._byte_call("tpd_call_raw", node.call, frame, forward_caller=True)
+        self.write(")")
 
-# -- runtime helpers imported by generated modules
+    # -- macros and call blocks: a text body (stock) and a byte body, side by side
 
+    def macro_body(self, node: nodes.Macro | nodes.CallBlock,
+                   frame: Frame) -> tuple[Frame, MacroRef]:
+        """Stock's ``def macro(...)``, then ``def tpd_macro(...)``: the same body, to bytes."""
+        result = super().macro_body(node, frame)
+        if self.environment.is_async:
+            return result
+        saved = self._write, self._local_write
+        self._write, self._local_write = self.temporary_identifier(), True
+        self._byte_macro_next = True
+        try:
+            super().macro_body(node, frame)
+        finally:
+            (self._write, self._local_write), self._byte_macro_next = saved, False
+        return result
 
-# The generated code's name for it; the same function object, so no extra call.
-tpd_escape = escape_bytes
+    def func(self, name: str) -> str:
+        return super().func("tpd_macro" if self._byte_macro_next and name == "macro" else name)
 
+    def buffer(self, frame: Frame) -> None:
+        if not self._byte_macro_next:
+            super().buffer(frame)
+            return
+        # The byte body's frame keeps no text buffer, so the streaming overrides write it.
+        self._byte_macro_next = False
+        assert self._write is not None
+        frame.tpd_chunks = chunks = self.temporary_identifier()  # type: ignore[attr-defined]
+        self.writeline(f"{chunks} = []")
+        self.writeline(f"{self._write} = {chunks}.append")
 
-def tpd_str(value: Any) -> bytes:
-    return str(value).encode()
+    def return_buffer_contents(self, frame: Frame, force_unescaped: bool = False) -> None:
+        chunks = getattr(frame, "tpd_chunks", None)
+        if chunks is None or frame.buffer is not None:
+            super().return_buffer_contents(frame, force_unescaped)
+        else:
+            self.writeline(f"return b''.join({chunks})")
 
-
-def text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderBytes:
-    def render_bytes(context: Context, write: Write) -> None:
-        for text in render_text(context):
-            write(str.encode(text))
-    return render_bytes
-
-
-def tpd_root_of(template: Any) -> RenderBytes:
-    """The byte root of a template; a text adapter for a template compiled elsewhere."""
-    render: RenderBytes | None = getattr(template, "tpd_root_render_func", None)
-    return render if render is not None else text_to_bytes(template.root_render_func)
-
-
-def tpd_block_of(block: Callable[[Context], Iterable[str]]) -> RenderBytes:
-    """The byte twin of a text block function (see ``BytesTemplate``), or a text adapter."""
-    render: RenderBytes | None = getattr(block, "tpd_bytes", None)
-    return render if render is not None else text_to_bytes(block)
-
-
-_module_bytes: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
-
-
-def tpd_module_bytes(module: Any) -> bytes:
-    """The encoded body of a cached template module (``{% include ... without context %}``)."""
-    body = _module_bytes.get(module)
-    if body is None:
-        body = _module_bytes[module] = b"".join(text.encode() for text in module._body_stream)
-    return body
+    def macro_def(self, macro_ref: MacroRef, frame: Frame) -> None:
+        if self.environment.is_async:
+            super().macro_def(macro_ref, frame)
+            return
+        self.write("tpd_with_bytes(")
+        super().macro_def(macro_ref, frame)
+        self.write(", tpd_macro)")
