@@ -33,7 +33,8 @@ Write = Callable[[bytes], object]
 RenderBytes = Callable[[Context, Write], None]
 
 __all__ = ["RenderBytes", "Write", "text_to_bytes", "tpd_block_of", "tpd_call_escape",
-           "tpd_call_raw", "tpd_call_str", "tpd_escape", "tpd_module_bytes", "tpd_root_of", "tpd_str", "tpd_with_bytes"]
+           "tpd_call_raw", "tpd_call_str", "tpd_escape", "tpd_module_bytes", "tpd_root_of",
+           "tpd_str", "tpd_with_bytes"]
 
 # The generated code's name for it; the same function object, so no extra call.
 tpd_escape = escape_bytes
