@@ -61,7 +61,7 @@ CATALOGUE = {
         "<tr class=\"{{ loop.cycle('odd', 'even') }}\" {{ {'data-id': p.id, 'data-sku': p.sku}"
         "|xmlattr }}>"
         "<td>{{ loop.index }}</td>"
-        "<td><a href=\"/produit?{{ {'id': p.id, 'ref': p.name}|urlencode }}\">{{ p.name }}</a>"
+        "<td><a href=\"/produit?{{ {'id': p.id, 'ref': p.sku}|urlencode }}\">{{ p.name }}</a>"
         "</td><td>{{ price(p.price) }}</td>"
         "<td>{% for tag in p.tags %}<span class=\"tag\">{{ tag }}</span>"
         "{% if not loop.last %}, {% endif %}{% endfor %}</td>"

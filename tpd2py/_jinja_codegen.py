@@ -262,6 +262,18 @@ class BytesCodeGenerator(CodeGenerator):
         super().visit_Call(node, frame)
         self.write(")")
 
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        if self._write is None or not self._stock_getattr or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        # Environment.getattr tries getattr(), then [], then Undefined: the builtin getattr with
+        # a default does the first try without a Python call; the object is evaluated once.
+        obj, value = self.temporary_identifier(), self.temporary_identifier()
+        self.write(f"({value} if ({value} := getattr(({obj} := ")
+        self.visit(node.node, frame)
+        self.write(f"), {node.attr!r}, missing)) is not missing else "
+                   f"environment.getattr({obj}, {node.attr!r}))")
+
     def _byte_call(self, helper: str, node: nodes.Call, frame: Frame,
                    forward_caller: bool = False) -> None:
         """``helper(context, callee, <the call's arguments>)``, as stock ``visit_Call`` writes
