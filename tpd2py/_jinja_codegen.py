@@ -44,6 +44,14 @@ from tpd2py._jinja_runtime import RenderBytes, text_to_bytes
 __all__ = ["BytesCodeGenerator", "RenderBytes", "text_to_bytes"]
 
 _WRITE = "tpd_write"
+# loop.<attribute> a counted loop computes from its index and len(); and cycle(...).
+_LOOP_NUMBERS = {"index": "({i} + 1)", "index0": "{i}", "first": "({i} == 0)",
+                 "last": "({i} == len({seq}) - 1)", "length": "len({seq})",
+                 "revindex": "(len({seq}) - {i})", "revindex0": "(len({seq}) - {i} - 1)"}
+# What the body of a counted loop may hold: output, conditionals and expressions, no statement
+# that could define, call into or change anything (see _counted_loop).
+_COUNTED_BODY = (nodes.Output, nodes.TemplateData, nodes.If, nodes.Expr, nodes.Pair,
+                 nodes.Keyword)
 _HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes",
             "tpd_call_escape", "tpd_call_str", "tpd_call_raw", "tpd_with_bytes")
 
@@ -59,6 +67,7 @@ class BytesCodeGenerator(CodeGenerator):
         # macro's output) rather than to the page: a nested loop then need not join its own.
         self._local_write = False
         self._byte_macro_next = False  # the next buffer() starts a macro's byte body
+        self._counted: tuple[str, str] | None = None  # (sequence, index) of a counted loop
         # The loop.cycle shortcut below assumes jinja2's own getattr and call (no sandbox).
         self._stock_getattr = (type(environment).getattr is Environment.getattr
                                and not environment.sandboxed)
@@ -247,6 +256,14 @@ class BytesCodeGenerator(CodeGenerator):
             super().end_write(frame)
 
     def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        if self._counted is not None and _is_loop_cycle(node):
+            # LoopContext.cycle: args[index0 % len(args)], every argument evaluated.
+            self.write("(")
+            for arg in node.args:
+                self.visit(arg, frame)
+                self.write(", ")
+            self.write(f")[{self._counted[1]} % {len(node.args)}]")
+            return
         loop = None if forward_caller else self._loop_cycle_target(node, frame)
         if loop is None:
             super().visit_Call(node, frame, forward_caller=forward_caller)
@@ -263,6 +280,11 @@ class BytesCodeGenerator(CodeGenerator):
         self.write(")")
 
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        if (self._counted is not None and isinstance(node.node, nodes.Name)
+                and node.node.name == "loop"):  # _counted_loop checked the attribute
+            seq, index = self._counted
+            self.write(_LOOP_NUMBERS[node.attr].format(seq=seq, i=index))
+            return
         if self._write is None or not self._stock_getattr or self.environment.is_async:
             super().visit_Getattr(node, frame)
             return
@@ -365,7 +387,7 @@ class BytesCodeGenerator(CodeGenerator):
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         if not self._streaming(frame) or node.recursive or self._local_write:
-            super().visit_For(node, frame)  # already inside a joined list: write straight to it
+            self._for(node, frame)  # already inside a joined list: write straight to it
             return
         outer = self._write
         assert outer is not None
@@ -374,12 +396,55 @@ class BytesCodeGenerator(CodeGenerator):
         self.writeline(f"{append} = {chunks}.append")
         self._write, self._local_write = append, True
         try:
-            super().visit_For(node, frame)
+            self._for(node, frame)
         finally:
             self._write, self._local_write = outer, False
         self.writeline(f"if {chunks}:")
         self.indent()
         self.writeline(f"{outer}(b''.join({chunks}))")
+        self.outdent()
+
+    def _for(self, node: nodes.For, frame: Frame) -> None:
+        """A counted loop over a list or tuple when the body allows it, else stock's loop.
+
+        A LoopContext costs a Python ``__next__`` per item and a property call per
+        ``loop.last``; over a list or tuple whose body only reads ``loop``'s counters (and
+        cannot change the sequence: no calls, no statements but ``if``), ``enumerate`` and
+        ``len`` give the same values. Anything else (a generator, a dict, an Undefined) takes
+        stock's loop, in the ``else`` branch, over the same evaluated sequence.
+        """
+        if self._write is None or self._counted is not None or not _counted_loop(node):
+            super().visit_For(node, frame)
+            return
+        seq, index = self.temporary_identifier(), self.temporary_identifier()
+        self.writeline(f"{seq} = ", node)
+        self.visit(node.iter, frame)
+        self.writeline(f"if type({seq}) is list or type({seq}) is tuple:")
+        self.indent()
+        loop_frame = frame.inner()
+        loop_frame.loop_frame = True
+        loop_frame.symbols.declare_parameter("loop")  # never read: every use is rewritten
+        loop_frame.symbols.analyze_node(node, for_branch="body")
+        self.writeline(f"for {index}, ", node)
+        self.visit(node.target, loop_frame)
+        self.write(f" in enumerate({seq}):")
+        self.indent()
+        self.enter_frame(loop_frame)
+        self.writeline("_loop_vars = {}")
+        self._counted = (seq, index)
+        try:
+            self.blockvisit(node.body, loop_frame)
+        finally:
+            self._counted = None
+        self.outdent()
+        self.leave_frame(loop_frame)
+        self.outdent()
+        self.writeline("else:")
+        self.indent()
+        stock_node = nodes.For(node.target, _internal_name(seq, node.lineno), node.body,
+                               node.else_, node.test, node.recursive, lineno=node.lineno,
+                               environment=self.environment)
+        super().visit_For(stock_node, frame)
         self.outdent()
 
     def visit_CallBlock(self, node: nodes.CallBlock, frame: Frame) -> None:
@@ -438,3 +503,40 @@ class BytesCodeGenerator(CodeGenerator):
         self.write("tpd_with_bytes(")
         super().macro_def(macro_ref, frame)
         self.write(", tpd_macro)")
+
+
+def _is_loop_cycle(node: nodes.Call) -> bool:
+    """``loop.cycle(a, ...)`` with positional arguments only."""
+    callee = node.node
+    return (isinstance(callee, nodes.Getattr) and callee.attr == "cycle"
+            and isinstance(callee.node, nodes.Name) and callee.node.name == "loop"
+            and bool(node.args) and not node.kwargs and node.dyn_args is None
+            and node.dyn_kwargs is None)
+
+
+def _counted_loop(node: nodes.For) -> bool:
+    """Can this loop run as a counted loop (see ``BytesCodeGenerator._for``)?"""
+    if node.recursive or node.test is not None or node.else_:
+        return False
+    allowed: set[int] = set()  # the ``loop`` Name nodes read through a counter or cycle()
+    for statement in node.body:
+        for child in (statement, *statement.find_all(nodes.Node)):
+            if not isinstance(child, _COUNTED_BODY):
+                return False
+            if isinstance(child, nodes.Call):
+                if not _is_loop_cycle(child):
+                    return False
+                allowed.add(id(child.node.node))  # type: ignore[attr-defined]
+            elif (isinstance(child, nodes.Getattr) and isinstance(child.node, nodes.Name)
+                  and child.node.name == "loop" and child.attr in _LOOP_NUMBERS):
+                allowed.add(id(child.node))
+    return all(id(name) in allowed for statement in node.body
+               for name in statement.find_all(nodes.Name) if name.name == "loop")
+
+
+def _internal_name(name: str, lineno: int) -> nodes.InternalName:
+    """An InternalName node (jinja2 only lets its parser make them) naming a generated local."""
+    internal = object.__new__(nodes.InternalName)
+    internal.name = name
+    internal.lineno = lineno
+    return internal
