@@ -1,11 +1,12 @@
 """jinja2 code generation for byte output: the second pass behind ``tpd2py.templates``.
 
 What it is: a ``jinja2.compiler.CodeGenerator`` subclass. Each template module it writes holds two
-render paths. The first is stock jinja2's, untouched (``root``, ``block_*``): every place where
-jinja2 captures output as text (macros, call/filter/set blocks, ``super()``, ``self.name()``,
-imported modules, ``Template.render``) keeps running it, so those stay stock by construction. The
-second (``tpd_root``, ``tpd_block_*``) is the streaming path: plain functions taking
-``(context, write)`` that call ``write(bytes)``.
+render paths. The first is stock jinja2's, untouched (``root``, ``block_*``, each macro's
+``def macro``): ``Template.render``, imported modules and every place where jinja2 needs a value as
+text (a macro result used as a value, filter/set blocks, recursive loops) keep running it. The
+second (``tpd_root``, ``tpd_block_*``, each macro's ``def tpd_macro``) is the streaming path:
+functions taking ``(context, write)`` that call ``write(bytes)``; a macro's byte body returns the
+bytes of its output.
 
 Rules of the byte path:
 - Static text is encoded to a UTF-8 ``bytes`` literal when the template is compiled; it is never
@@ -13,19 +14,26 @@ Rules of the byte path:
 - One ``write`` per Output node: its small static pieces and its values are merged with one
   ``bytes % tuple``; a static piece of ``BIG_STATIC`` bytes or more is written alone (no copy).
 - A non-recursive ``{% for %}`` collects its iterations and writes one joined chunk, so a
-  1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why).
-- ``loop.cycle(...)`` on a real LoopContext calls the bound method directly: ``Context.call``
-  would cost more than the rest of a table row, and here amounts to the same call. Any other
-  ``loop`` (a variable, a macro argument) takes the stock path, checked at run time.
+  1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why); a loop
+  already inside such a list (or in a macro's byte body) writes straight into it.
+- ``{{ m(...) }}``, ``{{ caller() }}``, ``{{ super() }}`` and ``{% call m() %}`` go through the
+  ``tpd_call_*`` helpers (``_jinja_runtime``): a macro with a byte body runs it, anything else
+  gets stock's ``Context.call``. Not with ``finalize``, in volatile autoescape or a sandbox.
+- A loop over a list or tuple whose body only reads ``loop``'s counters runs on ``enumerate`` and
+  ``len`` (``_for``); ``loop.cycle(...)`` on a real LoopContext calls the bound method directly.
+  Both are checked at run time, with stock's code as the other branch.
+- Attributes are read with the builtin ``getattr(obj, name, missing)`` first, then
+  ``environment.getattr`` if that missed (when the environment's getattr is stock's).
 - The output is byte-for-byte ``root(...)`` joined and encoded: the same nodes, in the same order,
   only the text-to-bytes step moves (UTF-8 encoding commutes with concatenation). Each dynamic value
   is written on its own source line, mapped to its template line, so tracebacks point where stock
   jinja2's do.
 
 How it works: ``visit_Template`` runs the stock pass, resets the per-pass state, then walks the same
-tree again with ``self._write`` set to the name of the current byte writer. The overrides below
-only act while ``_write`` is set and the frame has no text buffer; everything else is stock code.
-Runtime helpers the generated code imports live at the bottom of this file.
+tree again with ``self._write`` set to the name of the current byte writer. ``macro_body`` writes
+each macro twice, the second time with ``_write`` set to a local list's ``append``. The overrides
+below only act while ``_write`` is set and the frame has no text buffer; everything else is stock
+code. The generated modules import their run-time helpers from ``_jinja_runtime``.
 """
 
 from __future__ import annotations
