@@ -17,7 +17,7 @@ Rules of the byte path:
   1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why); a loop
   already inside such a list (or in a macro's byte body) writes straight into it.
 - ``{{ m(...) }}``, ``{{ caller() }}``, ``{{ super() }}`` and ``{% call m() %}`` go through the
-  ``tpd_call_*`` helpers (``_jinja_runtime``): a macro with a byte body runs it, anything else
+  ``tpd_call`` helper (``_jinja_runtime``): a macro with a byte body runs it, anything else
   gets stock's ``Context.call``. Not with ``finalize``, in volatile autoescape or a sandbox.
 - A loop over a list or tuple whose body only reads ``loop``'s counters runs on ``enumerate`` and
   ``len`` (``_for``); ``loop.cycle(...)`` on a real LoopContext calls the bound method directly.
@@ -61,7 +61,7 @@ _LOOP_NUMBERS = {"index": "({i} + 1)", "index0": "{i}", "first": "({i} == 0)",
 _COUNTED_BODY = (nodes.Output, nodes.TemplateData, nodes.If, nodes.Expr, nodes.Pair,
                  nodes.Keyword)
 _HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes",
-            "tpd_call_escape", "tpd_call_str", "tpd_call_raw", "tpd_with_bytes")
+            "tpd_call", "tpd_with_bytes")
 
 
 class BytesCodeGenerator(CodeGenerator):
@@ -234,8 +234,8 @@ class BytesCodeGenerator(CodeGenerator):
         if (isinstance(node, nodes.Call) and finalize.src is None and self._calls_direct
                 and not frame.eval_ctx.volatile and self._loop_cycle_target(node, frame) is None):
             # A macro, caller() or super() straight into the page: its byte body, no Markup.
-            helper = "tpd_call_escape" if frame.eval_ctx.autoescape else "tpd_call_str"
-            self._byte_call(helper, node, frame)
+            mode = _jinja_runtime.TO_ESCAPED if frame.eval_ctx.autoescape else _jinja_runtime.TO_STR
+            self._byte_call(mode, node, frame)
             return
         if frame.eval_ctx.volatile:
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
@@ -304,11 +304,11 @@ class BytesCodeGenerator(CodeGenerator):
         self.write(f"), {node.attr!r}, missing)) is not missing else "
                    f"environment.getattr({obj}, {node.attr!r}))")
 
-    def _byte_call(self, helper: str, node: nodes.Call, frame: Frame,
+    def _byte_call(self, mode: int, node: nodes.Call, frame: Frame,
                    forward_caller: bool = False) -> None:
-        """``helper(context, callee, <the call's arguments>)``, as stock ``visit_Call`` writes
-        ``context.call(callee, ...)``."""
-        self.write(f"{helper}(context, ")
+        """``tpd_call(context, mode, callee, <the call's arguments>)``, as stock ``visit_Call``
+        writes ``context.call(callee, ...)``."""
+        self.write(f"tpd_call(context, {mode}, ")
         self.visit(node.node, frame)
         extra_kwargs = {"caller": "caller"} if forward_caller else {}
         if frame.loop_frame:
@@ -463,7 +463,7 @@ class BytesCodeGenerator(CodeGenerator):
         self.writeline("caller = ")
         self.macro_def(macro_ref, call_frame)
         self.writeline(f"{self._write}(", node)
-        self._byte_call("tpd_call_raw", node.call, frame, forward_caller=True)
+        self._byte_call(_jinja_runtime.TO_RAW, node.call, frame, forward_caller=True)
         self.write(")")
 
     # -- macros and call blocks: a text body (stock) and a byte body, side by side
@@ -510,7 +510,9 @@ class BytesCodeGenerator(CodeGenerator):
             return
         self.write("tpd_with_bytes(")
         super().macro_def(macro_ref, frame)
-        self.write(", tpd_macro)")
+        plain = not (macro_ref.accesses_caller or macro_ref.accesses_kwargs
+                     or macro_ref.accesses_varargs)
+        self.write(f", tpd_macro, {plain})")
 
 
 def _is_loop_cycle(node: nodes.Call) -> bool:

@@ -1,8 +1,8 @@
 """Run-time helpers of the jinja2 byte path: the names generated template modules import.
 
 What it is: the functions ``_jinja_codegen`` writes calls to: escaping to bytes, the byte twins
-of roots and blocks, and the calls that let a macro, a ``caller()`` or a ``super()`` whose output
-goes straight into the page run its byte body instead of its text one.
+of roots and blocks, and ``tpd_call``, which lets a macro, a ``caller()`` or a ``super()`` whose
+output goes straight into the page run its byte body instead of its text one.
 
 Rules:
 - Each helper gives the bytes of what stock jinja2 would have written there, exactly. When a
@@ -32,9 +32,9 @@ from tpd2py._escape import escape_bytes
 Write = Callable[[bytes], object]
 RenderBytes = Callable[[Context, Write], None]
 
-__all__ = ["RenderBytes", "Write", "text_to_bytes", "tpd_block_of", "tpd_call_escape",
-           "tpd_call_raw", "tpd_call_str", "tpd_escape", "tpd_module_bytes", "tpd_root_of",
-           "tpd_str", "tpd_with_bytes"]
+__all__ = ["TO_ESCAPED", "TO_RAW", "TO_STR", "RenderBytes", "Write", "text_to_bytes",
+           "tpd_block_of", "tpd_call", "tpd_escape", "tpd_module_bytes", "tpd_root_of", "tpd_str",
+           "tpd_with_bytes"]
 
 # The generated code's name for it; the same function object, so no extra call.
 tpd_escape = escape_bytes
@@ -77,12 +77,15 @@ def tpd_module_bytes(module: Any) -> bytes:
 # -- macros, caller() and super() on the byte path
 
 
-def tpd_with_bytes(macro: Macro, body: Callable[..., bytes]) -> Macro:
-    """Give a macro just defined its byte body (same parameters, returns the output's bytes)."""
+def tpd_with_bytes(macro: Macro, body: Callable[..., bytes], plain: bool) -> Macro:
+    """Give a macro just defined its byte body (same parameters, returns the output's bytes).
+
+    ``plain``: it takes no ``caller``, ``varargs`` or ``kwargs``, so a positional-only call needs
+    no binding beyond filling in ``missing`` (the compiler knows, from the macro's body).
+    """
     attributes = macro.__dict__
     attributes["tpd_bytes"] = body
-    # Positional-only calls of such a macro need no binding beyond filling in ``missing``.
-    attributes["tpd_plain"] = not (macro.caller or macro.catch_kwargs or macro.catch_varargs)
+    attributes["tpd_plain"] = plain
     return macro
 
 
@@ -93,67 +96,46 @@ class _Binder(Macro):
         return arguments
 
 
-def _macro_bytes(macro: Macro, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
-    """The bytes of a macro call, or None: no byte body, or make the stock call (StopIteration).
+#: How ``tpd_call`` turns what a callee without a byte body returned into bytes.
+TO_ESCAPED, TO_STR, TO_RAW = 0, 1, 2
 
-    Takes ``_loop_vars`` and ``_block_vars`` out of ``kwargs``, as ``Context.call`` would.
+
+def tpd_call(context: Context, mode: int, callee: Any, /, *args: Any, **kwargs: Any) -> bytes:
+    """The bytes ``callee(...)`` puts into the page: ``{{ callee(...) }}`` with autoescape on
+    (``TO_ESCAPED``) or off (``TO_STR``), or ``{% call callee(...) %}`` (``TO_RAW``: written as
+    it is, as stock's ``yield`` does).
+
+    A macro with a byte body runs it: its output is Markup (autoescape) or str, which escaping
+    and ``str()`` leave as they are. ``super()`` runs the block's byte twin. Anything else is
+    stock's ``Context.call``, then converted.
     """
-    attributes = macro.__dict__
-    body = attributes.get("tpd_bytes")
-    if body is None:
-        return None
-    kwargs.pop("_loop_vars", None)
-    kwargs.pop("_block_vars", None)
-    count = macro._argument_count
-    if not kwargs and attributes["tpd_plain"] and len(args) <= count:
-        arguments: Any = args if len(args) == count else args + (missing,) * (count - len(args))
-    else:
-        binder = _Binder.__new__(_Binder)
-        binder.__dict__ = attributes
-        arguments = binder(*args, **kwargs)
-    try:
-        return body(*arguments)
-    except StopIteration:
-        return None
-
-
-def _block_bytes(reference: BlockReference) -> bytes:
-    out: list[bytes] = []
-    tpd_block_of(reference._stack[reference._depth])(reference._context, out.append)
-    return b"".join(out)
-
-
-def _is_plain_super(callee: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return (type(callee) is BlockReference and not args
-            and all(key in ("_loop_vars", "_block_vars") for key in kwargs))
-
-
-def tpd_call_escape(context: Context, callee: Any, /, *args: Any, **kwargs: Any) -> bytes:
-    """``{{ callee(...) }}`` with autoescape on: the escaped, encoded result."""
     if type(callee) is Macro:
-        out = _macro_bytes(callee, args, kwargs)
-        if out is not None:  # a macro's output is Markup: escaping leaves it as it is
-            return out
-    elif _is_plain_super(callee, args, kwargs):
-        return _block_bytes(callee)
-    return escape_bytes(context.call(callee, *args, **kwargs))
-
-
-def tpd_call_str(context: Context, callee: Any, /, *args: Any, **kwargs: Any) -> bytes:
-    """``{{ callee(...) }}`` with autoescape off: the encoded ``str()`` of the result."""
-    if type(callee) is Macro:
-        out = _macro_bytes(callee, args, kwargs)
-        if out is not None:
-            return out
-    elif _is_plain_super(callee, args, kwargs):
-        return _block_bytes(callee)
-    return str(context.call(callee, *args, **kwargs)).encode()
-
-
-def tpd_call_raw(context: Context, callee: Any, /, *args: Any, **kwargs: Any) -> bytes:
-    """``{% call callee(...) %}``: the result written as it is, as stock's ``yield`` does."""
-    if type(callee) is Macro:
-        out = _macro_bytes(callee, args, kwargs)
-        if out is not None:
-            return out
-    return str.encode(context.call(callee, *args, **kwargs))  # type: ignore[arg-type]
+        attributes = callee.__dict__
+        body = attributes.get("tpd_bytes")
+        if body is not None:
+            if kwargs:  # what Context.call drops before calling
+                kwargs.pop("_loop_vars", None)
+                kwargs.pop("_block_vars", None)
+            count = callee._argument_count
+            if not kwargs and attributes["tpd_plain"] and len(args) <= count:
+                arguments: Any = (args if len(args) == count
+                                  else args + (missing,) * (count - len(args)))
+            else:
+                binder = _Binder.__new__(_Binder)
+                binder.__dict__ = attributes
+                arguments = binder(*args, **kwargs)
+            try:
+                return body(*arguments)
+            except StopIteration:
+                pass  # the stock call below gives stock's Undefined
+    elif (type(callee) is BlockReference and mode != TO_RAW and not args
+          and all(key in ("_loop_vars", "_block_vars") for key in kwargs)):
+        out: list[bytes] = []
+        tpd_block_of(callee._stack[callee._depth])(callee._context, out.append)
+        return b"".join(out)
+    value = context.call(callee, *args, **kwargs)
+    if mode == TO_ESCAPED:
+        return escape_bytes(value)
+    if mode == TO_STR:
+        return str(value).encode()
+    return str.encode(value)  # type: ignore[arg-type]
