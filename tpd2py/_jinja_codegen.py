@@ -60,7 +60,7 @@ _LOOP_NUMBERS = {"index": "({i} + 1)", "index0": "{i}", "first": "({i} == 0)",
 # that could define, call into or change anything (see _counted_loop).
 _COUNTED_BODY = (nodes.Output, nodes.TemplateData, nodes.If, nodes.Expr, nodes.Pair,
                  nodes.Keyword)
-_HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes",
+_HELPERS = ("tpd_escape", "tpd_esc", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes",
             "tpd_call", "tpd_with_bytes")
 
 
@@ -236,6 +236,15 @@ class BytesCodeGenerator(CodeGenerator):
             # A macro, caller() or super() straight into the page: its byte body, no Markup.
             mode = _jinja_runtime.TO_ESCAPED if frame.eval_ctx.autoescape else _jinja_runtime.TO_STR
             self._byte_call(mode, node, frame)
+            return
+        if not frame.eval_ctx.volatile and finalize.src is None:
+            # A str (most values) is escaped and encoded inline: no Python call.
+            value = self.temporary_identifier()
+            inline = "tpd_esc({}).encode()" if frame.eval_ctx.autoescape else "{}.encode()"
+            self.write(f"({inline.format(value)} if type({value} := ")
+            self.visit(node, frame)
+            helper = "tpd_escape" if frame.eval_ctx.autoescape else "tpd_str"
+            self.write(f") is str else {helper}({value}))")
             return
         if frame.eval_ctx.volatile:
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")

@@ -27,17 +27,18 @@ from typing import Any
 
 from jinja2.runtime import BlockReference, Context, Macro, missing
 
-from tpd2py._escape import escape_bytes
+from tpd2py._escape import escape_bytes, escape_inner
 
 Write = Callable[[bytes], object]
 RenderBytes = Callable[[Context, Write], None]
 
 __all__ = ["TO_ESCAPED", "TO_RAW", "TO_STR", "RenderBytes", "Write", "text_to_bytes",
-           "tpd_block_of", "tpd_call", "tpd_escape", "tpd_module_bytes", "tpd_root_of", "tpd_str",
-           "tpd_with_bytes"]
+           "tpd_block_of", "tpd_call", "tpd_esc", "tpd_escape", "tpd_module_bytes", "tpd_root_of",
+           "tpd_str", "tpd_with_bytes"]
 
-# The generated code's name for it; the same function object, so no extra call.
+# The generated code's names for them; the same function objects, so no extra call.
 tpd_escape = escape_bytes
+tpd_esc = escape_inner  # markupsafe's C escape of a str, for values escaped inline
 
 
 def tpd_str(value: Any) -> bytes:
