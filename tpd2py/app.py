@@ -25,6 +25,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
@@ -241,6 +242,20 @@ class Later:
         self.on_hangup = on_hangup
 
 
+class Upgraded(Protocol):
+    """What takes a connection over when its handler leaves HTTP (``Request.upgrade``): its
+    ``start`` once, then, from the hub, ``on_readable`` for each input edge (it gets the
+    connection), ``expire`` when the connection's ``deadline`` has passed (the server's
+    sweep), ``drain`` at shutdown and ``closed`` once it has closed. None of them may switch:
+    the protocol waits on the connection through the hub, in greenlets of its own."""
+
+    def start(self, conn: Any, pending: bytes) -> None: ...  # pending: input read already
+    def on_readable(self, conn: Any) -> None: ...
+    def expire(self) -> None: ...
+    def drain(self) -> None: ...
+    def closed(self) -> None: ...
+
+
 def to_response(result: Any) -> Response:
     """The one place a handler's return value becomes a Response."""
     if type(result) is Response:
@@ -317,6 +332,7 @@ class RequestConnection(Protocol):
     def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
     def park(self, on_hangup: Callable[[], None] | None = None) -> None: ...  # may switch
     def unpark(self) -> None: ...
+    def upgrade(self, head: bytes, protocol: Upgraded, resume: Any) -> None: ...  # Later.attach
 
 
 class Parking:
@@ -423,6 +439,14 @@ class Request:
         """
         return Parking(self._conn, on_hangup)
 
+    def upgrade(self, head: bytes, protocol: Upgraded) -> Later:
+        """Leave HTTP: the ``Later`` this handler returns so that, once the request body is
+        read and earlier responses are sent, its connection queues ``head`` (a whole ``101
+        Switching Protocols`` head), enters its UPGRADED state and belongs to ``protocol``
+        (see ``Upgraded``) with the input that came after the request. For protocol modules
+        at the edge (``tpd2py.websocket``), not for applications. Never switches."""
+        return Later(partial(self._conn.upgrade, head, protocol), protocol.closed)
+
     def body(self) -> bytes:
         """The whole request body (b"" if none). Reads it on first call: may switch to the hub.
 
@@ -512,6 +536,13 @@ class App:
             self.methods.add(name)
             if name == b"GET":
                 self.methods.add(b"HEAD")
+
+    def websocket(self, pattern: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Register a WebSocket handler, ``handler(ws, **params)``: ``@app.websocket("/chat")``.
+        ``options`` are ``tpd2py.websocket.Options`` fields (docs/websocket.md)."""
+        from .websocket import route  # the feature at the edge, loaded on first use
+
+        return route(self, pattern, **options)
 
     def match(self, method: bytes, raw_path: bytes) -> tuple[Handler | None, dict[str, Any],
                                                              int, list[bytes]]:

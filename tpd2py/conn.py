@@ -10,6 +10,7 @@ with it; the diagram and a table are in docs/design.md):
   responses went out, the buffer is lent back if empty, and a hang-up wakes the handler.
 - DETACHED: the handler returned ``Later``: no greenlet; ``resume(response)`` from the hub
   sends the response right there when it can (then IDLE), or has the hub call ``serve``.
+- UPGRADED: the handler left HTTP (``Request.upgrade``): an ``app.Upgraded`` owns the socket.
 - LINGERING: after an error response, half-closed, reading and dropping input for a while so
   that the close is not a reset that destroys the response (RFC 9112 §9.6).
 - CLOSED: from any state (``close``).
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
 
-from .app import FileBody, Response
+from .app import FileBody, Response, Upgraded
 from .errors import (
     Cancelled,
     ClientDisconnected,
@@ -73,9 +74,10 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
 
-State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED", start=0)
+State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED UPGRADED", start=0)
 IDLE, SERVING, PARKED = State.IDLE, State.SERVING, State.PARKED
 DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSED
+UPGRADED = State.UPGRADED
 
 # Exchange.later when resume() queued the response and sent part of it: serve sends the rest.
 _SENDING = object()
@@ -93,7 +95,7 @@ class Connection(FdRecord):
     ``on_readable`` with it, so no second object or lookup is paid per connection or request."""
 
     __slots__ = ("ctx", "sock", "peer", "state", "buf", "view", "start", "end", "scan",
-                 "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex")
+                 "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex", "upgraded")
 
     def __init__(self, ctx: Context, sock: Any, peer: Any = None) -> None:
         self.ctx = ctx
@@ -186,6 +188,14 @@ class Connection(FdRecord):
                 # Input or a FIN came before the watch began (a body read's edge may have
                 # carried the FIN): no new edge will report it.
                 hangup_check(self)
+            return
+        if state is UPGRADED:  # another protocol owns the socket (app.Upgraded); no buffer
+            self.state, self.park_hook, self.deadline = UPGRADED, self.upgraded.closed, INF
+            if self.buf is not None:
+                self._give_buffer()
+            self.on_readable = self.upgraded.on_readable
+            if not self.armed:
+                self.ctx.hub.arm(self)
             return
         assert state is LINGERING
         self.state = LINGERING
@@ -509,8 +519,20 @@ class Connection(FdRecord):
 
     def detach(self, on_hangup: Callable[[], None]) -> None:
         """SERVING -> DETACHED (Later's response is not ready): the connection waits for
-        ``resume`` with no greenlet. Never switches."""
-        self._enter(DETACHED_STATE, on_hangup)
+        ``resume`` with no greenlet (an upgrade's has left SERVING already). Never switches."""
+        if self.state is SERVING:
+            self._enter(DETACHED_STATE, on_hangup)
+
+    def upgrade(self, head: bytes, protocol: Upgraded, resume: Any) -> None:
+        """Leave HTTP: the attach of ``Request.upgrade``'s Later (the body is read, earlier
+        responses sent); input that came after the request goes to ``protocol``. Never switches."""
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.write(self.address(), self.ex.head, 101, 0)
+        self.out.add(head)
+        self.upgraded: Upgraded = protocol
+        pending = bytes(self.buf[self.start:self.end]) if self.buf is not None else b""
+        self._enter(UPGRADED)
+        protocol.start(self, pending)
 
     def hung_up(self) -> None:
         """From the hub (hangup_check): the client is gone while PARKED or DETACHED."""
@@ -577,14 +599,16 @@ class Connection(FdRecord):
         on this client (it answers 408 or closes). Never switches."""
         worker = self.worker
         if worker is None:
-            self.close()
+            # Upgraded: the protocol's own deadlines (pings, its closing handshake).
+            (self.upgraded.expire if self.state is UPGRADED else self.close)()
         elif self.reader is worker or self.writer is worker:
             self.ctx.hub.throw(worker, Timeout())
 
     def drain(self) -> None:
-        """Shutdown: close now unless a handler runs (it finishes; then the connection closes)."""
+        """Shutdown: close now unless a handler runs (it finishes; then the connection closes).
+        An upgraded connection is told, to close in its own protocol's way."""
         if self.worker is None:
-            self.close()
+            (self.upgraded.drain if self.state is UPGRADED else self.close)()
 
 
 def _call_hook(hook: Callable[[], None]) -> None:

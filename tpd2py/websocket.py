@@ -1,0 +1,599 @@
+"""WebSocket (RFC 6455, RFC 7692) at the edge: handlers that read top to bottom, and Channel
+subscriptions that hold no greenlet.
+
+What a user writes (docs/websocket.md)::
+
+    @app.websocket("/chat")
+    def chat(ws):
+        ws.subscribe(room)                 # the room's messages go out with no greenlet held
+        for message in ws:                 # waits on the hub; ends when the client closes
+            room.publish(message)
+
+How it works:
+- The route checks the handshake (wshandshake.py: a clear 400/403/426) and returns
+  ``request.upgrade(head, ws)``: once the exchange is done the connection sends the 101 head
+  and enters its UPGRADED state, in which this ``WebSocket`` (an ``app.Upgraded``) gets every
+  input edge, the sweep's deadline, the shutdown and the close. HTTP is over for it.
+- Input is read in the hub, never in a greenlet of its own: ``_pump`` reads what the socket
+  has (a pooled buffer, lent for the read only), feeds the sans-I/O ``FrameParser``, answers
+  pings, runs the closing handshake and queues data messages for the handler, which waits
+  for them parked (``receive``). At ``max_queue`` unread messages the socket is not read any
+  more: TCP's window pushes back on the client (pings then wait too).
+- Output: frames go into the connection's SendBuf and out with ``gsocket.send_queued``, never
+  waiting in the hub. When the socket is full a flusher greenlet waits for room (bounded by
+  the server's ``write_timeout``) and ``send`` waits for it: a handler is slowed to its
+  client's pace. A frame from a subscription cannot wait: past ``max_pending`` queued bytes
+  the slow-reader policy applies (``"close"`` the socket, the default, or ``"drop"`` the frame).
+- Subscriptions: ``Channel.watch`` calls back from the hub with the Update; its frames are
+  made once (``Message.encoded``/``Update.encoded``) and the same bytes object goes to every
+  subscriber. With permessage-deflate the server never keeps its compression context, so a
+  broadcast is compressed once too.
+- Deadlines ride on the server's once-a-second sweep (``Connection.deadline``): a ping after
+  ``ping_interval`` without input, the close after ``ping_timeout`` more without any (a dead
+  peer), ``read_timeout`` for a message's frames to arrive, ``close_timeout`` for the
+  closing handshake. No timer per socket.
+Rules: reaches the connection only through the ``Upgraded`` contract, the hub and gsocket
+(no ``conn`` import); never switches in the hub's callbacks. Closing: send Close, half-close,
+read and drop until the client's FIN (or ``close_timeout``), then close: no reset destroys the
+Close frame.
+Switch points: ``receive``, ``receive_or``, iteration and ``send`` (only while the socket is
+full); everything else never switches.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from greenlet import getcurrent
+
+from .errors import Timeout
+from .gsocket import recv_nowait, send_queued
+from .wsframe import (
+    ABNORMAL,
+    BINARY,
+    CLOSE,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MAX_FRAME,
+    MAX_MESSAGE,
+    NO_STATUS,
+    NORMAL,
+    PING,
+    POLICY,
+    PONG,
+    TEXT,
+    Deflater,
+    FrameParser,
+    Inflater,
+    WebSocketError,
+    close_payload,
+    encode_frame,
+)
+from .wshandshake import Deflate, handshake
+
+log = logging.getLogger("tpd2py.conn")  # handler errors are logged as for HTTP handlers
+
+__all__ = ["Options", "WebSocket", "WebSocketClosed", "route"]
+
+INF = float("inf")
+CONNECTING, OPEN, CLOSING, LINGER, CLOSED = range(5)
+_TIMED_OUT = object()
+
+
+class WebSocketClosed(ConnectionError):
+    """The WebSocket is closed: raised by ``receive``/``send`` once it is. ``code`` is the
+    client's Close code (1005: none given; 1006: it went away without a Close frame), or ours
+    when we closed it first."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Options:
+    """A WebSocket route's settings; every default says why."""
+
+    # Subprotocols this route speaks, in its order of preference (Sec-WebSocket-Protocol).
+    subprotocols: tuple[str, ...] = ()
+    # Origins allowed to connect (cross-site WebSocket hijacking, RFC 6455 §10.2); None: any.
+    origins: tuple[str, ...] | None = None
+    max_frame: int = MAX_FRAME
+    max_message: int = MAX_MESSAGE  # after decompression: the decompression-bomb limit
+    # Received messages held for a handler that has not read them; then reading stops.
+    max_queue: int = 16
+    # Bytes queued for a client that reads slowly before the slow-reader policy applies to a
+    # subscription's frame: 1 MiB is seconds of chat for anyone, and bounds memory per socket.
+    max_pending: int = 1 << 20
+    slow_reader: str = "close"  # or "drop": skip the frames a slow reader has no room for
+    # Below the 60 s idle timeout of common proxies and load balancers.
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0  # no input at all for this long after a ping: a dead peer
+    read_timeout: float = 60.0  # a message's frames must all arrive within this
+    close_timeout: float = 5.0  # for the client's answer to our Close
+    compression: bool = True  # accept permessage-deflate when the client offers it
+
+
+def route(app: Any, pattern: str, **options: Any) -> Callable[[Callable[..., Any]],
+                                                               Callable[..., Any]]:
+    """``@app.websocket(pattern, **options)``: register ``handler(ws, **params)``."""
+    opts = Options(**options)
+    if opts.slow_reader not in ("close", "drop"):
+        raise ValueError("slow_reader is 'close' or 'drop'")
+
+    def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+        def upgrade(request: Any, **params: Any) -> Any:
+            head, subprotocol, deflate = handshake(
+                request.method, request.version, request.headers.get_all, opts.subprotocols,
+                opts.origins, opts.compression)
+            ws = WebSocket(request, handler, params, opts, subprotocol, deflate)
+            return request.upgrade(head, ws)
+
+        app.add_route(pattern, upgrade, ("GET",))
+        return handler
+
+    return register
+
+
+def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None) -> bytes:
+    data = message.json if encode is None else encode(message)
+    if isinstance(data, str):
+        return encode_frame(TEXT, data.encode())
+    return encode_frame(TEXT if encode is None else BINARY, bytes(data))
+
+
+class WebSocket:
+    """One WebSocket connection: what a handler gets, and the connection's protocol."""
+
+    __slots__ = ("request", "params", "subprotocol", "close_code", "close_reason", "_handler",
+                 "_options", "_deflate", "_deflater", "_conn", "_hub", "_state", "_parser",
+                 "_inbox", "_waiter", "_flushing", "_blocked", "_watches", "_on_message",
+                 "_last_input", "_ping_due", "_partial_since", "_runner")
+
+    def __init__(self, request: Any, handler: Callable[..., Any] | None, params: dict[str, Any],
+                 options: Options, subprotocol: str | None = None,
+                 deflate: Deflate | None = None) -> None:
+        self.request = request
+        self.params = params
+        self.subprotocol = subprotocol
+        self.close_code = ABNORMAL
+        self.close_reason = ""
+        self._handler = handler
+        self._options = options
+        self._deflate = deflate
+        self._deflater: Deflater | None = None
+        self._conn: Any = None
+        self._hub: Any = None
+        self._state = CONNECTING
+        inflater = None if deflate is None else Inflater(deflate.client_window_bits,
+                                                         deflate.client_takeover)
+        self._parser = FrameParser(options.max_frame, options.max_message, inflater)
+        self._inbox: list[str | bytes] = []
+        self._waiter: Any = None
+        self._flushing = False
+        self._blocked: list[Any] = []
+        self._watches: dict[Any, Any] | None = None
+        self._on_message: Callable[[str | bytes], None] | None = None
+        self._last_input = 0.0
+        self._ping_due = 0.0
+        self._partial_since = 0.0
+        self._runner: Any = None
+
+    # -- the handler's API ------------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._state == OPEN
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Every message until the client closes (then the loop ends). May switch."""
+        while True:
+            try:
+                yield self.receive()
+            except WebSocketClosed:
+                return
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """The next message: str (text) or bytes (binary). None when ``timeout`` seconds pass
+        first; WebSocketClosed once the WebSocket is closed. May switch to the hub."""
+        while True:
+            inbox = self._inbox
+            if inbox:
+                message = inbox.pop(0)
+                if len(inbox) == self._options.max_queue - 1:
+                    self._pump()  # reading had stopped at max_queue
+                return message
+            if self._state != OPEN:
+                raise WebSocketClosed(self.close_code, self.close_reason)
+            if self._park(timeout) is _TIMED_OUT:
+                return None
+
+    def receive_or(self, channel: Any, after: int, timeout: float | None = None) -> Any:
+        """The next message from the client, or the channel's ``Update`` of the messages
+        newer than ``after``, whichever comes first (a message first when both are there);
+        None when ``timeout`` passes first. May switch to the hub."""
+        while True:
+            if self._inbox or self._state != OPEN:
+                return self.receive()
+            update = channel.since(after)
+            if update:
+                return update
+            cancel = channel.watch(after, partial(self._hub.schedule, getcurrent()))
+            try:
+                value = self._park(timeout)
+            finally:
+                cancel()
+            if value is _TIMED_OUT:
+                return None
+            if value is not None:
+                return value
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Send one message: text for str, binary for bytes. Waits while the socket is full (a
+        handler goes at its client's pace). WebSocketClosed once closed. May switch."""
+        self._check_open()
+        self._queue(self._frame(data))
+        if self._flushing:
+            self._blocked.append(getcurrent())
+            self._hub.park()
+            self._check_open()
+
+    def send_nowait(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Queue one message without ever waiting (for hub callbacks such as ``on_message``);
+        the slow-reader policy applies. False if it was dropped. Never switches."""
+        self._check_open()
+        return self._post(self._frame(data))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a frame made by ``wsframe.encode_frame`` once for many sockets (the
+        slow-reader policy applies). False if it was dropped. Never switches."""
+        self._check_open()
+        return self._post(frame)
+
+    def ping(self, data: bytes = b"") -> None:
+        """Send a ping (the client answers with a pong). Never switches."""
+        self._check_open()
+        self._queue(encode_frame(PING, bytes(data[:125])))
+
+    def close(self, code: int = NORMAL, reason: str = "") -> None:
+        """Start the closing handshake: send Close and stop accepting messages; the
+        connection closes when the client answers (or after ``close_timeout``). Never
+        switches; closing twice does nothing."""
+        if self._state not in (OPEN, CONNECTING):
+            return
+        payload = close_payload(code, reason)  # ValueError for a code we may not send
+        self.close_code, self.close_reason = code, reason
+        self._queue(encode_frame(CLOSE, payload))
+        self._state = CLOSING
+        self._conn.deadline = self._hub.now + self._options.close_timeout
+        self._cancel_watches()
+        self._wake()
+
+    def subscribe(self, channel: Any, after: int | None = None,
+                  encode: Callable[[Any], str | bytes] | None = None,
+                  on_message: Callable[[str | bytes], None] | None = None) -> None:
+        """Forward ``channel``'s messages newer than ``after`` (default: from now on) to the
+        client, from the hub: no greenlet is held, and the socket stays open after the handler
+        returns. Each message is sent as ``encode(message)`` (str: a text frame, bytes:
+        binary), by default its JSON ``{"id", "data"}`` as text, framed once for every
+        subscriber. ``on_message`` is called from the hub with each message the client sends
+        once no handler reads them (it must not switch: ``send_nowait``, ``publish``);
+        without it they are dropped. Never switches."""
+        self._check_open()
+        if on_message is not None:
+            self._on_message = on_message
+        if self._watches is None:
+            self._watches = {}
+        start = channel.version if after is None else after
+        self._watches[channel] = channel.watch(start, self._forwarder(channel, encode))
+
+    # -- app.Upgraded: the connection's side (from the hub; never switches) ---------------------
+
+    def start(self, conn: Any, pending: bytes) -> None:
+        self._conn = conn
+        hub = self._hub = conn.ctx.hub
+        self._state = OPEN
+        self._last_input = hub.now
+        self._set_deadline()
+        if self._handler is not None:
+            self._runner = hub.spawn(self._run)  # starts on the hub's next turn
+        self._send_queued()  # the 101 head
+        if pending:
+            self._feed(pending)
+        self._pump()
+
+    def on_readable(self, conn: Any) -> None:
+        self._pump()
+
+    def expire(self) -> None:
+        conn = self._conn
+        now = self._hub.now
+        if self._state != OPEN:
+            conn.close()  # the closing handshake or the linger took too long
+            return
+        options = self._options
+        if self._ping_due and now >= self._ping_due:
+            log.debug("websocket %s: no pong within %.0f s: closing", conn.address(),
+                      options.ping_timeout)
+            self.close_code = ABNORMAL
+            conn.close()
+            return
+        if self._partial_since and now - self._partial_since >= options.read_timeout:
+            self._fail(POLICY, "message took too long to arrive")
+            return
+        if options.ping_interval is not None and not self._ping_due \
+                and now - self._last_input >= options.ping_interval:
+            self._queue(encode_frame(PING, b""))
+            self._ping_due = now + options.ping_timeout
+        self._set_deadline()
+
+    def drain(self) -> None:
+        if self._state == OPEN:
+            self.close(GOING_AWAY, "server shutting down")
+        else:
+            self._conn.close()
+
+    def closed(self) -> None:
+        self._state = CLOSED
+        self._cancel_watches()
+        self._wake()
+        blocked, self._blocked = self._blocked, []
+        for g in blocked:
+            self._hub.schedule(g, None)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """The handler's greenlet. When the handler returns, the WebSocket closes normally,
+        unless it subscribed to a channel (then it stays open with no greenlet)."""
+        handler = self._handler
+        assert handler is not None
+        try:
+            handler(self, **self.params)
+        except WebSocketClosed:
+            pass
+        except Exception:
+            log.exception("handler error in WebSocket %r from %s", self.request.path,
+                          self._conn.address())
+            if self._state == OPEN:
+                self.close(INTERNAL_ERROR, "internal error")
+        finally:
+            self._runner = None
+            self.request = None  # an idle subscriber keeps nothing of its request
+            if self._state == OPEN and not self._watches:
+                self.close()
+
+    def _check_open(self) -> None:
+        if self._state != OPEN:
+            raise WebSocketClosed(self.close_code, self.close_reason)
+
+    def _park(self, timeout: float | None) -> Any:
+        """Wait for input, a close, ``timeout`` or a channel (receive_or). May switch."""
+        if self._waiter is not None:
+            raise RuntimeError("two greenlets receive on one WebSocket")
+        hub = self._hub
+        me = self._waiter = getcurrent()
+        timer = None if timeout is None else hub.call_later(timeout, hub.schedule, me,
+                                                           _TIMED_OUT)
+        try:
+            return hub.park()
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._hub.schedule(self._waiter, None)
+
+    def _frame(self, data: str | bytes | bytearray | memoryview) -> bytes:
+        if isinstance(data, str):
+            opcode, payload = TEXT, data.encode()
+        else:
+            opcode, payload = BINARY, bytes(data)
+        if self._deflate is not None and len(payload) > 64:
+            if self._deflater is None:
+                self._deflater = Deflater(self._deflate.server_window_bits, takeover=False)
+            return encode_frame(opcode, self._deflater.deflate(payload), rsv1=True)
+        return encode_frame(opcode, payload)
+
+    def _forwarder(self, channel: Any, encode: Callable[[Any], str | bytes] | None) -> Any:
+        key = ("websocket", encode)
+
+        def frames(update: Any) -> bytes:
+            return b"".join(m.encoded(key, lambda m: _message_frame(m, encode)) for m in update)
+
+        def forward(update: Any) -> None:
+            if self._state != OPEN or self._watches is None or channel not in self._watches:
+                return
+            self._watches[channel] = channel.watch(update.version, forward)
+            if update:
+                self._post(update.encoded(key, frames))
+
+        return forward
+
+    def _cancel_watches(self) -> None:
+        watches, self._watches = self._watches, None
+        if watches:
+            for cancel in watches.values():
+                cancel()
+
+    def _post(self, frame: bytes) -> bool:
+        """Queue a frame that cannot wait (a subscription's): the slow-reader policy."""
+        out = self._conn.out
+        if out.size + len(frame) > self._options.max_pending:
+            if self._options.slow_reader == "drop":
+                return False
+            log.debug("websocket %s: %d bytes unsent, a slow reader: closing",
+                      self._conn.address(), out.size)
+            self.close_code = POLICY
+            self._conn.close()
+            return False
+        self._queue(frame)
+        return True
+
+    def _queue(self, frame: bytes) -> None:
+        self._conn.out.add(frame)
+        self._send_queued()
+
+    def _send_queued(self) -> None:
+        """Send what is queued without waiting; when the socket is full, a flusher greenlet
+        waits for room (one at a time). Once all is sent while lingering: half-close. Never
+        switches."""
+        conn = self._conn
+        if self._flushing or conn.closed:
+            return
+        if conn.out.size:
+            try:
+                done = send_queued(conn.sock, conn.out)
+            except OSError:
+                conn.close()
+                return
+            conn.ctx.sendmsg_calls += 1
+            if not done:
+                self._flushing = True
+                conn.set_nodelay()
+                self._hub.spawn(self._flush)
+                return
+        if self._state == LINGER:
+            self._half_close()
+
+    def _flush(self) -> None:
+        """The flusher: wait for room until all is sent, at most ``write_timeout`` per wait
+        (then the client is dead or hostile: close)."""
+        conn = self._conn
+        hub = self._hub
+        me = getcurrent()
+        try:
+            while conn.out.size and not conn.closed:
+                timer = hub.call_later(conn.ctx.config.write_timeout, hub.throw, me, Timeout())
+                try:
+                    hub.wait_writable(conn)
+                finally:
+                    timer.cancel()
+                if send_queued(conn.sock, conn.out):
+                    break
+        except (OSError, Timeout):
+            conn.close()
+        finally:
+            self._flushing = False
+            blocked, self._blocked = self._blocked, []
+            for g in blocked:
+                hub.schedule(g, None)
+        if self._state == LINGER and not conn.closed:
+            self._half_close()
+
+    def _pump(self) -> None:
+        """Read what the socket has and act on it (input never waits for a greenlet)."""
+        conn = self._conn
+        options = self._options
+        while not conn.closed:
+            if self._runner is not None and len(self._inbox) >= options.max_queue:
+                return  # the handler is behind: leave the rest in the kernel
+            buffers = conn.ctx.buffers
+            buf, view = buffers.take()
+            try:
+                n = recv_nowait(conn, conn.sock, view)
+                if n > 0 and self._state != LINGER:
+                    self._feed(view[:n])
+            except OSError:
+                n = 0
+            finally:
+                buffers.give(buf, view)
+            if n < 0:
+                return
+            if n == 0:
+                if self._state == OPEN:
+                    self.close_code = ABNORMAL  # gone without a Close frame
+                conn.close()
+                return
+
+    def _feed(self, data: Any) -> None:
+        now = self._hub.now
+        self._last_input = now
+        self._ping_due = 0.0
+        try:
+            events = self._parser.feed(data)
+        except WebSocketError as e:
+            log.debug("websocket %s: %s", self._conn.address(), e)
+            self._fail(e.code, e.reason)
+            return
+        if self._parser.in_message:
+            if not self._partial_since:
+                self._partial_since = now
+        else:
+            self._partial_since = 0.0
+        woke = False
+        for opcode, payload in events:
+            if opcode in (TEXT, BINARY):
+                if self._state != OPEN:
+                    continue  # after our Close: dropped (RFC 6455 §1.4)
+                if self._runner is None and self._on_message is not None:
+                    self._deliver(payload)
+                elif self._runner is not None:
+                    self._inbox.append(payload)
+                    woke = True
+            elif opcode == PING:
+                if self._state == OPEN:
+                    self._queue(encode_frame(PONG, payload))
+            elif opcode == CLOSE:
+                self._closed_by_client(*payload)
+                return
+        if woke:
+            self._wake()
+
+    def _deliver(self, message: str | bytes) -> None:
+        try:
+            self._on_message(message)  # type: ignore[misc]
+        except Exception:
+            log.exception("handler error in WebSocket on_message for %s", self._conn.address())
+            self._fail(INTERNAL_ERROR, "internal error")
+
+    def _closed_by_client(self, code: int, reason: str) -> None:
+        """A Close frame came: answer it (echoing the code) unless we sent ours, then end."""
+        if self._state == OPEN:
+            self.close_code, self.close_reason = code, reason
+            self._conn.out.add(encode_frame(CLOSE, close_payload(code) if code != NO_STATUS
+                                            else b""))
+        self._linger()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): Close with ``code``, then end."""
+        if self._state in (OPEN, CONNECTING):
+            self.close_code, self.close_reason = code, reason
+            self._conn.out.add(encode_frame(CLOSE, close_payload(code, reason)))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Send what is queued, half-close, drop input until the client's FIN (or
+        ``close_timeout``), close: the server closes first (RFC 6455 §7.1.1) without a reset."""
+        if self._state in (LINGER, CLOSED):
+            return
+        self._state = LINGER
+        self._cancel_watches()
+        self._conn.deadline = self._hub.now + self._options.close_timeout
+        self._wake()
+        self._send_queued()  # then half-closes (or the flusher does, once done)
+
+    def _half_close(self) -> None:
+        try:
+            self._conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._conn.close()
+
+    def _set_deadline(self) -> None:
+        options = self._options
+        deadline = INF
+        if self._ping_due:
+            deadline = self._ping_due
+        elif options.ping_interval is not None:
+            deadline = self._last_input + options.ping_interval
+        if self._partial_since:
+            deadline = min(deadline, self._partial_since + options.read_timeout)
+        self._conn.deadline = deadline
