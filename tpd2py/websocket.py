@@ -518,15 +518,16 @@ class WebSocket:
         now = self._hub.now
         self._last_input = now
         self._ping_due = 0.0
+        error = None
         try:
             events = self._parser.feed(data)
         except WebSocketError as e:
-            log.debug("websocket %s: %s", self._conn.address(), e)
-            self._fail(e.code, e.reason)
-            return
+            events, error = e.events, e  # what came before the violation is handled first
         if self._parser.in_message:
             if not self._partial_since:
                 self._partial_since = now
+                conn = self._conn
+                conn.deadline = min(conn.deadline, now + self._options.read_timeout)
         else:
             self._partial_since = 0.0
         woke = False
@@ -547,6 +548,9 @@ class WebSocket:
                 return
         if woke:
             self._wake()
+        if error is not None:
+            log.debug("websocket %s: %s", self._conn.address(), error)
+            self._fail(error.code, error.reason)
 
     def _deliver(self, message: str | bytes) -> None:
         try:

@@ -62,12 +62,13 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 class WebSocketError(Exception):
     """The client broke the protocol: close the connection with ``code`` (``reason`` goes in
-    the Close frame and the log)."""
+    the Close frame and the log). ``events``: what the same ``feed`` completed before."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
+        self.events: list[tuple[int, Any]] = []  # from FrameParser.feed: complete before it
 
     def __str__(self) -> str:
         return f"{self.code} {self.reason}"
@@ -230,6 +231,15 @@ class FrameParser:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, Any]]:
         events: list[tuple[int, Any]] = []
+        try:
+            self._parse(data, events)
+        except WebSocketError as e:
+            e.events = events  # what came whole before the violation is still to be handled
+            raise
+        return events
+
+    def _parse(self, data: bytes | bytearray | memoryview,
+               events: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
         buf = self.buf
         buf += data
         while True:
@@ -299,7 +309,7 @@ class FrameParser:
         if not b1 & 0x80:
             raise WebSocketError(PROTOCOL_ERROR, "client frame not masked")
         pos = 2 if length < 126 else 4 if length == 126 else 10
-        if len(buf) < pos + 4:
+        if len(buf) < pos:
             return False
         if length == 126:
             length = (buf[2] << 8) | buf[3]
@@ -313,6 +323,11 @@ class FrameParser:
                 raise WebSocketError(PROTOCOL_ERROR, "payload length not minimally encoded")
         if length > self.max_frame:
             raise WebSocketError(TOO_BIG, f"frame of {length} bytes is over the limit")
+        if opcode not in _CONTROL and not (rsv1 or self.compressed) \
+                and self.size + length > self.max_message:
+            raise WebSocketError(TOO_BIG, "message over the size limit")
+        if len(buf) < pos + 4:
+            return False
         self.mask = bytes(buf[pos:pos + 4])
         del buf[:pos + 4]
         self.fin = fin
@@ -324,9 +339,6 @@ class FrameParser:
             self.message = opcode
             self.compressed = rsv1
             self.decoder = _utf8_decoder() if opcode == TEXT else None
-        if opcode not in _CONTROL and not self.compressed \
-                and self.size + length > self.max_message:
-            raise WebSocketError(TOO_BIG, "message over the size limit")
         return True
 
     def _data(self, chunk: bytes, final: bool) -> None:
