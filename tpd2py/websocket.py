@@ -368,6 +368,12 @@ class WebSocket:
             self.request = None  # an idle subscriber keeps nothing of its request
             if self._state == OPEN and not self._watches:
                 self.close()
+            elif self._on_message is not None:
+                inbox, self._inbox = self._inbox, []
+                for message in inbox:  # came before the handler returned
+                    if self._state == OPEN:
+                        self._deliver(message)
+                self._pump()  # reading may have stopped at max_queue
 
     def _check_open(self) -> None:
         if self._state != OPEN:

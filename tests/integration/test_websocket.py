@@ -337,7 +337,7 @@ def test_shutdown_sends_going_away(server: Any) -> None:
     ws.close()
 
 
-# -- deadlines (the once-a-second sweep) ------------------------------------------------------------
+# -- deadlines (the once-a-second sweep) --------------------------------------------------------
 
 def test_a_dead_peer_is_pinged_then_closed(server: Any) -> None:
     srv = server(make_app(ping_interval=0.1, ping_timeout=0.1))
@@ -373,7 +373,7 @@ def test_a_message_that_trickles_is_cut_off(server: Any) -> None:
     ws.close()
 
 
-# -- subscriptions and broadcast --------------------------------------------------------------------
+# -- subscriptions and broadcast ----------------------------------------------------------------
 
 def test_broadcast_reaches_every_subscriber_with_no_greenlet_held(server: Any) -> None:
     room = Channel()
