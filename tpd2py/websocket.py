@@ -33,9 +33,8 @@ How it works:
   peer), ``read_timeout`` for a message's frames to arrive, ``close_timeout`` for the
   closing handshake. No timer per socket.
 Rules: reaches the connection only through the ``Upgraded`` contract, the hub and gsocket
-(no ``conn`` import); never switches in the hub's callbacks. Closing: send Close, half-close,
-read and drop until the client's FIN (or ``close_timeout``), then close: no reset destroys the
-Close frame.
+(no ``conn`` import); never switches in the hub's callbacks. Closing: Close, half-close, drop
+input until the client's FIN (or ``close_timeout``), close: no reset destroys the Close frame.
 Switch points: ``receive``, ``receive_or``, iteration and ``send`` (only while the socket is
 full); everything else never switches.
 """
@@ -154,7 +153,7 @@ class WebSocket:
     __slots__ = ("request", "params", "subprotocol", "close_code", "close_reason", "_handler",
                  "_options", "_deflate", "_deflater", "_conn", "_hub", "_state", "_parser",
                  "_inbox", "_waiter", "_flushing", "_blocked", "_watches", "_on_message",
-                 "_last_input", "_ping_due", "_partial_since", "_runner")
+                 "_last_input", "_ping_due", "_partial_since", "_runner", "_error")
 
     def __init__(self, request: Any, handler: Callable[..., Any] | None, params: dict[str, Any],
                  options: Options, subprotocol: str | None = None,
@@ -171,8 +170,8 @@ class WebSocket:
         self._conn: Any = None
         self._hub: Any = None
         self._state = CONNECTING
-        inflater = None if deflate is None else Inflater(deflate.client_window_bits,
-                                                         deflate.client_takeover)
+        # Inflating with the largest window reads whatever window the client used.
+        inflater = None if deflate is None else Inflater(15, deflate.client_takeover)
         self._parser = FrameParser(options.max_frame, options.max_message, inflater)
         self._inbox: list[str | bytes] = []
         self._waiter: Any = None
@@ -184,6 +183,9 @@ class WebSocket:
         self._ping_due = 0.0
         self._partial_since = 0.0
         self._runner: Any = None
+        # A violation that came behind messages the handler has not read yet: the Close goes
+        # out once it has read them (what came whole before the bad frame is not lost).
+        self._error: tuple[int, str] | None = None
 
     # -- the handler's API ------------------------------------------------------------------------
 
@@ -209,6 +211,8 @@ class WebSocket:
                 if len(inbox) == self._options.max_queue - 1:
                     self._pump()  # reading had stopped at max_queue
                 return message
+            if self._error is not None:
+                self._fail(*self._error)
             if self._state != OPEN:
                 raise WebSocketClosed(self.close_code, self.close_reason)
             if self._park(timeout) is _TIMED_OUT:
@@ -219,7 +223,7 @@ class WebSocket:
         newer than ``after``, whichever comes first (a message first when both are there);
         None when ``timeout`` passes first. May switch to the hub."""
         while True:
-            if self._inbox or self._state != OPEN:
+            if self._inbox or self._state != OPEN or self._error is not None:
                 return self.receive()
             update = channel.since(after)
             if update:
@@ -366,6 +370,8 @@ class WebSocket:
         finally:
             self._runner = None
             self.request = None  # an idle subscriber keeps nothing of its request
+            if self._error is not None:
+                self._fail(*self._error)
             if self._state == OPEN and not self._watches:
                 self.close()
             elif self._on_message is not None:
@@ -499,7 +505,7 @@ class WebSocket:
         """Read what the socket has and act on it (input never waits for a greenlet)."""
         conn = self._conn
         options = self._options
-        while not conn.closed:
+        while not conn.closed and self._error is None:
             if self._runner is not None and len(self._inbox) >= options.max_queue:
                 return  # the handler is behind: leave the rest in the kernel
             buffers = conn.ctx.buffers
@@ -556,7 +562,10 @@ class WebSocket:
             self._wake()
         if error is not None:
             log.debug("websocket %s: %s", self._conn.address(), error)
-            self._fail(error.code, error.reason)
+            if self._runner is not None and self._inbox:
+                self._error = (error.code, error.reason)  # see receive()
+            else:
+                self._fail(error.code, error.reason)
 
     def _deliver(self, message: str | bytes) -> None:
         try:
@@ -575,6 +584,7 @@ class WebSocket:
 
     def _fail(self, code: int, reason: str) -> None:
         """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): Close with ``code``, then end."""
+        self._error = None
         if self._state in (OPEN, CONNECTING):
             self.close_code, self.close_reason = code, reason
             self._conn.out.add(encode_frame(CLOSE, close_payload(code, reason)))

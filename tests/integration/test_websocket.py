@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -492,3 +495,78 @@ def test_websockets_clients_chat_through_a_channel(server: Any) -> None:
         assert a.recv(timeout=WAIT) == b.recv(timeout=WAIT) == '{"id":1,"data":"from a"}'
         b.send("from b")
         assert a.recv(timeout=WAIT) == b.recv(timeout=WAIT) == '{"id":2,"data":"from b"}'
+
+
+# -- permessage-deflate, raw -------------------------------------------------------------------
+
+def deflated(data: bytes) -> bytes:
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def test_deflate_both_ways_and_a_bomb(ws_server: RunningServer) -> None:
+    ws = RawWebSocket(ws_server.address)
+    fields = ws.open("/echo", {"Sec-WebSocket-Extensions": "permessage-deflate"})
+    assert fields["sec-websocket-extensions"] == \
+        "permessage-deflate; server_no_context_takeover"
+    text = "compress me " * 50
+    ws.send(client_frame(TEXT, deflated(text.encode()), rsv=0x40))
+    frame = ws.read_frame()
+    assert frame.rsv1 and frame.opcode == TEXT
+    assert zlib.decompressobj(-15).decompress(frame.payload + b"\x00\x00\xff\xff") == \
+        text.encode()
+    ws.send(client_frame(BINARY, b"small, sent plain"))  # RSV1 clear: not compressed
+    assert ws.read_frame().payload == b"small, sent plain"
+    bomb = deflated(b"\0" * 50_000_000)
+    assert len(bomb) < 100_000
+    ws.send(client_frame(BINARY, bomb, rsv=0x40))
+    assert ws.expect_close().close_code == 1009
+    ws.close()
+
+
+# -- backpressure on input -------------------------------------------------------------------
+
+def test_a_handler_that_does_not_read_stops_the_reading(server: Any) -> None:
+    gate = Channel()
+    app = App()
+
+    @app.websocket("/lazy", max_queue=4)
+    def lazy(ws: Any) -> None:
+        gate.wait(0, timeout=None)  # until the test says go
+        for message in ws:
+            ws.send(message)
+
+    srv = server(app)
+    ws = RawWebSocket(srv.address)
+    ws.open("/lazy")
+    messages = [b"%02d" % i * 10_000 for i in range(50)]  # 1 MB: more than one read's worth
+    sender = threading.Thread(target=lambda: [ws.send(client_frame(BINARY, m))
+                                              for m in messages], daemon=True)
+    sender.start()
+
+    def queued() -> int:
+        return len(next(iter(srv.server.conns.values())).upgraded._inbox)
+
+    deadline = time.monotonic() + WAIT
+    while srv.call(queued) < 4:  # what the server takes before it stops reading
+        assert time.monotonic() < deadline, "the server read nothing"
+    srv.sync()
+    # One read (a 16 KiB buffer) may complete one message past the limit; the rest of the
+    # megabyte waits in the kernel: TCP pushes back on the client.
+    assert srv.call(queued) <= 5
+    srv.call(lambda: gate.publish("go"))
+    assert [ws.read_frame().payload for _ in range(50)] == messages
+    sender.join(WAIT)
+    ws.close()
+
+
+def test_messages_before_a_violation_in_the_same_read_are_answered_first(
+        ws_server: RunningServer) -> None:
+    # Autobahn's "strict" behaviour (cases 3.2, 4.1.3, 5.15): the echo, then the Close.
+    ws = RawWebSocket(ws_server.address)
+    ws.open("/echo")
+    ws.send(client_frame(TEXT, b"one") + client_frame(TEXT, b"two")
+            + client_frame(TEXT, b"bad", rsv=0x20) + client_frame(PING, b"never answered"))
+    assert [ws.read_frame().payload for _ in range(2)] == [b"one", b"two"]
+    assert ws.expect_close().close_code == 1002
+    ws.close()
