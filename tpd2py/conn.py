@@ -75,9 +75,8 @@ LINGER_BYTES = 256 * 1024
 
 
 State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED UPGRADED", start=0)
-IDLE, SERVING, PARKED = State.IDLE, State.SERVING, State.PARKED
+IDLE, SERVING, PARKED, UPGRADED = State.IDLE, State.SERVING, State.PARKED, State.UPGRADED
 DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSED
-UPGRADED = State.UPGRADED
 
 # Exchange.later when resume() queued the response and sent part of it: serve sends the rest.
 _SENDING = object()
@@ -524,12 +523,13 @@ class Connection(FdRecord):
             self._enter(DETACHED_STATE, on_hangup)
 
     def upgrade(self, head: bytes, protocol: Upgraded, resume: Any) -> None:
-        """Leave HTTP: the attach of ``Request.upgrade``'s Later (the body is read, earlier
-        responses sent); input that came after the request goes to ``protocol``. Never switches."""
+        """Leave HTTP: ``Request.upgrade``'s Later.attach; the input that came after the
+        request goes to ``protocol``. Never switches."""
         if self.ctx.access_log is not None:
             self.ctx.access_log.write(self.address(), self.ex.head, 101, 0)
         self.out.add(head)
         self.upgraded: Upgraded = protocol
+        self.ex.head = None  # kept by nothing now: an idle socket holds no request head
         pending = bytes(self.buf[self.start:self.end]) if self.buf is not None else b""
         self._enter(UPGRADED)
         protocol.start(self, pending)

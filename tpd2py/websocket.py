@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -58,8 +57,6 @@ from .wsframe import (
     CLOSE,
     GOING_AWAY,
     INTERNAL_ERROR,
-    MAX_FRAME,
-    MAX_MESSAGE,
     NO_STATUS,
     NORMAL,
     PING,
@@ -73,7 +70,7 @@ from .wsframe import (
     close_payload,
     encode_frame,
 )
-from .wshandshake import Deflate, handshake
+from .wshandshake import Deflate, Options, WebSocketClosed, handshake
 
 log = logging.getLogger("tpd2py.conn")  # handler errors are logged as for HTTP handlers
 
@@ -82,41 +79,6 @@ __all__ = ["Options", "WebSocket", "WebSocketClosed", "route"]
 INF = float("inf")
 CONNECTING, OPEN, CLOSING, LINGER, CLOSED = range(5)
 _TIMED_OUT = object()
-
-
-class WebSocketClosed(ConnectionError):
-    """The WebSocket is closed: raised by ``receive``/``send`` once it is. ``code`` is the
-    client's Close code (1005: none given; 1006: it went away without a Close frame), or ours
-    when we closed it first."""
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Options:
-    """A WebSocket route's settings; every default says why."""
-
-    # Subprotocols this route speaks, in its order of preference (Sec-WebSocket-Protocol).
-    subprotocols: tuple[str, ...] = ()
-    # Origins allowed to connect (cross-site WebSocket hijacking, RFC 6455 §10.2); None: any.
-    origins: tuple[str, ...] | None = None
-    max_frame: int = MAX_FRAME
-    max_message: int = MAX_MESSAGE  # after decompression: the decompression-bomb limit
-    # Received messages held for a handler that has not read them; then reading stops.
-    max_queue: int = 16
-    # Bytes queued for a client that reads slowly before the slow-reader policy applies to a
-    # subscription's frame: 1 MiB is seconds of chat for anyone, and bounds memory per socket.
-    max_pending: int = 1 << 20
-    slow_reader: str = "close"  # or "drop": skip the frames a slow reader has no room for
-    # Below the 60 s idle timeout of common proxies and load balancers.
-    ping_interval: float | None = 20.0
-    ping_timeout: float = 20.0  # no input at all for this long after a ping: a dead peer
-    read_timeout: float = 60.0  # a message's frames must all arrive within this
-    close_timeout: float = 5.0  # for the client's answer to our Close
-    compression: bool = True  # accept permessage-deflate when the client offers it
 
 
 def route(app: Any, pattern: str, **options: Any) -> Callable[[Callable[..., Any]],

@@ -1,5 +1,6 @@
 """The WebSocket opening handshake (RFC 6455 §4.2, RFC 7692 §5-§7): a request's headers in,
-the ``101 Switching Protocols`` head out, or an ``HTTPError`` with a clear 4xx.
+the ``101 Switching Protocols`` head out, or an ``HTTPError`` with a clear 4xx; and what a
+WebSocket route is configured with (``Options``) and raises once closed (``WebSocketClosed``).
 
 Rules:
 - Sans-I/O: it reads header values through a ``get_all(name)`` function and builds bytes;
@@ -28,10 +29,46 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import HTTPError
+from .wsframe import MAX_FRAME, MAX_MESSAGE
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 VERSION = "13"
 _UPGRADE_REQUIRED = {"Sec-WebSocket-Version": VERSION}
+
+
+class WebSocketClosed(ConnectionError):
+    """The WebSocket is closed: raised by ``receive``/``send`` once it is. ``code`` is the
+    client's Close code (1005: none given; 1006: it went away without a Close frame), or ours
+    when we closed it first."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Options:
+    """A WebSocket route's settings; every default says why."""
+
+    # Subprotocols this route speaks, in its order of preference (Sec-WebSocket-Protocol).
+    subprotocols: tuple[str, ...] = ()
+    # Origins allowed to connect (cross-site WebSocket hijacking, RFC 6455 §10.2); None: any.
+    origins: tuple[str, ...] | None = None
+    max_frame: int = MAX_FRAME
+    max_message: int = MAX_MESSAGE  # after decompression: the decompression-bomb limit
+    # Received messages held for a handler that has not read them; then reading stops.
+    max_queue: int = 16
+    # Bytes queued for a client that reads slowly before the slow-reader policy applies to a
+    # subscription's frame: 1 MiB is seconds of chat for anyone, and bounds memory per socket.
+    max_pending: int = 1 << 20
+    slow_reader: str = "close"  # or "drop": skip the frames a slow reader has no room for
+    # Below the 60 s idle timeout of common proxies and load balancers.
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0  # no input at all for this long after a ping: a dead peer
+    read_timeout: float = 60.0  # a message's frames must all arrive within this
+    close_timeout: float = 5.0  # for the client's answer to our Close
+    compression: bool = True  # accept permessage-deflate when the client offers it
 
 
 @dataclass(frozen=True)
