@@ -37,7 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.comet_bench import control, cpu_seconds, free_port, rss_kib  # noqa: E402
+from bench.comet_bench import control, free_port  # noqa: E402
+from bench.servers import cpu_seconds, rss_kib  # noqa: E402  (whole process trees: granian forks)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU, CLIENT_CPU = 0, 1

@@ -260,6 +260,21 @@ class FrameParser:
                 continue
             # A data frame: take what is there of its payload.
             n = min(self.remaining, len(buf))
+            if n == self.remaining and self.fin and not self.size and not self.compressed:
+                # The common case: a whole message in one frame, all here. Decoded at once
+                # (the same verdict as piece by piece: every byte is there).
+                payload = unmask(buf[:n], self.mask) if n else b""
+                del buf[:n]
+                opcode = self.message
+                if opcode == TEXT:
+                    try:
+                        payload = payload.decode("utf-8")  # type: ignore[assignment]
+                    except UnicodeDecodeError:
+                        raise WebSocketError(INVALID_DATA, "text message is not UTF-8") from None
+                self.message = 0
+                self.state = _HEADER
+                events.append((opcode, payload))
+                continue
             if n or self.remaining == 0:
                 chunk = unmask(buf[:n], self.mask, self.mask_pos) if n else b""
                 del buf[:n]
@@ -338,7 +353,7 @@ class FrameParser:
         if opcode in _DATA:
             self.message = opcode
             self.compressed = rsv1
-            self.decoder = _utf8_decoder() if opcode == TEXT else None
+            self.decoder = None  # made by _data when a text message comes in pieces
         return True
 
     def _data(self, chunk: bytes, final: bool) -> None:
@@ -352,6 +367,8 @@ class FrameParser:
         if self.size > self.max_message:
             raise WebSocketError(TOO_BIG, "message over the size limit")
         decoder = self.decoder
+        if decoder is None and self.message == TEXT:
+            decoder = self.decoder = _utf8_decoder()
         if decoder is not None:
             try:
                 text = decoder.decode(chunk, final)

@@ -545,7 +545,7 @@ def test_a_handler_that_does_not_read_stops_the_reading(server: Any) -> None:
     sender.start()
 
     def queued() -> int:
-        return len(next(iter(srv.server.conns.values())).upgraded._inbox)
+        return len(next(iter(srv.server.conns.values())).upgraded._inbox or ())
 
     deadline = time.monotonic() + WAIT
     while srv.call(queued) < 4:  # what the server takes before it stops reading
@@ -570,3 +570,31 @@ def test_messages_before_a_violation_in_the_same_read_are_answered_first(
     assert [ws.read_frame().payload for _ in range(2)] == [b"one", b"two"]
     assert ws.expect_close().close_code == 1002
     ws.close()
+
+
+def test_readme_example_subscribe_and_loop_in_one_handler(server: Any) -> None:
+    room = Channel()
+    app = App()
+
+    @app.websocket("/chat")
+    def chat(ws: Any) -> None:
+        ws.subscribe(room, encode=lambda m: str(m.data))
+        for message in ws:
+            room.publish(message)
+
+    srv = server(app)
+    a, b = RawWebSocket(srv.address), RawWebSocket(srv.address)
+    a.open("/chat")
+    b.open("/chat")
+    srv.sync()
+    a.send(client_frame(TEXT, "from a ☃".encode()))
+    assert a.read_frame().payload == b.read_frame().payload == "from a ☃".encode()
+    b.send(close_frame(1000))
+    assert b.expect_close().close_code == 1000
+    b.close()
+    srv.wait_closed(1)
+    a.send(client_frame(TEXT, b"alone now"))
+    assert a.read_frame().payload == b"alone now"
+    a.close()
+    srv.wait_closed(2)
+    assert srv.call(lambda: room.waiting) == 0
