@@ -491,6 +491,8 @@ class WebSocket:
         conn = self._conn
         options = self._options
         while not conn.closed and self._error is None:
+            if not conn.read_pending and not conn.hangup:
+                return  # the last read did not fill the buffer: the next edge says when (gsocket)
             inbox = self._inbox
             if self._runner is not None and inbox is not None and len(inbox) >= options.max_queue:
                 return  # the handler is behind: leave the rest in the kernel
