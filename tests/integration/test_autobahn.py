@@ -9,8 +9,9 @@ a dependency of ours, so this test runs only when ``WSTEST`` names its command, 
 
 It runs the categories 1-7 and 10 (framing, pings, reserved bits, opcodes, fragmentation,
 UTF-8, closing, misc), plus 9 (limits and performance) and 12-13 (permessage-deflate) with
-``AUTOBAHN_ALL=1`` (minutes more), and fails on any case the suite does not call OK,
-NON-STRICT or INFORMATIONAL, or whose closing it does not call OK or INFORMATIONAL.
+``AUTOBAHN_ALL=1`` (many minutes more: the Python 2 client is slow at compression), and fails
+on any case the suite does not call OK or INFORMATIONAL (NON-STRICT included), behaviour or
+closing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.skipif(
     not WSTEST, reason="the Autobahn test suite runs on Python 2.7 only and is not installed "
                        "by the test extra; set WSTEST to its command (see this module) to run it")
 
-GOOD = {"OK", "NON-STRICT", "INFORMATIONAL"}
+GOOD = {"OK", "INFORMATIONAL"}  # NON-STRICT too would pass RFC 6455; we aim higher
 
 
 def test_autobahn_fuzzing_client(server: Any, tmp_path: Path) -> None:
