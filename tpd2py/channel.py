@@ -238,7 +238,7 @@ class _Waiter:
     woken: whoever clears it (publish, timeout, hang-up) is the only one to wake it.
     """
 
-    __slots__ = ("channel", "target", "after", "bucket", "detached", "raw")
+    __slots__ = ("channel", "target", "after", "bucket", "detached", "raw", "every")
 
     def __init__(self, channel: Channel, target: Any, after: int,
                  detached: bool = False, raw: bool = False) -> None:
@@ -248,6 +248,7 @@ class _Waiter:
         self.bucket: set[_Waiter] | None = None
         self.detached = detached
         self.raw = raw
+        self.every = False  # a watch(every=True): stays registered, its version moves on
 
     def hang_up(self) -> None:
         """The connection's hang-up hook (runs in the hub): a greenlet gets
@@ -431,19 +432,26 @@ class Channel:
 
         return Later(attach, waiter.hang_up)
 
-    def watch(self, after: int, callback: Callable[[Update], None]) -> Callable[[], None]:
+    def watch(self, after: int, callback: Callable[[Update], None],
+              every: bool = False) -> Callable[[], None]:
         """Call ``callback(update)`` once, from the hub, with the messages newer than ``after``
         as soon as there are any (on the hub's next turn if there are already): a waiter with
-        no greenlet and no connection (a WebSocket subscription re-watches after each one).
-        Returns the function that cancels the watch. Never switches."""
+        no greenlet and no connection. With ``every``, with each Update after that too, until
+        cancelled: the waiter stays registered and only its version moves on (a WebSocket
+        subscription; nothing is made per delivery). Returns the function that cancels the
+        watch. Never switches."""
         hub = self._bind()
         waiter = _Waiter(self, callback, after, detached=True, raw=True)
+        waiter.every = every
         with self._lock:
             update = self._since_locked(after)
-            if not update:
+            if update and every:
+                waiter.after = update.version
+            if not update or every:
                 self._waiters[waiter] = None
         if update:
-            waiter.target = None
+            if not every:
+                waiter.target = None
             hub.call_soon(callback, update)
         return waiter.hang_up
 
@@ -544,6 +552,11 @@ class Channel:
                     continue
                 if waiter.after == version:
                     # Registered after the publish with the newest version: keeps waiting.
+                    self._waiters[waiter] = None
+                    continue
+                if waiter.every:
+                    resume.append((target, since(waiter.after)))
+                    waiter.after = version
                     self._waiters[waiter] = None
                     continue
                 waiter.target = None

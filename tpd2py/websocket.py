@@ -1,13 +1,5 @@
-"""WebSocket (RFC 6455, RFC 7692) at the edge: handlers that read top to bottom, and Channel
-subscriptions that hold no greenlet.
-
-What a user writes (docs/websocket.md)::
-
-    @app.websocket("/chat")
-    def chat(ws):
-        ws.subscribe(room)                 # the room's messages go out with no greenlet held
-        for message in ws:                 # waits on the hub; ends when the client closes
-            room.publish(message)
+"""WebSocket (RFC 6455, RFC 7692) at the edge: ``@app.websocket(path)`` handlers that read top
+to bottom, and Channel subscriptions that hold no greenlet (docs/websocket.md).
 
 How it works:
 - The route checks the handshake (wshandshake.py: a clear 400/403/426) and returns
@@ -16,22 +8,17 @@ How it works:
   input edge, the sweep's deadline, the shutdown and the close. HTTP is over for it.
 - Input is read in the hub, never in a greenlet of its own: ``_pump`` reads what the socket
   has (a pooled buffer, lent for the read only), feeds the sans-I/O ``FrameParser``, answers
-  pings, runs the closing handshake and queues data messages for the handler, which waits
-  for them parked (``receive``). At ``max_queue`` unread messages the socket is not read any
-  more: TCP's window pushes back on the client (pings then wait too).
-- Output: frames go into the connection's SendBuf and out with ``gsocket.send_queued``, never
-  waiting in the hub. When the socket is full a flusher greenlet waits for room (bounded by
-  the server's ``write_timeout``) and ``send`` waits for it: a handler is slowed to its
-  client's pace. A frame from a subscription cannot wait: past ``max_pending`` queued bytes
-  the slow-reader policy applies (``"close"`` the socket, the default, or ``"drop"`` the frame).
-- Subscriptions: ``Channel.watch`` calls back from the hub with the Update; its frames are
-  made once (``Message.encoded``/``Update.encoded``) and the same bytes object goes to every
-  subscriber. With permessage-deflate the server never keeps its compression context, so a
-  broadcast is compressed once too.
-- Deadlines ride on the server's once-a-second sweep (``Connection.deadline``): a ping after
-  ``ping_interval`` without input, the close after ``ping_timeout`` more without any (a dead
-  peer), ``read_timeout`` for a message's frames to arrive, ``close_timeout`` for the
-  closing handshake. No timer per socket.
+  pings, runs the closing handshake and queues data messages for the handler, parked in
+  ``receive``. At ``max_queue`` unread messages reading stops: TCP pushes back on the client.
+- Output goes through the connection's SendBuf and ``gsocket.send_queued``, never waiting in
+  the hub. When the socket is full a flusher greenlet waits for room (at most the server's
+  ``write_timeout``) and ``send`` waits for it: a handler goes at its client's pace. A
+  subscription's frame cannot wait: past ``max_pending`` queued bytes the slow-reader policy
+  applies (``"close"`` the socket, the default, or ``"drop"`` the frame).
+- Subscriptions are ``Channel.watch(every=True)`` callbacks; an Update's frames are made once
+  (``Message.encoded``/``Update.encoded``) and the same bytes go to every subscriber.
+- Deadlines ride on the server's once-a-second sweep (``Connection.deadline``): pings, dead
+  peers, ``read_timeout``, ``close_timeout``. No timer per socket.
 Rules: reaches the connection only through the ``Upgraded`` contract, the hub and gsocket
 (no ``conn`` import); never switches in the hub's callbacks. Closing: Close, half-close, drop
 input until the client's FIN (or ``close_timeout``), close: no reset destroys the Close frame.
@@ -51,7 +38,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from .errors import Timeout
-from .gsocket import recv_nowait, send_queued
+from .gsocket import DONTWAIT, recv_nowait, send_queued
 from .wsframe import (
     ABNORMAL,
     BINARY,
@@ -114,8 +101,8 @@ def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None) ->
 
 
 class _Subscription:
-    """One channel forwarded to one WebSocket: re-watches after each Update, whose frames are
-    made once for every subscriber with the same ``encode`` (``Update.encoded``)."""
+    """One channel forwarded to one WebSocket (a ``Channel.watch(every=True)``): the frames
+    of an Update are made once for every subscriber with the same ``encode``."""
 
     __slots__ = ("ws", "channel", "encode", "cancel")
 
@@ -124,14 +111,11 @@ class _Subscription:
         self.cancel: Callable[[], None] = _nothing
 
     def watch(self, after: int) -> None:
-        self.cancel = self.channel.watch(after, self.forward)
+        self.cancel = self.channel.watch(after, self.forward, every=True)
 
     def forward(self, update: Any) -> None:
         ws = self.ws
-        if ws._state != OPEN or not ws._watches or self not in ws._watches:
-            return
-        self.watch(update.version)
-        if update:
+        if ws._state == OPEN and update:
             ws._post(update.encoded(("websocket", self.encode), self.frames))
 
     def frames(self, update: Any) -> bytes:
@@ -423,7 +407,21 @@ class WebSocket:
 
     def _post(self, frame: bytes) -> bool:
         """Queue a frame that cannot wait (a subscription's): the slow-reader policy."""
-        out = self._conn.out
+        conn = self._conn
+        out = conn.out
+        if not out.size and not self._flushing and not conn.closed:
+            # A broadcast's common case: nothing queued, the frame fits in the socket.
+            try:
+                sent = conn.sock.send(frame, DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                conn.close()
+                return False
+            conn.ctx.sendmsg_calls += 1
+            if sent == len(frame):
+                return True
+            frame = memoryview(frame)[sent:]  # type: ignore[assignment]
         if out.size + len(frame) > self._options.max_pending:
             if self._options.slow_reader == "drop":
                 return False
