@@ -243,17 +243,13 @@ class Later:
 
 
 class Upgraded(Protocol):
-    """What takes a connection over when its handler leaves HTTP (``Request.upgrade``): its
-    ``start`` once, then, from the hub, ``on_readable`` for each input edge (it gets the
-    connection), ``expire`` when the connection's ``deadline`` has passed (the server's
-    sweep), ``drain`` at shutdown and ``closed`` once it has closed. None of them may switch:
-    the protocol waits on the connection through the hub, in greenlets of its own."""
+    """What owns a connection that left HTTP (``Request.upgrade``); none of these switch."""
 
-    def start(self, conn: Any, pending: bytes) -> None: ...  # pending: input read already
-    def on_readable(self, conn: Any) -> None: ...
-    def expire(self) -> None: ...
-    def drain(self) -> None: ...
-    def closed(self) -> None: ...
+    def start(self, conn: Any, pending: bytes) -> None: ...  # once; pending: input read already
+    def on_readable(self, conn: Any) -> None: ...  # the hub's callback for each input edge
+    def expire(self) -> None: ...  # the sweep: the connection's ``deadline`` has passed
+    def drain(self) -> None: ...  # the server shuts down
+    def closed(self) -> None: ...  # the connection has closed
 
 
 def to_response(result: Any) -> Response:
@@ -327,6 +323,8 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 class RequestConnection(Protocol):
     """What a Request uses of its connection (conn.Connection): the handler contract's side."""
+
+    sock: Any  # the transport: a socket, or a TLS transport (``scheme``, ``getpeercert``)
 
     def address(self) -> Any: ...
     def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
@@ -420,6 +418,18 @@ class Request:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
 
     @property
+    def scheme(self) -> str:
+        """``https`` over a TLS transport, else ``http``."""
+        return getattr(self._conn.sock, "scheme", "http")
+
+    @property
+    def peer_certificate(self) -> Any:
+        """The client's verified certificate (mutual TLS: ``ssl.SSLObject.getpeercert()``),
+        or None."""
+        getpeercert = getattr(self._conn.sock, "getpeercert", None)
+        return getpeercert() if getpeercert is not None else None
+
+    @property
     def peer(self) -> Any:
         """The client's address, as the socket gives it (a (host, port) tuple over TCP)."""
         return self._conn.address()
@@ -440,11 +450,9 @@ class Request:
         return Parking(self._conn, on_hangup)
 
     def upgrade(self, head: bytes, protocol: Upgraded) -> Later:
-        """Leave HTTP: the ``Later`` this handler returns so that, once the request body is
-        read and earlier responses are sent, its connection queues ``head`` (a whole ``101
-        Switching Protocols`` head), enters its UPGRADED state and belongs to ``protocol``
-        (see ``Upgraded``) with the input that came after the request. For protocol modules
-        at the edge (``tpd2py.websocket``), not for applications. Never switches."""
+        """Leave HTTP: the ``Later`` to return so that, once earlier responses are sent, the
+        connection queues ``head`` (a whole 101 head) and belongs to ``protocol`` (an
+        ``Upgraded``: tpd2py.websocket). Never switches."""
         return Later(partial(self._conn.upgrade, head, protocol), protocol.closed)
 
     def body(self) -> bytes:
@@ -510,6 +518,11 @@ class App:
         # The methods this app recognizes: GET and HEAD (RFC 9110 §9.1: every general-purpose
         # server supports them) and every method some route accepts.
         self.methods: set[bytes] = {b"GET", b"HEAD"}
+        # Handler wrappers (``wrap``), applied to every route's handler, earlier and later ones.
+        self._wrappers: list[Callable[[Handler], Handler]] = []
+        # (b"/prefix/", route) of each mount, longest prefix first: matched on the raw path
+        # before any pattern (a mount owns its prefix; only exact routes come before it).
+        self._mounts: list[tuple[bytes, _Route]] = []
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
                                                                                  Handler]:
@@ -522,7 +535,41 @@ class App:
 
         return register
 
+    def wrap(self, wrapper: Callable[[Handler], Handler]) -> None:
+        """Wrap every handler, those routed already and those routed later, with ``wrapper``
+        (a function of the handler that returns a new handler; ``compress.Gzip`` is one). The
+        wrapping happens here, once: a request pays only for the wrappers it runs through."""
+        self._wrappers.append(wrapper)
+        for route in self._all.values():
+            for name, fn in route.handlers.items():
+                route.handlers[name] = wrapper(fn)
+
+    def mount(self, prefix: str, handler: Handler) -> None:
+        """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
+        called as ``handler(request)``: it reads ``request.raw_path`` itself (no decoding
+        happens before it sees the path). A mount is matched on the raw path's prefix, after
+        exact routes and before patterns. A handler with a ``mounted_at(prefix)`` method is
+        told its prefix first (``static.StaticFiles``)."""
+        if not prefix.startswith("/") or "<" in prefix:
+            raise ValueError("a mount prefix is a plain path starting with '/'")
+        prefix = prefix.rstrip("/")
+        mounted_at = getattr(handler, "mounted_at", None)
+        if mounted_at is not None:
+            mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
+        if prefix:
+            self.add_route(prefix, handler, ("GET",))
+        self.add_route(prefix + "/", handler, ("GET",))
+        route = _Route(prefix + "/")
+        for wrapper in self._wrappers:
+            handler = wrapper(handler)
+        route.handlers[b"GET"] = handler
+        self._all[prefix + "/*"] = route  # so that wrap() reaches it too
+        self._mounts.append(((prefix + "/").encode(), route))
+        self._mounts.sort(key=lambda m: -len(m[0]))
+
     def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",)) -> None:
+        for wrapper in self._wrappers:
+            fn = wrapper(fn)
         route = self._all.get(pattern)
         if route is None:
             route = self._all[pattern] = _Route(pattern)
@@ -553,6 +600,11 @@ class App:
         """
         route = self.exact.get(raw_path)
         params: dict[str, Any] = {}
+        if route is None and self._mounts:
+            for start, mounted in self._mounts:
+                if raw_path.startswith(start):
+                    route = mounted
+                    break
         if route is None:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace") \
                 if b"%" in raw_path else raw_path.decode("latin-1")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -49,6 +50,8 @@ from .exchange import BODY_DONE, DETACHED, INF, Exchange
 from .gsocket import (
     DONTWAIT,
     LAST,
+    READ_PIECE,
+    can_sendfile,
     make_nonblocking,
     peek_hangup,
     recv_nowait,
@@ -153,7 +156,12 @@ class Connection(FdRecord):
         if state is IDLE:
             # An idle connection keeps nothing of its last request: no buffer, no greenlet.
             ctx = self.ctx
-            self.ex.head = None
+            ex = self.ex
+            # Before a first request (a TLS handshake under way, a partial record), or when
+            # nothing was served this time, the header timeout holds (nginx's
+            # client_header_timeout); after a request, the keep-alive timeout.
+            timeout = ctx.header_timeout if ex.head is None else ctx.keepalive_timeout
+            ex.head = None
             buf = self.buf
             if buf is not None:
                 # BufferPool.give's common case inline: once per request (bench/instructions.py
@@ -168,33 +176,26 @@ class Connection(FdRecord):
                 self.close()
                 return
             self.state = IDLE
-            self.deadline = ctx.hub.now + ctx.keepalive_timeout
+            self.deadline = ctx.hub.now + timeout
             self.on_readable = Connection.serve  # type: ignore[assignment]
             if not self.armed:
                 ctx.hub.arm(self)
             return
-        if state is PARKED or state is DETACHED_STATE:
+        if state is PARKED or state is DETACHED_STATE or state is UPGRADED:
             # Waiting on something else: lend the buffer back when it holds nothing unread,
-            # and watch the socket for the client hanging up.
+            # and watch the socket for the client hanging up (UPGRADED: its protocol does).
             self.state = state
             self.park_hook = hook
             if self.buf is not None and self.start == self.end:
                 self._give_buffer()
-            self.on_readable = hangup_check  # type: ignore[assignment]
+            self.on_readable = hangup_check if state is not UPGRADED \
+                else self.upgraded.on_readable  # type: ignore[assignment]
             if not self.armed:
                 self.ctx.hub.arm(self)
             if self.read_pending or self.hangup:
                 # Input or a FIN came before the watch began (a body read's edge may have
                 # carried the FIN): no new edge will report it.
                 hangup_check(self)
-            return
-        if state is UPGRADED:  # another protocol owns the socket (app.Upgraded); no buffer
-            self.state, self.park_hook, self.deadline = UPGRADED, self.upgraded.closed, INF
-            if self.buf is not None:
-                self._give_buffer()
-            self.on_readable = self.upgraded.on_readable
-            if not self.armed:
-                self.ctx.hub.arm(self)
             return
         assert state is LINGERING
         self.state = LINGERING
@@ -299,6 +300,9 @@ class Connection(FdRecord):
         whenever the socket is full. May switch to the hub. A file that shrank meanwhile ends
         the connection (CloseConnection): the head promised ``length`` bytes."""
         sock = self.sock
+        if not can_sendfile(sock):
+            self._send_file_by_reads(body)
+            return
         # Corked (nginx's tcp_nopush): only full segments leave until the last byte is queued,
         # so a wake-up that sends a little does not put a small segment on the wire.
         with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to cork
@@ -318,6 +322,19 @@ class Connection(FdRecord):
                 offset += sent
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the tail leaves now
+
+    def _send_file_by_reads(self, body: FileBody) -> None:
+        """``send_file`` for a transport sendfile cannot write (TLS): a bounded piece at a
+        time is read, queued and sent, so a download holds at most one piece. May switch."""
+        offset, end = body.offset, body.offset + body.length
+        while offset < end:
+            piece = os.pread(body.fd, min(READ_PIECE, end - offset), offset)
+            if not piece:
+                log.warning("file shrank while being sent to %s: closing", self.address())
+                raise CloseConnection()
+            offset += len(piece)
+            self.out.add(piece)
+            self.flush()
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""
@@ -531,7 +548,8 @@ class Connection(FdRecord):
         self.upgraded: Upgraded = protocol
         self.ex = None  # type: ignore[assignment]  # HTTP is over: no exchange, no head kept
         pending = bytes(self.buf[self.start:self.end]) if self.buf is not None else b""
-        self._enter(UPGRADED)
+        self.start = self.end
+        self._enter(UPGRADED, protocol.closed)
         protocol.start(self, pending)
 
     def hung_up(self) -> None:
@@ -599,14 +617,13 @@ class Connection(FdRecord):
         on this client (it answers 408 or closes). Never switches."""
         worker = self.worker
         if worker is None:
-            # Upgraded: the protocol's own deadlines (pings, its closing handshake).
             (self.upgraded.expire if self.state is UPGRADED else self.close)()
         elif self.reader is worker or self.writer is worker:
             self.ctx.hub.throw(worker, Timeout())
 
     def drain(self) -> None:
-        """Shutdown: close now unless a handler runs (it finishes; then the connection closes).
-        An upgraded connection is told, to close in its own protocol's way."""
+        """Shutdown: close now unless a handler runs (it finishes; then the connection closes);
+        an upgraded one closes in its protocol's way. Expire likewise (its own deadlines)."""
         if self.worker is None:
             (self.upgraded.drain if self.state is UPGRADED else self.close)()
 
