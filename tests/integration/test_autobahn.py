@@ -3,7 +3,8 @@
 The suite (``autobahntestsuite`` 0.8.2, the last release that runs) is Python 2.7 code and not
 a dependency of ours, so this test runs only when ``WSTEST`` names its command, e.g.::
 
-    PYENV_VERSION=2.7.18 pyenv exec python -m pip install --target /opt/ab27 autobahntestsuite==0.8.2
+    PYENV_VERSION=2.7.18 pyenv exec python -m pip install --target /opt/ab27 \
+        autobahntestsuite==0.8.2
     WSTEST="env PYENV_VERSION=2.7.18 pyenv exec python tests/integration/wstest27.py /opt/ab27" \\
         .venv/bin/pytest tests/integration/test_autobahn.py
 

@@ -598,3 +598,30 @@ def test_readme_example_subscribe_and_loop_in_one_handler(server: Any) -> None:
     a.close()
     srv.wait_closed(2)
     assert srv.call(lambda: room.waiting) == 0
+
+
+def test_websockets_client_over_tls(server: Any, tmp_path: Path) -> None:
+    """wss://: the WebSocket reads and writes through the connection's transport seam."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme", reason="needs trustme (the test extra)")
+    from tpd2py.tls import TLSSettings
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem"))
+    room = Channel()
+    srv = server(make_app(room), transport=TLSSettings(str(tmp_path / "server.pem")).wrap)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    url = f"wss://127.0.0.1:{srv.port}"
+    with websockets_client.connect(url + "/echo", ssl=context) as c:
+        for message in ["over TLS", b"\x01" * 300_000, "☃" * 5000]:
+            c.send(message)
+            assert c.recv(timeout=WAIT) == message
+    with websockets_client.connect(url + "/subscribe", ssl=context) as a, \
+            websockets_client.connect(url + "/subscribe", ssl=context) as b:
+        srv.sync()
+        a.send("hello over TLS")
+        assert a.recv(timeout=WAIT) == b.recv(timeout=WAIT) == \
+            '{"id":1,"data":"hello over TLS"}'
