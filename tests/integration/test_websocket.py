@@ -625,3 +625,23 @@ def test_websockets_client_over_tls(server: Any, tmp_path: Path) -> None:
         a.send("hello over TLS")
         assert a.recv(timeout=WAIT) == b.recv(timeout=WAIT) == \
             '{"id":1,"data":"hello over TLS"}'
+
+
+def test_channel_watch_every_until_cancelled(ws_server: RunningServer) -> None:
+    room = Channel()
+    got: list[tuple[int, list[Any]]] = []
+
+    def watch() -> Any:
+        room.publish("before")
+        return room.watch(0, lambda u: got.append((u.version, [m.data for m in u])),
+                          every=True)
+
+    cancel = ws_server.call(watch)
+    ws_server.sync()
+    ws_server.call(lambda: (room.publish("a"), room.publish("b")))
+    ws_server.sync()
+    ws_server.call(cancel)
+    ws_server.call(lambda: room.publish("after the cancel"))
+    ws_server.sync()
+    assert got == [(1, ["before"]), (3, ["a", "b"])]
+    assert ws_server.call(lambda: room.waiting) == 0
