@@ -93,22 +93,30 @@ def route(app: Any, pattern: str, **options: Any) -> Callable[[Callable[..., Any
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
-def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None) -> bytes:
+def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
+                   window_bits: int | None) -> bytes:
+    """One message's frame; compressed (RSV1) for sockets that negotiated permessage-deflate
+    with this window, by a compressor that keeps no context: the same bytes for all of them."""
     data = message.json if encode is None else encode(message)
-    if isinstance(data, str):
-        return encode_frame(TEXT, data.encode())
-    return encode_frame(TEXT if encode is None else BINARY, bytes(data))
+    opcode = TEXT if encode is None or isinstance(data, str) else BINARY
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    if window_bits is not None and len(payload) > 64:
+        return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
+                            rsv1=True)
+    return encode_frame(opcode, payload)
 
 
 class _Subscription:
     """One channel forwarded to one WebSocket (a ``Channel.watch(every=True)``): the frames
     of an Update are made once for every subscriber with the same ``encode``."""
 
-    __slots__ = ("ws", "channel", "encode", "cancel")
+    __slots__ = ("ws", "channel", "encode", "cancel", "key")
 
     def __init__(self, ws: WebSocket, channel: Any, encode: Any) -> None:
         self.ws, self.channel, self.encode = ws, channel, encode
         self.cancel: Callable[[], None] = _nothing
+        deflate = ws._deflate
+        self.key = ("websocket", encode, None if deflate is None else deflate.server_window_bits)
 
     def watch(self, after: int) -> None:
         self.cancel = self.channel.watch(after, self.forward, every=True)
@@ -116,11 +124,11 @@ class _Subscription:
     def forward(self, update: Any) -> None:
         ws = self.ws
         if ws._state == OPEN and update:
-            ws._post(update.encoded(("websocket", self.encode), self.frames))
+            ws._post(update.encoded(self.key, self.frames))
 
     def frames(self, update: Any) -> bytes:
-        key, encode = ("websocket", self.encode), self.encode
-        return b"".join(m.encoded(key, lambda m: _message_frame(m, encode)) for m in update)
+        key, encode, bits = self.key, self.encode, self.key[2]
+        return b"".join(m.encoded(key, lambda m: _message_frame(m, encode, bits)) for m in update)
 
 
 def _nothing() -> None:
