@@ -659,6 +659,6 @@ def test_a_compressed_broadcast_is_compressed_once(server: Any) -> None:
     frames = [c.read_frame() for c in clients]
     assert len({f.payload for f in frames}) == 1 and all(f.rsv1 for f in frames)
     data = zlib.decompressobj(-15).decompress(frames[0].payload + b"\x00\x00\xff\xff")
-    assert data == ('{"id":1,"data":"%s"}' % text).encode()
+    assert data == b'{"id":1,"data":"' + text.encode() + b'"}'
     for c in clients:
         c.close()
