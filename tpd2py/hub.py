@@ -39,8 +39,9 @@ with a separate worker greenlet, and 4 more when a new spare has to be made.
 Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that
 raises never kills the hub (its error is logged). Cancellation and timeouts thrown into
 greenlets derive from ``BaseException``.
-Switch points: ``wait_readable``, ``wait_writable``, ``wait_readable_or_writable``, ``park`` and ``sleep`` (and ``run``, which
-is called from outside the hub). ``FdRecord`` and ``Timer`` live in ``_hub_records``.
+Switch points: ``wait_readable``, ``wait_writable``, ``wait_readable_or_writable``, ``park``
+and ``sleep`` (and ``run``, which is called from outside the hub). ``FdRecord`` and ``Timer``
+live in ``_hub_records``.
 """
 
 from __future__ import annotations
