@@ -59,10 +59,10 @@ def _run_as() -> str | None:
 
 
 class Cluster:
-    """``Cluster(settings=FAST_SETTINGS)``: initdb + start; ``conninfo``, ``restart()``,
+    """``Cluster(settings=FAST_SETTINGS, cpu=None)``: initdb + start; ``conninfo``, ``restart()``,
     ``stop()``, ``psql(sql)``."""
 
-    def __init__(self, settings: tuple[str, ...] = FAST_SETTINGS) -> None:
+    def __init__(self, settings: tuple[str, ...] = FAST_SETTINGS, cpu: int | None = None) -> None:
         bindir = find_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -76,6 +76,7 @@ class Cluster:
             entry = pwd.getpwnam(self.user)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         self.settings = settings
+        self.cpu = cpu  # pin the server's processes to this core (the benchmarks)
         try:
             self._cmd("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                       "-E", "UTF8", "--locale=C", "--no-sync")
@@ -87,6 +88,8 @@ class Cluster:
 
     def _cmd(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         argv = [os.path.join(self.bindir, tool), *args]
+        if self.cpu is not None and tool == "pg_ctl":
+            argv = ["taskset", "-c", str(self.cpu), *argv]
         if self.user is not None:
             argv = ["runuser", "-u", self.user, "--", *argv]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)

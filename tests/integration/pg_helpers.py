@@ -99,3 +99,16 @@ def in_hub(fn: Callable[[], Any], timeout: float = WAIT * 3) -> Any:
 def blocking(conninfo: str) -> Any:
     """A blocking psycopg connection (autocommit) for the test thread."""
     return psycopg.connect(conninfo, autocommit=True)
+
+
+_techempower: str | None = None
+
+
+def techempower_dsn() -> str:
+    """The TechEmpower database (bench/techempower/schema.py) in the shared cluster."""
+    global _techempower
+    if _techempower is None:
+        from bench.techempower.schema import load
+
+        _techempower = load(shared_cluster())
+    return _techempower
