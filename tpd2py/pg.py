@@ -158,6 +158,17 @@ class _Watch:
         self.sock.close()
 
 
+def _input_waiting(watch: _Watch) -> bool | None:
+    """Whether input is waiting in the kernel: True, False, or None at EOF or on an error.
+    Never switches."""
+    try:
+        return watch.sock.recv(1, _PEEK) != b"" or None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+
+
 def _input_arrived(rec: FdRecord) -> None:
     rec.owner.input_seen = True
 
@@ -538,23 +549,23 @@ class Pool:
             self._bound_hub().schedule(waiter.greenlet, _TIMED_OUT)
 
     def _still_good(self, conn: HubConnection) -> bool:
-        """An idle connection heard from the server: a notification, a notice, or its end (a
-        restart sends a FATAL message, then EOF). Never switches."""
+        """An idle connection had an edge: stale (input a wait had already seen), or a
+        notification, a notice, or its end (a restart sends a FATAL message, then EOF). One
+        peek in the common case. Never switches."""
         watch = conn._watch
         assert watch is not None
         watch.input_seen = False
+        waiting = _input_waiting(watch)
+        if waiting is None:
+            return False  # EOF or an error
+        if not waiting:
+            return True
         try:
-            conn.pgconn.consume_input()
+            conn.pgconn.consume_input()  # what came; EOF right behind it is peeked below
         except psycopg.OperationalError:
             return False
-        if conn.pgconn.status != _OK:
-            return False
-        try:
-            return watch.sock.recv(1, _PEEK) != b""
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
+        return conn.pgconn.status == _OK and _input_waiting(watch) is not None
+
 
     def _discard(self, conn: HubConnection, why: str) -> None:
         """Close a connection that cannot be reused; open one for a waiter if any waits."""
