@@ -27,6 +27,8 @@ pg = pytest.importorskip("tpd2py.pg", reason="psycopg is not installed (the post
 import psycopg  # noqa: E402
 import psycopg.waiting  # noqa: E402
 
+from tpd2py import pgconn  # noqa: E402
+
 
 @pytest.fixture
 def cluster() -> Any:
@@ -130,13 +132,13 @@ def test_every_psycopg_operation_waits_on_the_hub(cluster: Any,
         if hasattr(psycopg.waiting, name):
             monkeypatch.setattr(psycopg.waiting, name, forbidden)
     drives = []
-    real_ready = pg._Watch.ready
+    real_ready = pgconn.Watch.ready
 
     def counting_ready(self: Any, wait: Any) -> Any:
         drives.append(wait)
         return real_ready(self, wait)
 
-    monkeypatch.setattr(pg._Watch, "ready", counting_ready)
+    monkeypatch.setattr(pgconn.Watch, "ready", counting_ready)
 
     def work() -> dict:
         out: dict[str, Any] = {}
