@@ -32,7 +32,6 @@ from typing import Any
 import greenlet
 import psycopg
 from psycopg import pq
-from psycopg.rows import tuple_row
 
 from .errors import HTTPError, HubError, Overloaded
 from .hub import Hub, get_hub
@@ -313,7 +312,7 @@ class Pool:
         """All rows of one statement. May switch to the hub."""
         conn = self.getconn()
         try:
-            return conn.execute(query, params, prepare=prepare).fetchall()
+            return conn.statement_cursor.execute(query, params, prepare=prepare).fetchall()
         except psycopg.OperationalError as exc:
             _raise_if_broken(conn, exc)
             raise
@@ -324,7 +323,7 @@ class Pool:
         """The first row of one statement, or None. May switch to the hub."""
         conn = self.getconn()
         try:
-            return conn.execute(query, params, prepare=prepare).fetchone()
+            return conn.statement_cursor.execute(query, params, prepare=prepare).fetchone()
         except psycopg.OperationalError as exc:
             _raise_if_broken(conn, exc)
             raise
@@ -335,7 +334,7 @@ class Pool:
         """The first column of the first row, or None. May switch to the hub."""
         conn = self.getconn()
         try:
-            cur = conn.cursor(row_factory=tuple_row)
+            cur = conn.tuple_cursor
             row = cur.execute(query, params, prepare=prepare).fetchone()
             return None if row is None else row[0]
         except psycopg.OperationalError as exc:
@@ -348,7 +347,7 @@ class Pool:
         """Run one statement; the number of rows it touched. May switch to the hub."""
         conn = self.getconn()
         try:
-            return conn.execute(query, params, prepare=prepare).rowcount
+            return conn.statement_cursor.execute(query, params, prepare=prepare).rowcount
         except psycopg.OperationalError as exc:
             _raise_if_broken(conn, exc)
             raise
@@ -360,7 +359,7 @@ class Pool:
         trip, not one per row. May switch to the hub."""
         conn = self.getconn()
         try:
-            conn.cursor().executemany(query, params_seq)
+            conn.statement_cursor.executemany(query, params_seq)
         except psycopg.OperationalError as exc:
             _raise_if_broken(conn, exc)
             raise
@@ -413,7 +412,7 @@ def fetch_each(conn: HubConnection, query: Any, params_seq: Sequence[Any]) -> li
     here). May switch to the hub."""
     if not params_seq:
         return []
-    cur = conn.cursor()
+    cur = conn.statement_cursor
     cur.executemany(query, params_seq, returning=True)
     rows = [cur.fetchone()]
     while cur.nextset():

@@ -250,6 +250,8 @@ class HubConnection(psycopg.Connection[Any]):
     """
 
     watch: Watch | None = None
+    statement_cursor: psycopg.Cursor[Any]
+    tuple_cursor: psycopg.Cursor[Any]
 
     @classmethod
     def connect(cls, conninfo: str = "", *, autocommit: bool = False,  # type: ignore[override]
@@ -277,6 +279,10 @@ class HubConnection(psycopg.Connection[Any]):
         conn.lock = _OneGreenlet()  # type: ignore[assignment]
         conn.autocommit = autocommit
         conn.prepare_threshold = prepare_threshold
+        # One cursor per connection for the pool's one-statement calls, made once: a new
+        # cursor per statement cost ~30 us of CPU per query here (bench: 95 against 125 us).
+        conn.statement_cursor = conn.cursor()
+        conn.tuple_cursor = conn.cursor(row_factory=tuple_row)
         return conn
 
     def wait(self, gen: Any, interval: float = 0.0, timeout: float | None = None) -> Any:

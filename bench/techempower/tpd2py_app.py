@@ -97,7 +97,7 @@ def make_app(db: Pool) -> App:
             worlds = [[*row] for row in fetch_each(conn, READ, [(i,) for i in ids])]
             for world in worlds:  # read, then change in memory, then write each row
                 world[1] = randint(1, 10000)
-            conn.cursor().executemany(WRITE, [(n, w) for w, n in worlds])
+            conn.statement_cursor.executemany(WRITE, [(n, w) for w, n in worlds])
         return respond(_dumps([{"id": w, "randomNumber": n} for w, n in worlds]).encode(), JSON)
 
     return app
