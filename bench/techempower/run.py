@@ -1,7 +1,8 @@
-"""The TechEmpower test types, side by side: tpd2py, uvicorn and granian on asyncpg.
+"""The TechEmpower test types, side by side: tpd2py; uvicorn and granian on asyncpg; gevent.
 
-    .venv/bin/python -m bench.techempower.run [--duration 5] [--servers tpd2py,uvicorn,granian]
-        [--tests json,plaintext,db,queries,fortunes,updates] [--connections 64] [--pool 16]
+    .venv/bin/python -m bench.techempower.run [--duration 5] [--connections 64] [--pool 16]
+        [--servers tpd2py,uvicorn,granian,gevent]
+        [--tests json,plaintext,db,queries,fortunes,updates]
 
 What it does: starts a throwaway PostgreSQL (bench/pgcluster.py) with the benchmark's schema,
 then for each server: start it pinned to ``--server-cpu``, check all six test types with
@@ -41,7 +42,7 @@ TESTS = {
     "fortunes": ("/fortunes", 1),
     "updates": ("/updates?queries=20", 1),
 }
-SERVERS = ("tpd2py", "uvicorn", "granian")
+SERVERS = ("tpd2py", "uvicorn", "granian", "gevent")
 
 
 def command(name: str, port: int) -> list[str]:
@@ -53,6 +54,8 @@ def command(name: str, port: int) -> list[str]:
         return [py, "-m", "uvicorn", "bench.techempower.asyncpg_app:asgi", *host,
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning", "--lifespan", "off"]
+    if name == "gevent":
+        return [py, "bench/techempower/gevent_app.py", *host]
     if name == "granian":
         return [py, "-m", "granian", "--interface", "rsgi", "bench.techempower.asyncpg_app:rsgi",
                 *host, "--workers", "1", "--runtime-threads", "1", "--http", "1",
