@@ -492,3 +492,18 @@ def test_a_restart_under_load_gives_200_or_503_and_never_hangs(
     finally:
         srv.call(db.close)
         cluster.stop()
+
+
+def test_row_factories_and_fetchval(cluster: Any) -> None:
+    from psycopg.rows import dict_row
+
+    def work() -> tuple:
+        db = pg.Pool(cluster.conninfo, size=1, row_factory=dict_row)
+        row = db.fetchrow("SELECT 1 AS one, 'x' AS name")
+        rows = db.fetch("SELECT g AS n FROM generate_series(1, 3) AS g")
+        value = db.fetchval("SELECT 7 AS seven")  # the first column, whatever the factory
+        none = db.fetchval("SELECT 1 WHERE false")
+        db.close()
+        return row, rows, value, none
+
+    assert in_hub(work) == ({"one": 1, "name": "x"}, [{"n": 1}, {"n": 2}, {"n": 3}], 7, None)
