@@ -487,3 +487,38 @@ def test_threads_idle_connections_hold_no_thread(server):
         for sock in socks:
             sock.close()
         adapter.close()
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [(), ("--threads", "2"), ("--root-path", "/app")])
+def test_cli_detects_a_wsgi_callable(cli_server, args):
+    srv = cli_server("wsgi_apps:app", *args)
+    prefix = "/app" if args and args[0] == "--root-path" else ""
+    reply = srv.get(prefix + "/")
+    assert (reply.status, reply.body) == (200, wsgi_apps.HELLO)
+    env = json.loads(srv.get(prefix + "/environ").body)
+    assert env["wsgi.multithread"] is (args[:1] == ("--threads",))
+    assert env["SCRIPT_NAME"] == prefix
+
+
+@pytest.mark.parametrize(("spec", "args", "message"), [
+    ("wsgi_apps:number", (), "wsgi_apps:number is neither a tpd2py App nor a WSGI callable "
+                             "(it is a int)"),
+    ("no_such_module_here:app", (), "no module named 'no_such_module_here'"),
+    ("wsgi_apps:nothing", (), "wsgi_apps has no attribute 'nothing'"),
+    ("bench.hello:app", ("--threads", "4"), "--threads is for WSGI apps"),
+])
+def test_cli_refuses_what_it_cannot_serve_in_one_line(free_port, spec, args, message):
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo / "tests"), str(repo)]))
+    done = subprocess.run([sys.executable, "-m", "tpd2py", spec, "--port", str(free_port),
+                           *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=WAIT)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
