@@ -56,6 +56,7 @@ _KEYS: dict[bytes, str] = {}
 _KEYS_MAX = 1024  # header names are few in practice; a client sending random ones is not cached
 _HOSTS: dict[str, tuple[str, str]] = {}
 _HOSTS_MAX = 256
+_BY_HEAD_MAX = 256  # as many as the parser's head cache keeps
 
 
 def _environ_key(name: bytes) -> str:
@@ -306,6 +307,9 @@ class WSGI:
         self.trusted = frozenset(trusted_proxies)
         self.default_port = "443" if url_scheme == "https" else "80"
         self.pool: ThreadPool | None = None
+        # RequestHead (by identity: heads are immutable) -> its environ, less the per-request
+        # keys (REMOTE_*, wsgi.input, a trusted proxy's scheme).
+        self._by_head: dict[RequestHead, dict[str, Any]] = {}
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": url_scheme,
@@ -335,7 +339,30 @@ class WSGI:
 
     def environ(self, conn: Connection, head: RequestHead, ex: WSGIExchange,
                 body: Input) -> dict[str, Any]:
-        """The PEP 3333 environ for one request. Never switches."""
+        """The PEP 3333 environ for one request. Never switches.
+
+        What comes from the head alone is kept per head object (``_by_head``, bounded): the
+        parser's head cache gives a byte-identical request the same, immutable head, whose
+        environ then costs one dict copy (bench/instructions.py --app wsgi, keep-alive: see
+        docs/wsgi.md). The app gets a fresh copy each time: apps write into their environ."""
+        template = self._by_head.get(head)
+        if template is None:
+            template = self._from_head(conn, head)
+        env = template.copy()
+        remote = ex.remote
+        if remote is None:
+            peer = conn.address()
+            remote = ex.remote = (str(peer[0]), str(peer[1])) \
+                if isinstance(peer, tuple) and len(peer) >= 2 else ("", "")
+        env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
+        env["wsgi.input"] = body
+        if self.trusted and remote[0] in self.trusted:
+            proto = env.get("HTTP_X_FORWARDED_PROTO", "").rpartition(",")[2].strip().lower()
+            if proto in ("http", "https"):
+                env["wsgi.url_scheme"] = proto
+        return env
+
+    def _from_head(self, conn: Connection, head: RequestHead) -> dict[str, Any]:
         env = self.base.copy()
         method = head.method
         env["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
@@ -348,13 +375,6 @@ class WSGI:
         env["PATH_INFO"] = path.decode("latin-1")
         env["QUERY_STRING"] = head.query.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/1.1" if head.version == 11 else "HTTP/1.0"
-        remote = ex.remote
-        if remote is None:
-            peer = conn.address()
-            remote = ex.remote = (str(peer[0]), str(peer[1])) \
-                if isinstance(peer, tuple) and len(peer) >= 2 else ("", "")
-        env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
-        env["wsgi.input"] = body
         keys = _KEYS
         for name, value in head.headers:
             key = keys.get(name)
@@ -372,12 +392,12 @@ class WSGI:
         host = env.get("HTTP_HOST")
         if host:
             env["SERVER_NAME"], env["SERVER_PORT"] = _split_host(host, self.default_port)
-        else:
+            by_head = self._by_head
+            if len(by_head) >= _BY_HEAD_MAX:
+                by_head.clear()  # a stream of distinct heads: start over (as the head cache)
+            by_head[head] = env
+        else:  # the listener's address: not a function of the head alone
             env["SERVER_NAME"], env["SERVER_PORT"] = self._local(conn)
-        if self.trusted and remote[0] in self.trusted:
-            proto = env.get("HTTP_X_FORWARDED_PROTO", "").rpartition(",")[2].strip().lower()
-            if proto in ("http", "https"):
-                env["wsgi.url_scheme"] = proto
         return env
 
     def _local(self, conn: Connection) -> tuple[str, str]:

@@ -522,3 +522,27 @@ def test_cli_refuses_what_it_cannot_serve_in_one_line(free_port, spec, args, mes
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_identical_requests_each_get_a_fresh_environ(wsgi):
+    # The environ of a byte-identical head is kept and copied (WSGI._by_head): what an app
+    # writes into its environ must not reach the next request.
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(sorted(k for k in environ if k.startswith("app.")))
+        environ["app.mark"] = True
+        environ["PATH_INFO"] = "/changed"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["REMOTE_PORT"].encode()]
+
+    srv = wsgi(app)
+    ports = set()
+    for _ in range(2):
+        with srv.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 3)
+            replies = read_replies(sock, 3)
+            ports.add(replies[0].body)
+            assert len({r.body for r in replies}) == 1
+    assert seen == [[]] * 6
+    assert len(ports) == 2  # REMOTE_PORT is the connection's, not the cached head's
