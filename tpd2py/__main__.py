@@ -37,6 +37,7 @@ def as_server_app(app: Any, spec: str, args: argparse.Namespace) -> Any:
     """A tpd2py App as it is; any other callable as a WSGI app; else a one-line error."""
     if isinstance(app, App):
         for flag, value in (("--threads", args.threads), ("--root-path", args.root_path),
+                            ("--max-queue", args.max_queue),
                             ("--forwarded-allow-ips", args.forwarded_allow_ips)):
             if value:
                 raise SystemExit(f"tpd2py: {flag} is for WSGI apps; {spec} is a tpd2py App")
@@ -47,7 +48,8 @@ def as_server_app(app: Any, spec: str, args: argparse.Namespace) -> Any:
     from .wsgi import WSGI
 
     trusted = [a.strip() for a in (args.forwarded_allow_ips or "").split(",") if a.strip()]
-    return WSGI(app, threads=args.threads, root_path=args.root_path or "",
+    return WSGI(app, threads=args.threads, max_queue=args.max_queue,
+                root_path=args.root_path or "",
                 trusted_proxies=trusted)
 
 
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="WSGI apps: run the app in a pool of N threads (default: in the "
                         "connection's greenlet; see docs/wsgi.md)")
+    p.add_argument("--max-queue", type=int, metavar="N",
+                   help="WSGI apps with --threads: requests that may wait for a thread "
+                        "(default 4 N); more are answered 503 with Retry-After")
     p.add_argument("--root-path", metavar="PATH",
                    help="WSGI apps: the path prefix the app is mounted under (SCRIPT_NAME)")
     p.add_argument("--forwarded-allow-ips", metavar="IPS",
