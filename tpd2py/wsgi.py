@@ -46,7 +46,7 @@ from .http11 import RequestHead
 from .threads import ThreadPool
 from .wsgi_call import CLOSE_DELIMITED, Call, FileWrapper, ThreadCall
 
-__all__ = ["WSGI", "WSGIExchange", "Input", "FileWrapper", "is_wsgi_app"]
+__all__ = ["WSGI", "WSGIExchange", "Input", "FileWrapper"]
 
 SERVER_SOFTWARE = "tpd2py"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
@@ -410,9 +410,3 @@ class WSGI:
             return str(local[0]), str(local[1])
         return "localhost", self.default_port
 
-
-def is_wsgi_app(obj: Any) -> bool:
-    """Whether ``obj`` can be served as a WSGI app (a callable that is not a tpd2py App)."""
-    from .app import App
-
-    return callable(obj) and not isinstance(obj, App)
