@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .accesslog import AccessLog
-from .exchange import Exchange
 from .headcache import HeadCache
 from .http11 import Limits, parse_head
 from .inbuf import BufferPool
@@ -26,9 +25,9 @@ if TYPE_CHECKING:
 
 class ExchangeApp(Protocol):
     """An app that answers its requests itself: each connection gets ``new_exchange()`` in
-    place of the router's ``Exchange`` (wsgi.WSGI is one)."""
+    place of the router's ``exchange.Exchange`` (wsgi.WSGI is one)."""
 
-    new_exchange: Callable[[], Exchange]
+    new_exchange: Callable[[], Any]
 
 
 @dataclass
@@ -71,7 +70,8 @@ class Context:
                  "forget", "new_exchange")
 
     def __init__(self, hub: Hub, config: Config, app: App | ExchangeApp, access_log: Any = None,
-                 forget: Callable[[Any], None] | None = None) -> None:
+                 forget: Callable[[Any], None] | None = None, *,
+                 new_exchange: Callable[[], Any]) -> None:
         self.hub = hub
         self.config = config
         # Read on every request: one attribute hop each instead of two. (So the config is read
@@ -92,9 +92,10 @@ class Context:
         self.sendmsg_calls = 0  # send and sendmsg calls on client sockets (tests, statistics)
         # Called by a connection as it closes (the server's registry); nothing by default.
         self.forget: Callable[[Any], None] = forget or _ignore
-        # What answers one connection's requests: the router's Exchange, or the app's own
-        # (an app object with ``new_exchange``, e.g. wsgi.WSGI). Called once per connection.
-        self.new_exchange: Callable[[], Exchange] = getattr(app, "new_exchange", Exchange)
+        # What answers one connection's requests, called once per connection: the router's
+        # Exchange, or the app's own (an ExchangeApp, e.g. wsgi.WSGI). server.py passes it
+        # (this module does not import the exchange, which imports it).
+        self.new_exchange = new_exchange
 
 
 def _ignore(conn: Any) -> None:

@@ -35,6 +35,7 @@ from typing import IO, Any
 from .app import App
 from .conn import Connection
 from .context import Config, Context, ExchangeApp
+from .exchange import Exchange
 from .hub import FdRecord, Hub, get_hub
 from .watchdog import for_config
 
@@ -53,7 +54,8 @@ class Server:
         self.app = app
         self.config = config or Config()
         self.hub = hub or get_hub()
-        self.ctx = Context(self.hub, self.config, app, access_log, self._forget)
+        self.ctx = Context(self.hub, self.config, app, access_log, self._forget,
+                           new_exchange=getattr(app, "new_exchange", Exchange))
         self.conns: dict[int, Connection] = {}
         self.listeners: list[socket.socket] = []
         self._listener_recs: list[FdRecord] = []
