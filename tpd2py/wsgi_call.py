@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import wire
 from .app import FileBody
-from .errors import ConnectionClosed, ProtocolError
+from .errors import ClientTimeout, ConnectionClosed, ProtocolError, Timeout
 from .exchange import BODY_DONE, BODY_FAILED
 from .wire import (
     CHUNKED,
@@ -285,6 +285,12 @@ class Call:
             self._respond(result)
         except Exception as e:
             if self._ours(e):
+                raise
+            self._app_error("")
+        except Timeout as e:
+            # Something else the app waited on (an upstream socket) timed out: its error, as
+            # for tpd2py's own handlers. The client's own deadlines are ClientTimeout.
+            if self.conn.closed or isinstance(e, ClientTimeout):
                 raise
             self._app_error("")
         finally:

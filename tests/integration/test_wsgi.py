@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import wsgi_apps  # noqa: E402
 from conftest import WAIT, read_replies  # noqa: E402
 
+from tpd2py.errors import Timeout  # noqa: E402
 from tpd2py.wsgi import WSGI  # noqa: E402
 
 MODES = {"greenlet": 0, "threads": 4}
@@ -318,7 +319,12 @@ BAD_APPS = {
     "content-length mismatch": _bad(headers=[("Content-Length", "3")], body=[b"four"]),
     "returns None": lambda environ, start_response: None,
     "raises": lambda environ, start_response: 1 / 0,
+    "an upstream wait timed out": lambda environ, start_response: _raise(Timeout()),
 }
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
 
 
 @pytest.mark.parametrize("name", list(BAD_APPS))
