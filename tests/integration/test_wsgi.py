@@ -552,3 +552,33 @@ def test_identical_requests_each_get_a_fresh_environ(wsgi):
             assert len({r.body for r in replies}) == 1
     assert seen == [[]] * 6
     assert len(ports) == 2  # REMOTE_PORT is the connection's, not the cached head's
+
+
+def test_watchdog_names_a_wsgi_app_that_blocks_the_hub(server):
+    import logging
+    import time
+
+    records: list[logging.LogRecord] = []
+    arrived = threading.Event()
+
+    class Captured(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            arrived.set()
+
+    def sleepy_view(environ, start_response):
+        time.sleep(0.3)  # a blocking call in greenlet mode: everyone waits
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+
+    handler = Captured(logging.WARNING)
+    logger = logging.getLogger("tpd2py.watchdog")
+    logger.addHandler(handler)
+    try:
+        srv = server(WSGI(sleepy_view), watchdog=0.05)
+        assert srv.get("/").body == b"slept"
+        assert arrived.wait(WAIT)
+    finally:
+        logger.removeHandler(handler)
+    message = records[0].getMessage()
+    assert "time.sleep" in message and "sleepy_view" in message
