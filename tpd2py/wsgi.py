@@ -241,6 +241,10 @@ class WSGIExchange(Exchange):
             pool.result(job)  # the connection's own errors, raised in the thread
         else:
             call.run(adapter.app)
+            if not call.failure and self.body_left == BODY_DONE and ctx.access_log is None:
+                # The common case of _after inline: a whole response, nothing left to read.
+                conn.queued += 1
+                return self.keep_alive
         return self._after(conn, call)
 
     def _after(self, conn: Connection, call: Call) -> bool:

@@ -282,7 +282,10 @@ class Call:
         result = None
         try:
             result = app(self.environ, self.start_response)
-            self._respond(result)
+            if type(result) is list and self.framing == UNSENT:
+                self._whole(result)  # the common case, without _respond's dispatch
+            else:
+                self._respond(result)
         except Exception as e:
             if self._ours(e):
                 raise
