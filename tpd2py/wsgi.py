@@ -57,6 +57,8 @@ _KEYS_MAX = 1024  # header names are few in practice; a client sending random on
 _HOSTS: dict[str, tuple[str, str]] = {}
 _HOSTS_MAX = 256
 _BY_HEAD_MAX = 256  # as many as the parser's head cache keeps
+# Thread mode: a Content-Length body up to this size is read before the app gets a thread.
+PREREAD_MAX = 65536
 
 
 def _environ_key(name: bytes) -> str:
@@ -225,6 +227,11 @@ class WSGIExchange(Exchange):
         call = ThreadCall(self, conn, head) if threaded else Call(self, conn, head)
         if self.body_left == BODY_DONE:
             body = EMPTY_INPUT
+        elif threaded and 0 < self.body_left <= PREREAD_MAX and not head.expect_continue:
+            # A small body is read here, before the app gets a thread: a client slow to send
+            # it holds no thread meanwhile (with 100-continue the app must ask first).
+            data = b"".join(self.read_body(conn))
+            body = Input(partial(next, iter((data,)), b"") if data else None)
         else:
             pieces = self.read_body(conn)
             body = Input(partial(call.in_hub, next, pieces, b"") if threaded

@@ -582,3 +582,19 @@ def test_watchdog_names_a_wsgi_app_that_blocks_the_hub(server):
         logger.removeHandler(handler)
     message = records[0].getMessage()
     assert "time.sleep" in message and "sleepy_view" in message
+
+
+def test_threads_a_slow_uploader_holds_no_thread(server):
+    # One thread, no queue: while a client trickles a small body, the thread stays free for
+    # others (the body is read before the app gets a thread).
+    adapter = WSGI(wsgi_apps.app, threads=1, max_queue=0)
+    srv = server(adapter)
+    try:
+        with srv.connect() as slow:
+            slow.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf-")
+            srv.sync()
+            assert srv.get("/").status == 200
+            slow.sendall(b"done!")
+            assert read_replies(slow, 1)[0].body == b"half-done!"
+    finally:
+        adapter.close()
