@@ -130,8 +130,9 @@ def table(rows: dict[tuple, list], reference: str = "tpd2py") -> None:
         ref = medians.get((reference, path))
         ratio = f"{row['rps'] / ref['rps']:.2f}×" if ref else "—"
         runs = ", ".join(f"{r['rps']:,.0f}" for r in rows[(name, path)] if r.get("rps"))
+        p99 = f"{row['p99_ms']:.2f}" if row.get("p99_ms") else "—"
         print(f"| {name} | {path} | {row['rps']:,.0f} | {ratio} | "
-              f"{row.get('cpu_us_per_request') or 0:.1f} | {row.get('p99_ms') or 0:.2f} | "
+              f"{row.get('cpu_us_per_request') or 0:.1f} | {p99} | "
               f"{row.get('errors', 0)} | {row.get('rss_kib', 0) / 1024:.1f} | {runs} |")
 
 
