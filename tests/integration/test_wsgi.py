@@ -598,3 +598,14 @@ def test_threads_a_slow_uploader_holds_no_thread(server):
             assert read_replies(slow, 1)[0].body == b"half-done!"
     finally:
         adapter.close()
+
+
+@pytest.mark.parametrize("size", [10, 100_000])  # thread mode reads the small one up front
+def test_a_stalled_body_is_408_in_both_modes(wsgi, size):
+    srv = wsgi(body_timeout=1.0)
+    with srv.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\nab" % size)
+        srv.wait_thrown(Timeout)
+        ex = srv.read_until_close(sock)
+    assert ex.statuses == [408]
+    assert srv.get("/").status == 200
