@@ -27,10 +27,12 @@ def load_app(spec: str) -> Any:
         if e.name != module_name and not module_name.startswith(f"{e.name}."):
             raise  # the app's own import failed: its traceback says where
         raise SystemExit(f"tpd2py: no module named {module_name!r}") from None
-    app = getattr(module, attr or "app", None)
-    if app is None:
-        raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
-    return app
+    # Without a name: "app", else "application" (the name Django's wsgi.py and gunicorn use).
+    for name in [attr] if attr else ["app", "application"]:
+        app = getattr(module, name, None)
+        if app is not None:
+            return app
+    raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
 
 
 def as_server_app(app: Any, spec: str, args: argparse.Namespace) -> Any:

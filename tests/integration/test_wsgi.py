@@ -509,6 +509,10 @@ def test_cli_detects_a_wsgi_callable(cli_server, args):
     assert env["SCRIPT_NAME"] == prefix
 
 
+def test_cli_finds_application_when_no_name_is_given(cli_server):
+    assert cli_server("wsgi_application").get("/").body == b"found as application"
+
+
 @pytest.mark.parametrize(("spec", "args", "message"), [
     ("wsgi_apps:number", (), "wsgi_apps:number is neither a tpd2py App nor a WSGI callable "
                              "(it is a int)"),
