@@ -269,8 +269,7 @@ class WSGIExchange(Exchange):
                     conn.flush()
                 with suppress(OSError):
                     conn.sock.setsockopt(  # type: ignore[attr-defined]
-                        socket.SOL_SOCKET, socket.SO_LINGER,
-                                         struct.pack("ii", 1, 0))
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 raise CloseConnection()
         if call.pending:
             conn.out.extend(call.pending)
