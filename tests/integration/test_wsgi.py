@@ -613,3 +613,24 @@ def test_a_stalled_body_is_408_in_both_modes(wsgi, size):
         ex = srv.read_until_close(sock)
     assert ex.statuses == [408]
     assert srv.get("/").status == 200
+
+
+def test_threads_a_slow_reader_of_a_whole_response_holds_no_thread(server):
+    big = b"x" * (8 << 20)  # far more than the socket buffers hold
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [big] if environ["PATH_INFO"] == "/big" else [b"small"]
+
+    adapter = WSGI(app, threads=1, max_queue=0)
+    srv = server(adapter)
+    try:
+        with srv.connect() as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            slow.recv(1000)  # the response has started and the client stops reading
+            assert srv.get("/").body == b"small"  # the one thread is free
+            assert adapter.pool is not None
+            assert srv.call(adapter.pool.statistics)["running"] == 0
+    finally:
+        adapter.close()
