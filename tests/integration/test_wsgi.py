@@ -634,3 +634,30 @@ def test_threads_a_slow_reader_of_a_whole_response_holds_no_thread(server):
             assert srv.call(adapter.pool.statistics)["running"] == 0
     finally:
         adapter.close()
+
+
+@pytest.mark.parametrize("args", [(), ("--threads", "2")])
+def test_cli_access_log_has_each_wsgi_response(cli_server, tmp_path, args):
+    log = tmp_path / "access.log"
+    srv = cli_server("wsgi_apps:app", "--access-log", str(log), *args)
+    assert srv.get("/").status == 200
+    assert srv.get("/stream").body == b"one two three"
+    assert srv.get("/nothing-here").status == 404
+    assert srv.terminate() == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    assert '"GET / HTTP/1.1" 200 13' in lines[0]
+    assert '"GET /stream HTTP/1.1" 200 13' in lines[1]
+    assert '"GET /nothing-here HTTP/1.1" 404 9' in lines[2]
+
+
+def test_http10_keep_alive(wsgi):
+    srv = wsgi()
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        first = read_replies(sock, 1)[0]
+        assert first.header("Connection") == "keep-alive" and first.body == wsgi_apps.HELLO
+        sock.sendall(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        ex = srv.read_until_close(sock)  # close-delimited: the close ends the body
+    assert ex.raw.endswith(b"one two three")
+    assert b"Connection: close" in ex.raw
