@@ -273,6 +273,12 @@ class WSGIExchange(Exchange):
                 raise CloseConnection()
         if call.pending:
             conn.out.extend(call.pending)
+        deferred = getattr(call, "deferred_file", None)  # thread mode's file body
+        if deferred is not None:
+            try:
+                conn.send_file(deferred)
+            finally:
+                deferred.close()
         conn.queued += 1
         if ctx.access_log is not None:
             ctx.access_log.write(conn.address(), self.head, call.code, call.written)

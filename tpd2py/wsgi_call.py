@@ -413,7 +413,7 @@ class Call:
         if body and length:
             self.ex.response_started = True
             self.written = length
-            self.in_hub(self._hub_sendfile, self._take_pending(), fd, offset, length)
+            self._send_file(fd, offset, length)
 
     def _start_stream(self) -> None:
         """Queue the head of a streamed body, choosing its framing."""
@@ -484,9 +484,6 @@ class Call:
         for chunk in chunks:
             add(chunk)
 
-    def _take_pending(self) -> list[bytes]:
-        return []
-
     def _flush(self) -> None:
         self._hub_flush(())
 
@@ -500,11 +497,12 @@ class Call:
             self.io_failed = True
             raise
 
-    def _hub_sendfile(self, chunks: list[bytes], fd: int, offset: int, length: int) -> None:
+    def _send_file(self, fd: int, offset: int, length: int) -> None:
+        """Send what is queued, then ``length`` bytes of ``fd`` from ``offset`` by the
+        kernel (may switch to the hub)."""
         conn = self.conn
         body = FileBody(os.dup(fd), offset, length)  # the app's file stays the app's
         try:
-            conn.out.extend(chunks)
             conn.send_file(body)
         except BaseException:
             self.io_failed = True
@@ -534,6 +532,7 @@ class ThreadCall(Call):
     def __init__(self, ex: Exchange, conn: Connection, head: RequestHead) -> None:
         super().__init__(ex, conn, head)
         self.pending: list[bytes] = []
+        self.deferred_file: FileBody | None = None  # sent by the greenlet after the job
         self.hub: Hub = conn.ctx.hub
         self.greenlet: Any = None  # the connection's greenlet while it serves this call
 
@@ -588,6 +587,11 @@ class ThreadCall(Call):
     def _take_pending(self) -> list[bytes]:
         chunks, self.pending = self.pending, []
         return chunks
+
+    def _send_file(self, fd: int, offset: int, length: int) -> None:
+        # Not from here: the greenlet sends the file after the job (WSGIExchange._after), so
+        # a slow reader holds no thread. Our own descriptor: the app closes its file now.
+        self.deferred_file = FileBody(os.dup(fd), offset, length)
 
     def _flush(self) -> None:
         self.in_hub(self._hub_flush, self._take_pending())

@@ -615,12 +615,18 @@ def test_a_stalled_body_is_408_in_both_modes(wsgi, size):
     assert srv.get("/").status == 200
 
 
-def test_threads_a_slow_reader_of_a_whole_response_holds_no_thread(server):
+@pytest.mark.parametrize("kind", ["list", "file"])
+def test_threads_a_slow_reader_of_a_whole_response_holds_no_thread(server, tmp_path, kind):
     big = b"x" * (8 << 20)  # far more than the socket buffers hold
+    (tmp_path / "big").write_bytes(big)
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return [big] if environ["PATH_INFO"] == "/big" else [b"small"]
+        if environ["PATH_INFO"] != "/big":
+            return [b"small"]
+        if kind == "file":
+            return environ["wsgi.file_wrapper"](open(tmp_path / "big", "rb"))  # noqa: SIM115
+        return [big]
 
     adapter = WSGI(app, threads=1, max_queue=0)
     srv = server(adapter)
