@@ -345,6 +345,9 @@ class WSGI:
         if pool is None:
             pool = self.pool = ThreadPool(self.threads, self.max_queue, hub=hub,
                                           name="tpd2py-wsgi", retry_after=self.retry_after)
+        elif pool.hub is not hub:
+            raise RuntimeError("a WSGI adapter in thread mode serves one server: make one "
+                               "WSGI(app, threads=...) per server")
         return pool
 
     def close(self) -> None:
