@@ -46,7 +46,7 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .exchange import BODY_DONE, DETACHED, INF, Exchange
+from .exchange import BODY_DONE, DETACHED, INF
 from .gsocket import (
     DONTWAIT,
     LAST,
@@ -120,7 +120,7 @@ class Connection(FdRecord):
         # TCP_NODELAY only once a second write may follow an unacknowledged first one (stream,
         # partial write, mid-pipeline flush): one write per response never meets Nagle.
         self.nodelay = False
-        self.ex = Exchange()
+        self.ex = ctx.new_exchange()
         # Not in epoll until something waits on it or it goes idle (Hub.arm): no epoll_ctl for
         # a connection answered and closed at once. on_readable gets the record: this object.
         FdRecord.__init__(self, sock.fileno(), Connection.serve)  # type: ignore[arg-type]
