@@ -546,7 +546,7 @@ class Connection(FdRecord):
             self.ctx.access_log.write(self.address(), self.ex.head, 101, 0)
         self.out.add(head)
         self.upgraded: Upgraded = protocol
-        self.ex = None  # type: ignore[assignment]  # HTTP is over: no exchange, no head kept
+        self.ex = None  # HTTP is over: no exchange, no head kept
         pending = bytes(self.buf[self.start:self.end]) if self.buf is not None else b""
         self.start = self.end
         self._enter(UPGRADED, protocol.closed)

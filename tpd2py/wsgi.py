@@ -268,7 +268,7 @@ class WSGIExchange(Exchange):
                     conn.out.extend(call.pending)
                     conn.flush()
                 with suppress(OSError):
-                    conn.sock.setsockopt(  # type: ignore[attr-defined]
+                    conn.sock.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 raise CloseConnection()
         if call.pending:
@@ -422,7 +422,7 @@ class WSGI:
     def _local(self, conn: Connection) -> tuple[str, str]:
         """The listening address, for a request without Host (HTTP/1.0)."""
         try:
-            local = conn.sock.getsockname()  # type: ignore[attr-defined]
+            local = conn.sock.getsockname()
         except OSError:
             local = None
         if isinstance(local, tuple) and len(local) >= 2:
