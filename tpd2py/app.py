@@ -29,7 +29,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
+from .cookies import delete_cookie_line, parse_cookie_header, set_cookie_line
 from .errors import HTTPError
+from .webapp import AppFeatures, check_route, tuple_response
 from .wire import error_body
 
 if TYPE_CHECKING:
@@ -143,6 +145,16 @@ class Response:
             self.fields = b"".join(ln + b"\r\n" for ln in [b"Content-Type: " + v, *lines])
         else:
             self.fields += b"%s: %s\r\n" % (n, v)
+
+    def set_cookie(self, name: str, value: str = "", **attributes: Any) -> None:
+        """Add a ``Set-Cookie`` field: ``max_age``, ``expires``, ``path`` ("/"), ``domain``,
+        ``secure``, ``httponly``, ``samesite`` ("Lax"). Raises ValueError on a name, value or
+        attribute a browser would misread (see cookies.py)."""
+        self.fields += b"Set-Cookie: %s\r\n" % set_cookie_line(name, value, **attributes)
+
+    def delete_cookie(self, name: str, **attributes: Any) -> None:
+        """Tell the browser to drop a cookie (give the ``path``/``domain`` it was set with)."""
+        self.fields += b"Set-Cookie: %s\r\n" % delete_cookie_line(name, **attributes)
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -260,9 +272,12 @@ def to_response(result: Any) -> Response:
     if isinstance(result, dict):
         return Response(json.dumps(result).encode(), content_type=JSON)
     if result is None:
-        return Response(b"", status=204)
+        raise TypeError("handler returned None (did it forget a return?); return "
+                        "Response(status=204) for an empty answer")
     if isinstance(result, Iterator) or hasattr(result, "__next__"):
         return Response(result)
+    if type(result) is tuple:
+        return tuple_response(result, to_response)
     raise TypeError(f"handler returned {type(result).__name__}; expected str, bytes, list, "
                     "dict, generator or Response")
 
@@ -339,7 +354,8 @@ class Parking:
 class Request:
     """One request. Wire bytes stay bytes; the str views are decoded on first use."""
 
-    __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path")
+    # _cookies and _session are set on first use only (no cost for a request without them).
+    __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path", "_cookies", "_session")
 
     def __init__(self, head: RequestHead, conn: RequestConnection) -> None:
         # Private and never mutated: byte-identical requests may share one parsed head.
@@ -400,6 +416,33 @@ class Request:
         return default if v is None else v.decode("latin-1")
 
     @property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies, ``{name: value}``, parsed on first use (RFC 6265; a pair
+        that breaks the grammar is skipped, the first of two with one name wins)."""
+        try:
+            return self._cookies
+        except AttributeError:
+            pass
+        fields = self._head.headers
+        values = [v for n, v in fields if n == b"cookie"]
+        self._cookies: Mapping[str, str] = MappingProxyType(parse_cookie_header(values)) \
+            if values else _NO_PARAMS
+        return self._cookies
+
+    @property
+    def session(self) -> Any:
+        """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up)."""
+        try:
+            return self._session
+        except AttributeError:
+            raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, "
+                               "secret_keys=...)") from None
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        self._session = session
+
+    @property
     def version(self) -> str:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
 
@@ -446,7 +489,12 @@ class Request:
         return first
 
     def json(self) -> Any:
-        return json.loads(self.body())
+        """The body parsed as JSON; a body that is not JSON (or nests too deep) is a 400."""
+        try:
+            return json.loads(self.body())
+        except (ValueError, RecursionError) as e:
+            raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") \
+                from None
 
 
 _PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -473,13 +521,22 @@ class _Route:
                 parts.append(f"(?P<{name}>[^/]+)")
             pos = m.end()
         parts.append(re.escape(pattern[pos:]))
-        self.regex = re.compile("".join(parts) + r"\Z") if pos else None
+        try:
+            self.regex = re.compile("".join(parts) + r"\Z") if pos else None
+        except re.error:
+            raise ValueError(f"route {pattern!r} names a parameter twice") from None
 
 
-class App:
+class App(AppFeatures):
     """A router of straight-line handlers: ``@app.route("/hello/<name>")``."""
 
+    # The response side that the hooks (hooks.py, below this module) use.
+    to_response = staticmethod(to_response)
+    later_type = Later
+    error_response = staticmethod(http_error_response)
+
     def __init__(self) -> None:
+        super().__init__()
         self.exact: dict[bytes, _Route] = {}
         self._patterns: list[_Route] = []
         self._all: dict[str, _Route] = {}
@@ -487,30 +544,36 @@ class App:
         # server supports them) and every method some route accepts.
         self.methods: set[bytes] = {b"GET", b"HEAD"}
 
-    def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
-                                                                                 Handler]:
+    def route(self, pattern: str, methods: Iterable[str] = ("GET",), *, name: str | None = None,
+              max_body_size: int | None = None) -> Callable[[Handler], Handler]:
+        """``name`` for ``url_for`` (default: the function's name); ``max_body_size`` replaces
+        the server's limit for this route's request bodies (also for ``stream()``)."""
         if not pattern.startswith("/"):
             raise ValueError("a route pattern starts with '/'")
 
         def register(fn: Handler) -> Handler:
-            self.add_route(pattern, fn, methods)
+            self.add_route(pattern, fn, methods, name=name, max_body_size=max_body_size)
             return fn
 
         return register
 
-    def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",)) -> None:
-        route = self._all.get(pattern)
-        if route is None:
-            route = self._all[pattern] = _Route(pattern)
+    def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",), *,
+                  name: str | None = None, max_body_size: int | None = None) -> None:
+        if isinstance(methods, str):
+            raise TypeError(f"route {pattern!r}: methods is a list, e.g. [{methods!r}]")
+        route = self._all.get(pattern) or _Route(pattern)
+        check_route(pattern, fn, route.regex)
+        if pattern not in self._all:
+            self._all[pattern] = route
             if route.regex is None:
                 self.exact[pattern.encode()] = route
             else:
                 self._patterns.append(route)
         for m in methods:
-            name = m.upper().encode()
-            route.handlers[name] = fn
-            self.methods.add(name)
-            if name == b"GET":
+            method = m.upper().encode()
+            route.handlers[method] = self._register(pattern, method, fn, name, max_body_size)
+            self.methods.add(method)
+            if method == b"GET":
                 self.methods.add(b"HEAD")
 
     def match(self, method: bytes, raw_path: bytes) -> tuple[Handler | None, dict[str, Any],
@@ -537,7 +600,10 @@ class App:
                             params[name] = conv(params[name])
                         break
             if route is None:
-                return None, params, 404 if method in self.methods else 501, []
+                status = 404 if method in self.methods else 501
+                if status in self.error_pages:
+                    return self.error_page(status, []), {}, 200, []
+                return None, params, status, []
         handler = route.handlers.get(method)
         if handler is None and method == b"HEAD":
             handler = route.handlers.get(b"GET")
@@ -545,5 +611,7 @@ class App:
             allowed = sorted(route.handlers)
             if b"GET" in route.handlers and b"HEAD" not in route.handlers:
                 allowed.append(b"HEAD")
+            if 405 in self.error_pages:
+                return self.error_page(405, allowed), {}, 200, []
             return None, params, 405, allowed
         return handler, params, 200, []

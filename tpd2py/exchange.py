@@ -118,7 +118,7 @@ class Connection(RequestConnection, Protocol):
 
 class Exchange:
     __slots__ = ("head", "body_left", "decoder", "continue_sent", "response_started",
-                 "keep_alive", "later", "failed", "detaches")
+                 "keep_alive", "later", "failed", "detaches", "body_limit")
 
     def __init__(self) -> None:
         self.head: RequestHead | None = None
@@ -133,6 +133,8 @@ class Exchange:
         self.failed: ProtocolError | None = None
         # How often a handler's Later detached this connection: tells a stale resume apart.
         self.detaches = 0
+        # A chunked body's limit: the route's (App.route(max_body_size=)) or the server's.
+        self.body_limit = 0
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -143,13 +145,24 @@ class Exchange:
         if self.response_started or self.continue_sent:
             self.response_started = self.continue_sent = False
         self.keep_alive = head.keep_alive and not head.must_close and not ctx.draining
+        app = ctx.app
+        # Fast path: an exact route with a handler for this method; else the full router.
+        route = app.exact.get(head.path)
+        handler = route.handlers.get(head.method) if route is not None else None
+        if handler is None:
+            handler, params, status, allowed = app.match(head.method, head.path)
+        else:
+            params = None
+        # Routed first: a route may have its own body limit (app.body_limits, looked up only
+        # for a request that has a body).
         if head.chunked:
             self.body_left = BODY_CHUNKED
             self.decoder = None
+            self.body_limit = app.body_limits.get(handler, ctx.config.max_body_size)
         else:
             cl = head.content_length
             if cl > 0:
-                if cl > ctx.config.max_body_size:
+                if cl > app.body_limits.get(handler, ctx.config.max_body_size):
                     raise ProtocolError(413, "content too large")
                 self.body_left = cl
             else:
@@ -157,17 +170,9 @@ class Exchange:
         conn.deadline = INF
         request = Request(head, conn)
         ctx.requests += 1
-        app = ctx.app
-        # Fast path: an exact route with a handler for this method; else the full router.
-        route = app.exact.get(head.path)
-        handler = route.handlers.get(head.method) if route is not None else None
         if handler is None:
-            handler, params, status, allowed = app.match(head.method, head.path)
-            if handler is None:
-                extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-                return self.answer_error(conn, status, extra)
-        else:
-            params = None
+            extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
+            return self.answer_error(conn, status, extra)
         response: Response | None
         try:
             if params:
@@ -196,7 +201,8 @@ class Exchange:
             log.exception("handler error for %r from %s", request_line(head), conn.address())
             return self.answer_error(conn, 500)
         except Exception:
-            log.exception("handler error for %r from %s", request_line(head), conn.address())
+            log.exception("handler error for %r from %s (in %s)", request_line(head),
+                          conn.address(), getattr(handler, "__qualname__", handler))
             return self.answer_error(conn, 500)
         if response is None:
             response = self._wait_later(conn, result)
@@ -408,7 +414,7 @@ class Exchange:
             conn.deadline = conn.ctx.hub.now + config.body_timeout
         try:
             if self.body_left == BODY_CHUNKED:
-                yield from self._read_chunked(conn, config.max_body_size)
+                yield from self._read_chunked(conn, self.body_limit)
                 return
             while self.body_left > 0:
                 if conn.start == conn.end:

@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -266,4 +267,6 @@ def serve(app: App, host: str = "127.0.0.1", port: int = 8080, unix: str | None 
         ready(addr)
     else:
         print(f"tpd2py serving on {addr}", file=sys.stderr, flush=True)
-    server.serve_forever()
+    # Signal handlers can only be installed by the main thread: a server started in another
+    # thread (a test) is stopped with ``Server.shutdown`` instead (see tpd2py.testing).
+    server.serve_forever(install_signals=threading.current_thread() is threading.main_thread())
