@@ -119,6 +119,7 @@ class Connection(RequestConnection, Protocol):
 class Exchange:
     __slots__ = ("head", "body_left", "decoder", "continue_sent", "response_started",
                  "keep_alive", "later", "failed", "detaches", "body_limit")
+    body_limit: int
 
     def __init__(self) -> None:
         self.head: RequestHead | None = None
@@ -133,8 +134,9 @@ class Exchange:
         self.failed: ProtocolError | None = None
         # How often a handler's Later detached this connection: tells a stale resume apart.
         self.detaches = 0
-        # A chunked body's limit: the route's (App.route(max_body_size=)) or the server's.
-        self.body_limit = 0
+        # body_limit, a chunked body's limit (the route's max_body_size or the server's), is
+        # set with body_left = BODY_CHUNKED and read only then: not here (a store less per
+        # connection, bench/instructions.py).
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -151,6 +153,8 @@ class Exchange:
         handler = route.handlers.get(head.method) if route is not None else None
         if handler is None:
             handler, params, status, allowed = app.match(head.method, head.path)
+            if handler is None:
+                return self._answer_unrouted(conn, head, status, allowed)
         else:
             params = None
         # Routed first: a route may have its own body limit (app.body_limits, looked up only
@@ -170,9 +174,6 @@ class Exchange:
         conn.deadline = INF
         request = Request(head, conn)
         ctx.requests += 1
-        if handler is None:
-            extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-            return self.answer_error(conn, status, extra)
         response: Response | None
         try:
             if params:
@@ -241,6 +242,26 @@ class Exchange:
             except (ProtocolError, ClientTimeout, ClientDisconnected):
                 self.keep_alive = False  # its response stays queued: it is sent, then the close
         return self.keep_alive
+
+    def _answer_unrouted(self, conn: Connection, head: RequestHead, status: int,
+                         allowed: list[bytes]) -> bool:
+        """No route (404, 405 with Allow, 501): the body is framed as in ``handle``, with the
+        server's limit, so that an unread one is drained or closed on. May switch to the hub."""
+        ctx = conn.ctx
+        if head.chunked:
+            self.body_left = BODY_CHUNKED
+            self.decoder = None
+            self.body_limit = ctx.config.max_body_size
+        elif head.content_length > 0:
+            if head.content_length > ctx.config.max_body_size:
+                raise ProtocolError(413, "content too large")
+            self.body_left = head.content_length
+        else:
+            self.body_left = BODY_DONE
+        conn.deadline = INF
+        ctx.requests += 1
+        extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
+        return self.answer_error(conn, status, extra)
 
     def _wait_later(self, conn: Connection, later: Later) -> Response | None:
         """Later's response if it is ready; else the connection detaches (None). May switch
