@@ -419,24 +419,21 @@ class Request:
     def cookies(self) -> Mapping[str, str]:
         """The request's cookies, ``{name: value}``, parsed on first use (RFC 6265; a pair
         that breaks the grammar is skipped, the first of two with one name wins)."""
-        try:
-            return self._cookies
-        except AttributeError:
-            pass
-        fields = self._head.headers
-        values = [v for n, v in fields if n == b"cookie"]
-        self._cookies: Mapping[str, str] = MappingProxyType(parse_cookie_header(values)) \
-            if values else _NO_PARAMS
-        return self._cookies
+        cookies: Mapping[str, str] | None = getattr(self, "_cookies", None)
+        if cookies is None:
+            values = [v for n, v in self._head.headers if n == b"cookie"]
+            cookies = self._cookies = MappingProxyType(parse_cookie_header(values)) \
+                if values else _NO_PARAMS
+        return cookies
 
     @property
     def session(self) -> Any:
         """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up)."""
-        try:
-            return self._session
-        except AttributeError:
+        session = getattr(self, "_session", None)
+        if session is None:
             raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, "
-                               "secret_keys=...)") from None
+                               "secret_keys=...)")
+        return session
 
     @session.setter
     def session(self, session: Any) -> None:

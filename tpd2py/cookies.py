@@ -37,9 +37,22 @@ _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 MAX_COOKIES = 200
 
 
+# A whole well-formed header (what browsers send): one match, then a plain split.
+_PAIR = r'[!#$%&\'*+\-.^_`|~0-9A-Za-z]+=(?:[!#-+\--:<-\[\]-~]*|"[!#-+\--:<-\[\]-~]*")'
+_WELL_FORMED = re.compile(f"{_PAIR}(?:; {_PAIR})*")
+
+
 def parse_cookie_header(values: list[bytes]) -> dict[str, str]:
     """The ``Cookie`` header field values of one request as ``{name: value}``."""
     cookies: dict[str, str] = {}
+    if len(values) == 1:
+        text = values[0].decode("latin-1")
+        if _WELL_FORMED.fullmatch(text) and text.count(";") < MAX_COOKIES:
+            for pair in text.split("; "):
+                name, _, value = pair.partition("=")
+                if name not in cookies:
+                    cookies[name] = value[1:-1] if value[:1] == '"' else value
+            return cookies
     for raw in values:
         text = raw.decode("latin-1")
         # RFC 6265 says "; " exactly; HTTP/2 gateways and some clients send ";" alone.

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import logging
 import time
 from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from .cookies import set_cookie_line
 
 if TYPE_CHECKING:
     from .app import App, Request, Response
@@ -131,16 +132,16 @@ class Sessions:
         self.max_age = max_age
         self.cookie = {"path": path, "domain": domain, "secure": secure,
                        "httponly": httponly, "samesite": samesite}
-        # Checked now (a bad name or attribute fails here, not on the first save).
-        from .cookies import set_cookie_line
-
-        set_cookie_line(cookie_name, "x", max_age=max_age, **self.cookie)  # type: ignore[arg-type]
+        # Checked and formatted once: the attributes after the value, the same for every save
+        # (the value itself is base64url, digits and dots: cookie-octets by construction).
+        line = set_cookie_line(cookie_name, "x", max_age=max_age, **self.cookie)  # type: ignore[arg-type]
+        self._set_cookie = b"Set-Cookie: %s=%%s%s\r\n" % (
+            cookie_name.encode(), line[len(cookie_name) + 2:].replace(b"%", b"%%"))
         app.before_request(self._attach)
         app.after_request(self._save)
 
     def _mac(self, key: bytes, message: str) -> bytes:
-        return hmac.new(key, f"{self.cookie_name}|{message}".encode("ascii"),
-                        hashlib.sha256).digest()
+        return hmac.digest(key, f"{self.cookie_name}|{message}".encode("ascii"), "sha256")
 
     # -- the cookie -----------------------------------------------------------------------------
 
@@ -190,7 +191,6 @@ class Sessions:
         if not session.modified:
             return
         if session.data:
-            response.set_cookie(self.cookie_name, self.encode(session.data),
-                                max_age=self.max_age, **self.cookie)
+            response.fields += self._set_cookie % self.encode(session.data).encode("ascii")
         elif request.cookies.get(self.cookie_name):
             response.delete_cookie(self.cookie_name, **self.cookie)
