@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import sys
-from typing import IO
+from typing import IO, Any
 
+from . import __version__
 from .app import App
 from .http11 import Limits
 from .server import Config, serve
@@ -21,10 +23,18 @@ def load_app(spec: str) -> App:
         raise SystemExit(f"tpd2py: give the app as MODULE:APP, not {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module_name.startswith(e.name):
+            raise  # an import inside the user's module failed: its traceback helps
+        raise SystemExit(f"tpd2py: no module named {e.name!r} (run from the directory that "
+                         f"holds it, or install it)") from None
     app = getattr(module, attr or "app", None)
     if app is None:
         raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
+    if not isinstance(app, App):
+        raise SystemExit(f"tpd2py: {spec} is a {type(app).__name__}, not a tpd2py App")
     return app
 
 
@@ -38,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead of TCP")
     p.add_argument("--access-log", metavar="FILE",
                    help="write a Common Log Format line per response ('-' for stdout)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", type=str.lower,
+                   choices=["debug", "info", "warning", "error", "critical"])
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds to receive a whole request head (default %(default)s)")
     p.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout,
@@ -55,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parse every request head, even one identical to an earlier head")
     p.add_argument("--grace", type=float, default=d.grace,
                    help="seconds in-flight requests get after SIGTERM (default %(default)s)")
+    p.add_argument("--debug", action="store_true",
+                   help="show handler tracebacks in the browser (development only, never in "
+                        "production)")
+    p.add_argument("--version", action="version", version=f"tpd2py {__version__}")
     return p
 
 
@@ -78,8 +93,28 @@ def main(argv: list[str] | None = None) -> None:
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
     app = load_app(args.app)
-    serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
-          access_log=access_log)
+    if args.debug:
+        app.debug = True
+
+    def ready(address: Any) -> None:
+        if args.unix:
+            where = f"unix:{address}"
+        else:
+            host, port = address[:2]
+            where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        print(f"tpd2py serving on {where}", file=sys.stderr, flush=True)
+        if args.debug:
+            print("tpd2py: --debug shows tracebacks to anyone who can reach this server: "
+                  "never use it in production", file=sys.stderr, flush=True)
+
+    try:
+        serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
+              access_log=access_log, ready=ready)
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        where = args.unix or f"{args.host}:{args.port}"
+        raise SystemExit(f"tpd2py: cannot listen on {where}: {e.strerror}") from None
     if access_log is not None:
         access_log.flush()
 

@@ -1,0 +1,55 @@
+"""The command line a new user meets: the start-up line is a URL, mistakes are one line (not a
+traceback), --version, --debug's traceback page (and its warning)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 10.0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tpd2py", *args], cwd=REPO,
+                          capture_output=True, timeout=WAIT, check=False)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("no_such_module:app",), b"tpd2py: no module named 'no_such_module'"),
+    (("bench.hello:nothing",), b"tpd2py: bench.hello has no attribute 'nothing'"),
+    (("tpd2py.app:to_response",), b"tpd2py: tpd2py.app:to_response is a function, not a "
+                                  b"tpd2py App"),
+    (("bench.hello:app", "--log-level", "loud"), b"invalid choice: 'loud'"),
+])
+def test_mistakes_are_one_line(args: tuple[str, ...], message: bytes) -> None:
+    result = run_cli(*args, "--port", "0")
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_line(cli_server) -> None:  # type: ignore[no-untyped-def]
+    srv = cli_server("bench.hello:app")
+    result = run_cli("bench.hello:app", "--port", str(srv.port))
+    assert result.returncode != 0
+    assert result.stderr.strip() == (f"tpd2py: cannot listen on 127.0.0.1:{srv.port}: "
+                                     "Address already in use").encode()
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith(b"tpd2py 0.")
+
+
+def test_startup_line_is_a_url_and_debug_warns(cli_server) -> None:  # type: ignore[no-untyped-def]
+    srv = cli_server("conftest:app", "--debug")
+    assert srv.stderr[0] == f"tpd2py serving on http://127.0.0.1:{srv.port}\n".encode()
+    reply = srv.get("/error")
+    assert reply.status == 500
+    assert b"RuntimeError: handler failed (expected by the test)" in reply.body
+    assert srv.terminate() == 0
+    assert b"never use it in production" in b"".join(srv.stderr)
