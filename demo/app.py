@@ -12,7 +12,7 @@ from html import escape
 
 from tpd2py import App, Request, Response
 
-from . import chat, pages
+from . import chat, guestbook, pages
 
 app = App()
 CHAT = chat.make_channel()
@@ -23,6 +23,7 @@ LINKS: list[tuple[str, str]] = [
 ]
 LINKS += chat.register(app, CHAT)
 LINKS += pages.register(app)
+LINKS += guestbook.register(app)
 
 _home: bytes | None = None
 
