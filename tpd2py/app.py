@@ -4,7 +4,8 @@ Rules:
 - The request is passed to the handler explicitly (no thread- or greenlet-locals).
 - The request keeps the wire bytes and decodes only what the handler asks for, once.
 - A handler may return str, bytes, a list of bytes chunks, a dict (JSON), a generator (streamed
-  response) or a Response; ``to_response`` is the one place those become a Response.
+  response), (body, status[, headers]) or a Response; ``to_response`` is the one place those
+  become a Response (None is an error: a forgotten return, not a 204).
 - Response headers set by a handler are checked: CR, LF or NUL in a status, name or value raise
   ``ValueError`` instead of being sent (RFC 9110 §5.5).
 - Routing: exact paths are one dict lookup on the raw path bytes; ``<name>`` / ``<path:name>``
