@@ -220,10 +220,23 @@ class Server:
         signal.set_wakeup_fd(hub.wake_w, warn_on_full_buffer=False)
 
         def on_signal(signum: int, frame: Any) -> None:
-            hub.call_soon(self.shutdown)
+            hub.call_soon(self._on_stop_signal)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+    def _on_stop_signal(self) -> None:
+        """SIGTERM/SIGINT: a graceful shutdown that says what it waits for; a second signal
+        while it waits closes everything at once."""
+        if self.ctx.draining:
+            if not self.stopped:
+                log.warning("stopping now: closing %d connection(s)", len(self.conns))
+                self._check_drained(0.0)
+            return
+        self.shutdown()
+        if self.conns and not self.stopped:
+            log.warning("stopping: waiting up to %gs for %d connection(s) to finish "
+                        "(Ctrl-C again to stop now)", self.config.grace, len(self.conns))
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, close idle connections, let busy ones finish, then stop the hub.

@@ -53,3 +53,23 @@ def test_startup_line_is_a_url_and_debug_warns(cli_server) -> None:  # type: ign
     assert b"RuntimeError: handler failed (expected by the test)" in reply.body
     assert srv.terminate() == 0
     assert b"never use it in production" in b"".join(srv.stderr)
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(
+        cli_server) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    srv = cli_server("conftest:app", "--grace", "60")
+    sock = srv.connect()
+    sock.sendall(b"GET /slow-stream?t=60 HTTP/1.1\r\nHost: a\r\n\r\n")
+    got = b""
+    while b"start\n" not in got:
+        got += sock.recv(4096)
+    srv.proc.send_signal(signal.SIGINT)
+    assert srv.wait_stderr(b"stopping: waiting up to 60s for 1 connection(s) to finish "
+                           b"(Ctrl-C again to stop now)")
+    srv.proc.send_signal(signal.SIGINT)
+    assert srv.proc.wait(WAIT) == 0  # long before the 60 s of grace
+    assert srv.wait_stderr(b"stopping now: closing 1 connection(s)")
+    assert b"end\n" not in srv.read_until_close(sock).raw
+    sock.close()
