@@ -69,12 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show handler tracebacks in the browser (development only, never in "
                         "production)")
+    p.add_argument("--reload", action="store_true",
+                   help="restart the server when a .py file under the current directory "
+                        "changes (development only; uses watchfiles when installed)")
     p.add_argument("--version", action="version", version=f"tpd2py {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.reload:
+        from .reload import run_with_reload
+
+        argv = sys.argv[1:] if argv is None else argv
+        raise SystemExit(run_with_reload([a for a in argv if a != "--reload"]))
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits()

@@ -73,3 +73,49 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(
     assert srv.wait_stderr(b"stopping now: closing 1 connection(s)")
     assert b"end\n" not in srv.read_until_close(sock).raw
     sock.close()
+
+
+def test_reload_restarts_the_server_when_a_source_file_changes(
+        tmp_path: Path, free_port: int) -> None:  # noqa: F811
+    import os
+    import selectors
+    import signal
+    import time
+    import urllib.request
+
+    app_file = tmp_path / "reloadme.py"
+    source = ("from tpd2py import App\napp = App()\n\n@app.route('/')\n"
+              "def index(req):\n    return 'version %d'\n")
+    app_file.write_text(source % 1)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "tpd2py", "reloadme:app", "--port",
+                             str(free_port), "--reload"], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    lines: list[bytes] = []
+
+    def wait_line(text: bytes) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
+            deadline = time.monotonic() + WAIT
+            while not any(text in line for line in lines):
+                assert sel.select(max(0.0, deadline - time.monotonic())), (text, lines)
+                lines.append(proc.stderr.readline())  # type: ignore[union-attr]
+
+    def get() -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/", timeout=WAIT) as r:
+            return r.read()  # type: ignore[no-any-return]
+
+    try:
+        wait_line(b"serving on")
+        assert get() == b"version 1"
+        lines.clear()
+        app_file.write_text(source % 2)
+        stat = app_file.stat()  # a coarse mtime clock must still see a change
+        os.utime(app_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+        wait_line(b"reloadme.py changed: restarting")
+        wait_line(b"serving on")
+        assert get() == b"version 2"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(WAIT) == 0
