@@ -162,11 +162,13 @@ class Exchange:
         if head.chunked:
             self.body_left = BODY_CHUNKED
             self.decoder = None
-            self.body_limit = app.body_limits.get(handler, ctx.config.max_body_size)
+            self.body_limit = app.body_limits.get(handler, ctx.config.max_body_size) \
+                if app.body_limits else ctx.config.max_body_size
         else:
             cl = head.content_length
             if cl > 0:
-                if cl > app.body_limits.get(handler, ctx.config.max_body_size):
+                if cl > (app.body_limits.get(handler, ctx.config.max_body_size)
+                         if app.body_limits else ctx.config.max_body_size):
                     raise ProtocolError(413, "content too large")
                 self.body_left = cl
             else:

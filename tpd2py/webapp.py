@@ -56,6 +56,12 @@ class AppFeatures:
         if max_body_size is not None and (isinstance(max_body_size, bool) or not isinstance(
                 max_body_size, int) or max_body_size <= 0):
             raise ValueError(f"route {pattern!r}: max_body_size is a positive number of bytes")
+        limited = max_body_size is not None or self.body_limits
+        for (other, _), (registered, limit) in self._originals.items() if limited else ():
+            if registered is fn and limit != max_body_size and other != pattern:
+                # Without hooks the router holds the function itself, so one limit per function.
+                raise ValueError(f"{getattr(fn, '__qualname__', fn)} is routed at {other!r} and "
+                                 f"{pattern!r} with different max_body_size: use two functions")
         if name is not None:
             if self._names.get(name, pattern) != pattern:
                 raise ValueError(f"route name {name!r} is given to {self._names[name]!r} "

@@ -120,6 +120,18 @@ def test_route_mistakes_fail_at_definition(pattern: str, fn: object, error: type
         app.route(pattern)(fn)  # type: ignore[arg-type]
 
 
+def test_one_function_with_two_body_limits_fails() -> None:
+    app = App()
+
+    def upload(req: object) -> bytes:
+        return b""
+
+    app.add_route("/a", upload, methods=["POST"], max_body_size=10)
+    app.add_route("/a", upload, methods=["PUT"], max_body_size=10)  # the same route: fine
+    with pytest.raises(ValueError, match="different max_body_size: use two functions"):
+        app.add_route("/b", upload, methods=["POST"])
+
+
 def test_methods_given_as_a_string_fail() -> None:
     with pytest.raises(TypeError, match="methods is a list"):
         App().add_route("/", lambda req: b"", methods="POST")
