@@ -43,25 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
     lim = Limits()
     p = argparse.ArgumentParser(prog="tpd2py", description="Serve a tpd2py app.")
     p.add_argument("app", help="MODULE:APP, e.g. myapp:app")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s)")
     p.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead of TCP")
     p.add_argument("--access-log", metavar="FILE",
                    help="write a Common Log Format line per response ('-' for stdout)")
     p.add_argument("--log-level", default="warning", type=str.lower,
-                   choices=["debug", "info", "warning", "error", "critical"])
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="(default %(default)s)")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds to receive a whole request head (default %(default)s)")
     p.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout,
                    help="seconds an idle keep-alive connection is kept (default %(default)s)")
-    p.add_argument("--body-timeout", type=float, default=d.body_timeout)
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help="seconds a request body read may stall (default %(default)s)")
     p.add_argument("--min-body-rate", type=float, default=d.min_body_rate,
                    help="bytes/second a request body must average (default %(default)s)")
-    p.add_argument("--write-timeout", type=float, default=d.write_timeout)
-    p.add_argument("--max-body-size", type=int, default=d.max_body_size)
-    p.add_argument("--max-connections", type=int, default=d.max_connections)
-    p.add_argument("--max-header-bytes", type=int, default=lim.max_header_bytes)
-    p.add_argument("--max-headers", type=int, default=lim.max_headers)
+    p.add_argument("--write-timeout", type=float, default=d.write_timeout,
+                   help="seconds a response write may stall (default %(default)s)")
+    p.add_argument("--max-body-size", type=int, default=d.max_body_size,
+                   help="bytes of a request body; a route may set its own (default %(default)s)")
+    p.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help="open connections at most (default %(default)s)")
+    p.add_argument("--max-header-bytes", type=int, default=lim.max_header_bytes,
+                   help="bytes of a request head (default %(default)s)")
+    p.add_argument("--max-headers", type=int, default=lim.max_headers,
+                   help="header fields of a request (default %(default)s)")
     p.add_argument("--no-head-cache", action="store_true",
                    help="parse every request head, even one identical to an earlier head")
     p.add_argument("--grace", type=float, default=d.grace,
