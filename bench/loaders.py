@@ -81,10 +81,13 @@ def parse_wrk(output: str) -> dict:
 
 
 def wrk(port: int, path: str, connections: int, duration: float, cpu: int | None,
-        depth: int = 1) -> dict:
-    """Keep-alive load with one wrk thread; depth > 1 pipelines through bench/pipeline.lua."""
+        depth: int = 1, headers: tuple[str, ...] = ()) -> dict:
+    """Keep-alive load with one wrk thread; depth > 1 pipelines through bench/pipeline.lua;
+    ``headers`` ("Name: value") are added to every request."""
     argv = [tool("wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
             "--timeout", "5s"]
+    for header in headers:
+        argv += ["-H", header]
     if depth > 1:
         argv += ["-s", str(PIPELINE_SCRIPT)]
     argv.append(f"http://127.0.0.1:{port}{path}")

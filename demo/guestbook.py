@@ -25,7 +25,8 @@ MAX_PHOTO = 512 * 1024
 PHOTO_TYPES = {"image/png", "image/jpeg", "image/gif"}
 
 
-def register(app: App) -> list[tuple[str, str]]:
+def register(app: App, assets: str = "") -> list[tuple[str, str]]:
+    """Add the guestbook's routes; ``assets`` is the head's shared stylesheet and icon links."""
     Sessions(app, os.environ.get("TPD2PY_DEMO_SECRET") or secrets.token_urlsafe(32))
     entries: deque[dict[str, Any]] = deque(maxlen=MAX_ENTRIES)
     photos: dict[int, tuple[str, bytes]] = {}
@@ -47,7 +48,7 @@ def register(app: App) -> list[tuple[str, str]]:
                     f'<button id="forget">Forget me</button></form></p>' if name else "")
         return (
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            "<title>Guestbook</title></head><body>"
+            f"<title>Guestbook</title>{assets}</head><body>"
             '<nav><a href="/">home</a></nav><h1>Guestbook</h1>' + greeting +
             f'<form method="post" action="{app.url_for("sign")}" '
             'enctype="multipart/form-data">'

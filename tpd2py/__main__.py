@@ -7,13 +7,18 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 from typing import IO, Any
 
 from . import __version__
 from .app import App
+from .compress import Gzip
 from .http11 import Limits
+from .hub import get_hub
 from .server import Config, serve
+from .static import StaticFiles
+from .tls import TLSSettings
 
 
 def load_app(spec: str) -> App:
@@ -36,6 +41,48 @@ def load_app(spec: str) -> App:
     if not isinstance(app, App):
         raise SystemExit(f"tpd2py: {spec} is a {type(app).__name__}, not a tpd2py App")
     return app
+
+
+def add_static_and_gzip(app: App, mounts: list[str], gzip: bool, level: int) -> None:
+    """``--static PREFIX=DIR`` mounts and ``--gzip``; a bad mount is a one-line error."""
+    for spec in mounts:
+        prefix, eq, folder = spec.partition("=")
+        if not eq or not prefix.startswith("/") or not folder:
+            raise SystemExit(f"tpd2py: --static takes PREFIX=DIR, e.g. /static=public, "
+                             f"not {spec!r}")
+        try:
+            app.mount(prefix, StaticFiles(folder, gzip=gzip, gzip_level=level))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"tpd2py: --static {spec}: {e}") from None
+    if gzip:
+        app.wrap(Gzip(level=level))
+
+
+def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
+    """``--certfile`` and friends; SIGHUP reloads the certificate files (for a renewer): new
+    handshakes use the new ones, live connections keep theirs. Bad files: a one-line error."""
+    if not args.certfile:
+        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers"):
+            if getattr(args, option):
+                raise SystemExit(f"tpd2py: --{option.replace('_', '-')} needs --certfile")
+        return None
+    try:
+        settings = TLSSettings(args.certfile, args.keyfile, args.keyfile_password,
+                               args.ca_certs, args.client_cert, args.ciphers)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"tpd2py: TLS: {e}") from None
+    hub = get_hub()
+
+    def reload() -> None:
+        try:
+            settings.reload()
+            logging.getLogger("tpd2py.tls").warning("TLS certificates reloaded")
+        except (OSError, ValueError) as e:
+            logging.getLogger("tpd2py.tls").error("TLS reload failed, keeping the old "
+                                                  "certificates: %s", e)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: hub.call_soon(reload))
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parse every request head, even one identical to an earlier head")
     p.add_argument("--grace", type=float, default=d.grace,
                    help="seconds in-flight requests get after SIGTERM (default %(default)s)")
+    p.add_argument("--static", metavar="PREFIX=DIR", action="append", default=[],
+                   help="serve the files under DIR at URL PREFIX (repeatable), e.g. "
+                        "/static=public")
+    p.add_argument("--gzip", action="store_true",
+                   help="compress responses (and small static files) for clients that accept "
+                        "gzip")
+    p.add_argument("--gzip-level", type=int, default=6, choices=range(1, 10), metavar="1..9")
+    tls = p.add_argument_group("HTTPS", "with --certfile the listener speaks TLS (docs/tls.md)")
+    tls.add_argument("--certfile", help="PEM certificate chain (the server's first)")
+    tls.add_argument("--keyfile", help="PEM private key (default: in --certfile)")
+    tls.add_argument("--keyfile-password", help="password of an encrypted --keyfile")
+    tls.add_argument("--ca-certs", help="PEM CA certificates that client certificates must "
+                                        "chain to")
+    tls.add_argument("--client-cert", choices=["none", "optional", "required"], default="none",
+                     help="ask for a client certificate (mutual TLS; default %(default)s)")
+    tls.add_argument("--ciphers", help="OpenSSL cipher list for TLS 1.2")
     p.add_argument("--debug", action="store_true",
                    help="show handler tracebacks in the browser (development only, never in "
                         "production)")
@@ -108,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
     app = load_app(args.app)
+    add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
+    settings = tls_settings(args)
     if args.debug:
         app.debug = True
 
@@ -116,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             where = f"unix:{address}"
         else:
             host, port = address[:2]
-            where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            scheme = "https" if settings is not None else "http"
+            where = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         print(f"tpd2py serving on {where}", file=sys.stderr, flush=True)
         if args.debug:
             print("tpd2py: --debug shows tracebacks to anyone who can reach this server: "
@@ -124,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
-              access_log=access_log, ready=ready)
+              access_log=access_log, ready=ready,
+              transport=settings.wrap if settings is not None else None)
     except OSError as e:
         if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise

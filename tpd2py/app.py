@@ -30,9 +30,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
-from .cookies import delete_cookie_line, parse_cookie_header, set_cookie_line
 from .errors import HTTPError
-from .webapp import AppFeatures, check_route, tuple_response
+from .headers import Headers  # re-exported: app.Headers is the request's header view
+from .webapp import AppFeatures, RequestFeatures, ResponseFeatures, check_route, tuple_response
 from .wire import error_body
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _check_header(name: bytes, value: bytes) -> None:
         raise ValueError(f"CR, LF or NUL in response header {name!r}")
 
 
-class Response:
+class Response(ResponseFeatures):  # set_cookie, delete_cookie
     """What goes back: status, headers, body. ``body`` is bytes, a list of chunks or an iterator.
 
     The content type and handler-set headers are checked and pre-encoded once, here, into
@@ -146,16 +146,6 @@ class Response:
             self.fields = b"".join(ln + b"\r\n" for ln in [b"Content-Type: " + v, *lines])
         else:
             self.fields += b"%s: %s\r\n" % (n, v)
-
-    def set_cookie(self, name: str, value: str = "", **attributes: Any) -> None:
-        """Add a ``Set-Cookie`` field: ``max_age``, ``expires``, ``path`` ("/"), ``domain``,
-        ``secure``, ``httponly``, ``samesite`` ("Lax"). Raises ValueError on a name, value or
-        attribute a browser would misread (see cookies.py)."""
-        self.fields += b"Set-Cookie: %s\r\n" % set_cookie_line(name, value, **attributes)
-
-    def delete_cookie(self, name: str, **attributes: Any) -> None:
-        """Tell the browser to drop a cookie (give the ``path``/``domain`` it was set with)."""
-        self.fields += b"Set-Cookie: %s\r\n" % delete_cookie_line(name, **attributes)
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -283,51 +273,13 @@ def to_response(result: Any) -> Response:
                     "dict, generator or Response")
 
 
-class Headers:
-    """Read-only, case-insensitive view of the request's header fields (bytes in, str out)."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self._fields = fields
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = name.lower().encode("latin-1")
-        for n, v in self._fields:
-            if n == key:
-                return v.decode("latin-1")
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        key = name.lower().encode("latin-1")
-        return [v.decode("latin-1") for n, v in self._fields if n == key]
-
-    def raw(self) -> tuple[tuple[bytes, bytes], ...]:
-        """The fields as parsed: (lower-case name, value) bytes pairs. Read-only: a parsed
-        head may be shared by byte-identical requests (the head cache)."""
-        return tuple(self._fields)
-
-    def __getitem__(self, name: str) -> str:
-        v = self.get(name)
-        if v is None:
-            raise KeyError(name)
-        return v
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return (n.decode("latin-1") for n, _ in self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
 class RequestConnection(Protocol):
     """What a Request uses of its connection (conn.Connection): the handler contract's side."""
+
+    sock: Any  # the transport: a socket, or a TLS transport (``scheme``, ``getpeercert``)
 
     def address(self) -> Any: ...
     def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
@@ -352,11 +304,10 @@ class Parking:
         self.conn.unpark()
 
 
-class Request:
+class Request(RequestFeatures):  # cookies, session, json
     """One request. Wire bytes stay bytes; the str views are decoded on first use."""
 
-    # _cookies and _session are set on first use only (no cost for a request without them).
-    __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path", "_cookies", "_session")
+    __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path")
 
     def __init__(self, head: RequestHead, conn: RequestConnection) -> None:
         # Private and never mutated: byte-identical requests may share one parsed head.
@@ -417,32 +368,20 @@ class Request:
         return default if v is None else v.decode("latin-1")
 
     @property
-    def cookies(self) -> Mapping[str, str]:
-        """The request's cookies, ``{name: value}``, parsed on first use (RFC 6265; a pair
-        that breaks the grammar is skipped, the first of two with one name wins)."""
-        cookies: Mapping[str, str] | None = getattr(self, "_cookies", None)
-        if cookies is None:
-            values = [v for n, v in self._head.headers if n == b"cookie"]
-            cookies = self._cookies = MappingProxyType(parse_cookie_header(values)) \
-                if values else _NO_PARAMS
-        return cookies
-
-    @property
-    def session(self) -> Any:
-        """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up)."""
-        session = getattr(self, "_session", None)
-        if session is None:
-            raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, "
-                               "secret_keys=...)")
-        return session
-
-    @session.setter
-    def session(self, session: Any) -> None:
-        self._session = session
-
-    @property
     def version(self) -> str:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
+
+    @property
+    def scheme(self) -> str:
+        """``https`` over a TLS transport, else ``http``."""
+        return getattr(self._conn.sock, "scheme", "http")
+
+    @property
+    def peer_certificate(self) -> Any:
+        """The client's verified certificate (mutual TLS: ``ssl.SSLObject.getpeercert()``),
+        or None."""
+        getpeercert = getattr(self._conn.sock, "getpeercert", None)
+        return getpeercert() if getpeercert is not None else None
 
     @property
     def peer(self) -> Any:
@@ -485,14 +424,6 @@ class Request:
         for k, v in parse_query(self.body()):
             first.setdefault(k, v)
         return first
-
-    def json(self) -> Any:
-        """The body parsed as JSON; a body that is not JSON (or nests too deep) is a 400."""
-        try:
-            return json.loads(self.body())
-        except (ValueError, RecursionError) as e:
-            raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") \
-                from None
 
 
 _PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -541,6 +472,11 @@ class App(AppFeatures):
         # The methods this app recognizes: GET and HEAD (RFC 9110 §9.1: every general-purpose
         # server supports them) and every method some route accepts.
         self.methods: set[bytes] = {b"GET", b"HEAD"}
+        # Handler wrappers (``wrap``), applied to every route's handler, earlier and later ones.
+        self._wrappers: list[Callable[[Handler], Handler]] = []
+        # (b"/prefix/", route) of each mount, longest prefix first: matched on the raw path
+        # before any pattern (a mount owns its prefix; only exact routes come before it).
+        self._mounts: list[tuple[bytes, _Route]] = []
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",), *, name: str | None = None,
               max_body_size: int | None = None) -> Callable[[Handler], Handler]:
@@ -555,24 +491,63 @@ class App(AppFeatures):
 
         return register
 
+    def wrap(self, wrapper: Callable[[Handler], Handler]) -> None:
+        """Wrap every handler, those routed already and those routed later, with ``wrapper``
+        (a function of the handler that returns a new handler; ``compress.Gzip`` is one). The
+        wrapping happens here, once: a request pays only for the wrappers it runs through."""
+        self._wrappers.append(wrapper)
+        for route in self._all.values():
+            for name, fn in route.handlers.items():
+                route.handlers[name] = wrapper(fn)
+        self._rebuild_body_limits()  # keyed by the handlers the router holds
+
+    def mount(self, prefix: str, handler: Handler) -> None:
+        """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
+        called as ``handler(request)``: it reads ``request.raw_path`` itself (no decoding
+        happens before it sees the path). A mount is matched on the raw path's prefix, after
+        exact routes and before patterns. A handler with a ``mounted_at(prefix)`` method is
+        told its prefix first (``static.StaticFiles``)."""
+        if not prefix.startswith("/") or "<" in prefix:
+            raise ValueError("a mount prefix is a plain path starting with '/'")
+        prefix = prefix.rstrip("/")
+        mounted_at = getattr(handler, "mounted_at", None)
+        if mounted_at is not None:
+            mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
+        if prefix:
+            self.add_route(prefix, handler, ("GET",))
+        self.add_route(prefix + "/", handler, ("GET",))
+        route = _Route(prefix + "/")
+        for wrapper in self._wrappers:
+            handler = wrapper(handler)
+        route.handlers[b"GET"] = handler
+        self._all[prefix + "/*"] = route  # so that wrap() reaches it too
+        self._mounts.append(((prefix + "/").encode(), route))
+        self._mounts.sort(key=lambda m: -len(m[0]))
+
     def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",), *,
                   name: str | None = None, max_body_size: int | None = None) -> None:
         if isinstance(methods, str):
             raise TypeError(f"route {pattern!r}: methods is a list, e.g. [{methods!r}]")
         route = self._all.get(pattern) or _Route(pattern)
         check_route(pattern, fn, route.regex)
+        names = [m.upper().encode() for m in methods]
+        for method in names:
+            self._register(pattern, method, fn, name, max_body_size)
+        for wrapper in self._wrappers:
+            fn = wrapper(fn)
         if pattern not in self._all:
             self._all[pattern] = route
             if route.regex is None:
                 self.exact[pattern.encode()] = route
             else:
                 self._patterns.append(route)
-        for m in methods:
-            method = m.upper().encode()
-            route.handlers[method] = self._register(pattern, method, fn, name, max_body_size)
+        for method in names:
+            route.handlers[method] = fn
             self.methods.add(method)
             if method == b"GET":
                 self.methods.add(b"HEAD")
+        if max_body_size is not None:
+            self._rebuild_body_limits()
 
     def match(self, method: bytes, raw_path: bytes) -> tuple[Handler | None, dict[str, Any],
                                                              int, list[bytes]]:
@@ -583,6 +558,11 @@ class App(AppFeatures):
         """
         route = self.exact.get(raw_path)
         params: dict[str, Any] = {}
+        if route is None and self._mounts:
+            for start, mounted in self._mounts:
+                if raw_path.startswith(start):
+                    route = mounted
+                    break
         if route is None:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace") \
                 if b"%" in raw_path else raw_path.decode("latin-1")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -48,6 +49,8 @@ from .exchange import BODY_DONE, DETACHED, INF, Exchange
 from .gsocket import (
     DONTWAIT,
     LAST,
+    READ_PIECE,
+    can_sendfile,
     make_nonblocking,
     peek_hangup,
     recv_nowait,
@@ -152,7 +155,12 @@ class Connection(FdRecord):
         if state is IDLE:
             # An idle connection keeps nothing of its last request: no buffer, no greenlet.
             ctx = self.ctx
-            self.ex.head = None
+            ex = self.ex
+            # Before a first request (a TLS handshake under way, a partial record), or when
+            # nothing was served this time, the header timeout holds (nginx's
+            # client_header_timeout); after a request, the keep-alive timeout.
+            timeout = ctx.header_timeout if ex.head is None else ctx.keepalive_timeout
+            ex.head = None
             buf = self.buf
             if buf is not None:
                 # BufferPool.give's common case inline: once per request (bench/instructions.py
@@ -167,7 +175,7 @@ class Connection(FdRecord):
                 self.close()
                 return
             self.state = IDLE
-            self.deadline = ctx.hub.now + ctx.keepalive_timeout
+            self.deadline = ctx.hub.now + timeout
             self.on_readable = Connection.serve  # type: ignore[assignment]
             if not self.armed:
                 ctx.hub.arm(self)
@@ -290,6 +298,9 @@ class Connection(FdRecord):
         whenever the socket is full. May switch to the hub. A file that shrank meanwhile ends
         the connection (CloseConnection): the head promised ``length`` bytes."""
         sock = self.sock
+        if not can_sendfile(sock):
+            self._send_file_by_reads(body)
+            return
         # Corked (nginx's tcp_nopush): only full segments leave until the last byte is queued,
         # so a wake-up that sends a little does not put a small segment on the wire.
         with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to cork
@@ -309,6 +320,19 @@ class Connection(FdRecord):
                 offset += sent
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the tail leaves now
+
+    def _send_file_by_reads(self, body: FileBody) -> None:
+        """``send_file`` for a transport sendfile cannot write (TLS): a bounded piece at a
+        time is read, queued and sent, so a download holds at most one piece. May switch."""
+        offset, end = body.offset, body.offset + body.length
+        while offset < end:
+            piece = os.pread(body.fd, min(READ_PIECE, end - offset), offset)
+            if not piece:
+                log.warning("file shrank while being sent to %s: closing", self.address())
+                raise CloseConnection()
+            offset += len(piece)
+            self.out.add(piece)
+            self.flush()
 
     def set_nodelay(self) -> None:
         """Disable Nagle's algorithm on this connection (once). Never switches."""

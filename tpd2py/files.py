@@ -9,8 +9,9 @@ that shrinks meanwhile ends the connection, never a wrong Content-Length followe
 Rules: the Content-Type comes from the extension (stdlib ``mimetypes``; text types get
 ``charset=utf-8``) unless given; ``download_name`` adds ``Content-Disposition: attachment`` with
 an ASCII ``filename`` and an RFC 8187 ``filename*`` for any other name (RFC 6266 §4.3).
-``X-Content-Type-Options: nosniff`` is always sent. What is not here yet (issue: files and
-compression): validators and conditional requests, ranges, a folder mount, gzip.
+``X-Content-Type-Options: nosniff`` is always sent. Given the request, ``FileResponse`` adds
+validators and answers conditional and range requests (conditional.py decides). A folder
+mount with a cache and compressed forms is static.py.
 Never switches: opening a local file blocks for as long as the disk takes, as a read would.
 """
 
@@ -19,10 +20,22 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .app import FileBody, Response
+from .app import TEXT, FileBody, Request, Response
+from .conditional import (
+    NOT_MODIFIED,
+    PARTIAL,
+    PROCEED,
+    RANGE_HEADERS,
+    RANGE_NOT_SATISFIABLE,
+    decide,
+    format_http_date,
+    not_modified_fields,
+)
+from .errors import HTTPError
 
 DEFAULT_TYPE = "application/octet-stream"
 # Text types served with an explicit charset: browsers otherwise guess (RFC 9110 §8.3.2).
@@ -48,25 +61,76 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def content_range(offset: int, count: int, size: int) -> bytes:
+    """The Content-Range field of a 206 (RFC 9110 §14.4)."""
+    return b"Content-Range: bytes %d-%d/%d\r\n" % (offset, offset + count - 1, size)
+
+
+def range_not_satisfiable(size: int) -> Response:
+    """416 with ``Content-Range: bytes */size`` (RFC 9110 §15.5.17)."""
+    return Response(b"Range Not Satisfiable\n", status=416, content_type=TEXT,
+                    headers={"Content-Range": f"bytes */{size}"})
+
+
 def FileResponse(path: str | os.PathLike[str], content_type: str | None = None,
                  download_name: str | None = None, status: int = 200,
-                 headers: dict[str, str] | None = None) -> Response:
-    """A Response that sends the regular file at ``path`` whole. Raises FileNotFoundError,
+                 headers: dict[str, str] | None = None,
+                 request: Request | None = None) -> Response:
+    """A Response that sends the regular file at ``path``. Raises FileNotFoundError,
     PermissionError, IsADirectoryError (not a regular file) as ``open`` would: the handler
-    decides what they mean (often ``HTTPError(404)``). Never switches."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    decides what they mean (often ``HTTPError(404)``). With ``request`` (and status 200) it
+    also sends ETag, Last-Modified and Accept-Ranges and answers the request's conditional
+    and range headers: 304, 412 (raised as HTTPError), 206 or 416. Never switches."""
+    # O_NONBLOCK: opening a FIFO must not block the hub (a regular file ignores the flag).
+    body = FileBody(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK), 0, 0)
     try:
-        info = os.fstat(fd)
+        info = os.fstat(body.fd)
         if not stat.S_ISREG(info.st_mode):
             raise IsADirectoryError(f"not a regular file: {os.fspath(path)!r}")
+        body.length = info.st_size
         kind = content_type if content_type is not None else guess_content_type(path)
-        response = Response(FileBody(fd, 0, info.st_size), status=status, headers=headers,
-                            content_type=kind)
+        response = Response(body, status=status, headers=headers, content_type=kind)
         response.set_header("X-Content-Type-Options", "nosniff")
         if download_name is not None:
             response.set_header("Content-Disposition",
                                 content_disposition(download_name or Path(path).name))
+        if request is not None and status == 200:
+            return _conditional(response, request, info)
     except BaseException:
-        os.close(fd)
+        body.close()  # idempotent: _conditional may have closed it already
         raise
     return response
+
+
+def _conditional(response: Response, request: Request, info: os.stat_result) -> Response:
+    """Validators on ``response`` (a whole file), then the request's conditions applied."""
+    etag = b'"%x-%x-%x"' % (info.st_ino, info.st_size, info.st_mtime_ns)
+    mtime = min(int(info.st_mtime), int(time.time()))  # never after Date (RFC 9110 §8.8.2.1)
+    validators = b"ETag: %s\r\nLast-Modified: %s\r\n" % (etag, format_http_date(mtime))
+    response.fields += validators + b"Accept-Ranges: bytes\r\n"
+    head = request._head
+    wanted: dict[bytes, bytes] = {}
+    for name, value in head.headers:
+        if name in RANGE_HEADERS:
+            wanted.setdefault(name, value)
+    if not wanted:
+        return response
+    body: FileBody = response.body
+    status, span = decide(head.method, wanted, etag, mtime, body.length)
+    if status == PARTIAL:
+        assert span is not None
+        response.status = PARTIAL
+        body.offset, body.length = span
+        response.fields += content_range(span[0], span[1], info.st_size)
+        return response
+    if status == PROCEED:
+        return response
+    body.close()
+    if status == NOT_MODIFIED:
+        response.status = NOT_MODIFIED  # with the 200's validators, Cache-Control and Vary
+        response.fields = not_modified_fields(response.fields)
+        response.body = b""
+        return response
+    if status == RANGE_NOT_SATISFIABLE:
+        return range_not_satisfiable(info.st_size)
+    raise HTTPError(status)

@@ -95,6 +95,19 @@ def sendfile_nowait(sock: Any, fd: int, offset: int, count: int) -> int:
         return -1
 
 
+# The socket types the kernel can send a file through: a plain socket, not a wrapper that
+# transforms the bytes (a TLS transport), which subclasses or imitates them.
+_SENDFILE_TYPES = (socket.socket, socket.socket.__mro__[1])
+# What one read of the fallback loop takes from a file: bounded memory per download.
+READ_PIECE = 64 * 1024
+
+
+def can_sendfile(sock: Any) -> bool:
+    """Whether ``sendfile`` may write ``sock``'s fd directly: only for a plain socket object
+    (exact type), never for a transport that encrypts or frames what it sends."""
+    return type(sock) in _SENDFILE_TYPES
+
+
 def make_nonblocking(sock: Any) -> None:
     """Set O_NONBLOCK on the socket's fd, for the calls that have no MSG_DONTWAIT (sendfile).
     Two fcntl calls: done once per file response, not per request."""

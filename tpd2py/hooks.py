@@ -3,9 +3,9 @@
 Rules:
 - An app with none of these runs its handlers as registered: the router holds the handler
   itself and nothing here is called (zero cost per request). Registering the first hook, error
-  page or ``debug`` makes the app wrap every handler, once, at registration
-  (``App._rewrap``): the wrapper below runs the before-hooks, the handler, ``to_response`` and
-  the after-hooks, and maps exceptions to the app's error pages.
+  page or ``debug`` makes the app wrap every handler, once (``App.wrap``, the seam that
+  ``compress.Gzip`` uses too): the wrapper below runs the before-hooks, the handler,
+  ``to_response`` and the after-hooks, and maps exceptions to the app's error pages.
 - A before-hook that returns something other than None answers the request itself (the
   handler does not run); an after-hook gets ``(request, response)`` and returns the response
   to send (or None to keep it). A handler that returns ``Later`` answers after the hooks have

@@ -46,6 +46,9 @@ log = logging.getLogger("tpd2py.server")
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # How long accepting pauses when the process is out of descriptors or memory.
 ACCEPT_BACKOFF = 0.1
+# What a listener makes of an accepted socket: the object its Connection reads and writes
+# through (the socket itself when there is none; a TLS transport).
+Transport = Callable[[Any], Any]
 
 
 class Server:
@@ -76,7 +79,10 @@ class Server:
 
     # -- listening ------------------------------------------------------------------------------
 
-    def listen_tcp(self, host: str = "127.0.0.1", port: int = 8080, backlog: int = 1024) -> Any:
+    def listen_tcp(self, host: str = "127.0.0.1", port: int = 8080, backlog: int = 1024,
+                   transport: Transport | None = None) -> Any:
+        """Listen on host:port; ``transport`` (e.g. ``tls.TLSSettings.wrap``) makes each
+        accepted socket into what its connection talks through."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,19 +91,20 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 10)
         sock.bind((host, port))
         sock.listen(backlog)
-        self._add_listener(sock)
+        self._add_listener(sock, transport)
         return sock.getsockname()
 
-    def listen_unix(self, path: str, backlog: int = 1024) -> str:
+    def listen_unix(self, path: str, backlog: int = 1024,
+                    transport: Transport | None = None) -> str:
         if os.path.exists(path):
             os.unlink(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
         sock.listen(backlog)
-        self._add_listener(sock)
+        self._add_listener(sock, transport)
         return path
 
-    def _add_listener(self, sock: socket.socket) -> None:
+    def _add_listener(self, sock: socket.socket, transport: Transport | None = None) -> None:
         sock.setblocking(False)
         self.listeners.append(sock)
         rec = self.hub.register(sock.fileno(), self._accept_one, level=True)
@@ -107,13 +114,13 @@ class Server:
         # blocking (conn.py passes MSG_DONTWAIT). Without it a default timeout set by the app
         # would make every recv that finds nothing wait that long, stalling the hub.
         rec.owner = (sock._accept, int(sock.family),  # type: ignore[attr-defined]
-                     int(sock.type) | socket.SOCK_NONBLOCK, sock.proto)
+                     int(sock.type) | socket.SOCK_NONBLOCK, sock.proto, transport)
         self._listener_recs.append(rec)
 
     def _accept_one(self, rec: FdRecord) -> None:
         """Hub callback, level-triggered: accept one connection and serve it at once (its
         first request is usually there already: TCP_DEFER_ACCEPT), in this greenlet."""
-        accept, family, type_, proto = rec.owner
+        accept, family, type_, proto, transport = rec.owner
         try:
             fd, addr = accept()
         except BlockingIOError:
@@ -135,6 +142,8 @@ class Server:
         # Left in blocking mode: the connection passes MSG_DONTWAIT on every recv and send
         # instead (one ioctl less per connection; gsocket.py, DONTWAIT).
         sock = _socket.socket(family, type_, proto, fd)
+        if transport is not None:
+            sock = transport(sock)  # the connection's transport seam (TLS)
         conn = Connection(self.ctx, sock, addr if self.ctx.access_log is not None else None)
         self.conns[fd] = conn
         if len(self.conns) >= self.config.max_connections:
@@ -272,10 +281,13 @@ class Server:
 
 def serve(app: App, host: str = "127.0.0.1", port: int = 8080, unix: str | None = None,
           config: Config | None = None, access_log: IO[str] | None = None,
-          ready: Callable[[Any], None] | None = None) -> None:
-    """Run ``app`` until SIGTERM/SIGINT. Blocks the calling thread."""
+          ready: Callable[[Any], None] | None = None,
+          transport: Transport | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT. Blocks the calling thread. ``transport`` wraps
+    each accepted socket (``tls.TLSSettings(...).wrap`` serves HTTPS)."""
     server = Server(app, config, access_log=access_log)
-    addr = server.listen_unix(unix) if unix else server.listen_tcp(host, port)
+    addr = server.listen_unix(unix, transport=transport) if unix \
+        else server.listen_tcp(host, port, transport=transport)
     if ready is not None:
         ready(addr)
     else:

@@ -1,12 +1,14 @@
-"""What ``App`` offers beyond routing: named routes and ``url_for``, per-route body limits,
-before/after-request hooks, error pages and debug mode (a mixin: ``App`` inherits it).
+"""What ``App``, ``Request`` and ``Response`` offer beyond routing and the wire (mixins they
+inherit, so that app.py stays the core): named routes and ``url_for``, per-route body limits,
+before/after-request hooks, error pages and debug mode; ``request.cookies``, ``session`` and
+``json()``; ``response.set_cookie``/``delete_cookie``.
 
 Rules:
 - Nothing here runs per request unless the app uses it. The router keeps each route's handler
-  itself; only once a hook, an error page or ``debug`` is registered are the handlers replaced
-  by wrappers (``hooks.wrap_handler``), for every route, old and new (``_rewrap``).
+  itself; only once a hook, an error page or ``debug`` is registered does the app wrap every
+  handler, old and new, with ``hooks.wrap_handler`` (through ``App.wrap``, once).
 - Per-route body limits are a dict the exchange reads for a request that has a body only
-  (``body_limits``, keyed by the handler the router holds).
+  (``body_limits``, keyed by the handler the router holds: rebuilt when a wrapper is added).
 - ``url_for`` escapes each parameter for where it goes. ``<name>`` takes one path segment, so
   every reserved character is escaped, and a ``/`` (which the router would read as a
   separator) or an empty value raises ValueError; ``<path:name>`` keeps its slashes;
@@ -18,21 +20,90 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from .cookies import delete_cookie_line, parse_cookie_header, set_cookie_line
+from .errors import HTTPError
 from .hooks import router_error_handler, wrap_handler
 
 Handler = Callable[..., Any]
 
-__all__ = ["AppFeatures", "check_route", "tuple_response", "build_url"]
+__all__ = ["AppFeatures", "RequestFeatures", "ResponseFeatures", "check_route",
+           "tuple_response", "build_url"]
 
 # The router's parameter syntax (app.py's _Route compiles the same).
 _PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
 _INT_MAX = 10**18 - 1  # the router's <int:...> takes at most 18 digits
+
+
+_NO_COOKIES: Mapping[str, str] = MappingProxyType({})
+
+
+class RequestFeatures:
+    """Mixed into ``Request`` (it reads its ``_head`` and ``body()``). Its two slots are set
+    on first use only: no cost for a request that uses neither."""
+
+    __slots__ = ("_cookies", "_session")
+    _head: Any
+    body: Callable[[], bytes]  # Request's
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies, ``{name: value}``, parsed on first use (RFC 6265; a pair
+        that breaks the grammar is skipped, the first of two with one name wins)."""
+        cookies: Mapping[str, str] | None = getattr(self, "_cookies", None)
+        if cookies is None:
+            values = [v for n, v in self._head.headers if n == b"cookie"]
+            cookies = self._cookies = MappingProxyType(parse_cookie_header(values)) \
+                if values else _NO_COOKIES
+        return cookies
+
+    @property
+    def session(self) -> Any:
+        """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up)."""
+        session = getattr(self, "_session", None)
+        if session is None:
+            raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, "
+                               "secret_keys=...)")
+        return session
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        self._session = session
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a body that is not JSON (or nests too deep) is a 400."""
+        try:
+            return json.loads(self.body())
+        except (ValueError, RecursionError) as e:
+            raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") \
+                from None
+
+
+class ResponseFeatures:
+    """Mixed into ``Response`` (its ``fields``, the pre-encoded header lines)."""
+
+    __slots__ = ()
+    fields: bytes
+
+    def set_cookie(self, name: str, value: str = "", **attributes: Any) -> None:
+        """Add a ``Set-Cookie`` field: ``max_age``, ``expires``, ``path`` ("/"), ``domain``,
+        ``secure``, ``httponly``, ``samesite`` ("Lax"). Raises ValueError on a name, value or
+        attribute a browser would misread (see cookies.py)."""
+        self.fields += b"Set-Cookie: %s\r\n" % set_cookie_line(  # type: ignore[misc]
+            name, value, **attributes)
+
+    def delete_cookie(self, name: str, **attributes: Any) -> None:
+        """Tell the browser to drop a cookie (give the ``path``/``domain`` it was set with)."""
+        self.fields += b"Set-Cookie: %s\r\n" % delete_cookie_line(  # type: ignore[misc]
+            name, **attributes)
 
 
 class AppFeatures:
@@ -47,19 +118,22 @@ class AppFeatures:
         self._names: dict[str, str | None] = {}
         # (pattern, method) -> (the handler as registered, its body limit or None).
         self._originals: dict[tuple[str, bytes], tuple[Handler, int | None]] = {}
+        # (pattern, method) -> body limit, for the routes that set one.
+        self._limits: dict[tuple[str, bytes], int] = {}
+        self._hooked = False
 
     # -- registration (called by App.add_route) -------------------------------------------------
 
     def _register(self, pattern: str, method: bytes, fn: Handler, name: str | None,
-                  max_body_size: int | None) -> Handler:
-        """Record a route's handler; returns what the router is to hold for it."""
+                  max_body_size: int | None) -> None:
+        """Record a route's handler (as given, before any wrapper), its name and its limit."""
         if max_body_size is not None and (isinstance(max_body_size, bool) or not isinstance(
                 max_body_size, int) or max_body_size <= 0):
             raise ValueError(f"route {pattern!r}: max_body_size is a positive number of bytes")
-        limited = max_body_size is not None or self.body_limits
+        limited = max_body_size is not None or self._limits
         for (other, _), (registered, limit) in self._originals.items() if limited else ():
             if registered is fn and limit != max_body_size and other != pattern:
-                # Without hooks the router holds the function itself, so one limit per function.
+                # Without wrappers the router holds the function itself: one limit per function.
                 raise ValueError(f"{getattr(fn, '__qualname__', fn)} is routed at {other!r} and "
                                  f"{pattern!r} with different max_body_size: use two functions")
         if name is not None:
@@ -73,23 +147,22 @@ class AppFeatures:
                 known = self._names.get(default, pattern)
                 self._names[default] = pattern if known == pattern else None
         self._originals[(pattern, method)] = (fn, max_body_size)
-        effective = self._effective(fn)
         if max_body_size is not None:
-            self.body_limits[effective] = max_body_size
-        return effective
+            self._limits[(pattern, method)] = max_body_size
 
-    def _effective(self, fn: Handler) -> Handler:
-        if not (self.before_hooks or self.after_hooks or self.error_pages or self._debug):
-            return fn
-        return wrap_handler(self, fn)
+    def _rebuild_body_limits(self) -> None:
+        """``body_limits`` keyed by the handlers the router holds now (after any wrapper)."""
+        if self._limits:
+            routes: dict[str, Any] = self._all  # type: ignore[attr-defined]  # App's routes
+            self.body_limits = {routes[pattern].handlers[method]: limit
+                                for (pattern, method), limit in self._limits.items()}
 
-    def _rewrap(self) -> None:
-        routes: dict[str, Any] = self._all  # type: ignore[attr-defined]  # App's pattern -> route
-        self.body_limits = {}  # rebuilt: the wrappers are new
-        for (pattern, method), (fn, limit) in self._originals.items():
-            effective = routes[pattern].handlers[method] = self._effective(fn)
-            if limit is not None:
-                self.body_limits[effective] = limit
+    def _hook(self) -> None:
+        """Wrap every handler with the hooks (``App.wrap``), once: the wrapper reads the
+        app's hooks, pages and ``debug`` when it runs, so later registrations apply too."""
+        if not self._hooked:
+            self._hooked = True
+            self.wrap(functools.partial(wrap_handler, self))  # type: ignore[attr-defined]
 
     # -- hooks, error pages, debug ---------------------------------------------------------------
 
@@ -97,14 +170,14 @@ class AppFeatures:
         """``@app.before_request``: ``fn(request)`` runs before every handler; a result other
         than None is the answer (the handler does not run)."""
         self.before_hooks.append(fn)
-        self._rewrap()
+        self._hook()
         return fn
 
     def after_request(self, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         """``@app.after_request``: ``fn(request, response)`` runs after every handler (not for
         ``Later``); it returns the response to send, or None to keep it."""
         self.after_hooks.append(fn)
-        self._rewrap()
+        self._hook()
         return fn
 
     def error(self, *statuses: int) -> Callable[[Handler], Handler]:
@@ -118,7 +191,7 @@ class AppFeatures:
         def register(fn: Handler) -> Handler:
             for status in statuses:
                 self.error_pages[status] = fn
-            self._rewrap()
+            self._hook()
             return fn
 
         return register
@@ -131,7 +204,8 @@ class AppFeatures:
     @debug.setter
     def debug(self, on: bool) -> None:
         self._debug = bool(on)
-        self._rewrap()
+        if on:
+            self._hook()
 
     # -- URLs -----------------------------------------------------------------------------------
 

@@ -157,3 +157,28 @@ def test_content_types_from_the_extension(name, expected):
 ])
 def test_content_disposition(name, expected):
     assert content_disposition(name) == expected
+
+
+def test_file_response_with_the_request_answers_conditions_and_ranges(server, tmp_path):
+    data = bytes(range(256)) * 64
+    (tmp_path / "f.bin").write_bytes(data)
+    app = App()
+    app.route("/f")(lambda req: FileResponse(tmp_path / "f.bin", request=req))
+    app.route("/plain")(lambda req: FileResponse(tmp_path / "f.bin"))
+    srv = server(app)
+    whole = srv.get("/f")
+    etag, modified = whole.header("ETag"), whole.header("Last-Modified")
+    assert whole.body == data and etag and modified and whole.header("Accept-Ranges") == "bytes"
+    r = srv.get("/f", {"If-None-Match": etag})
+    assert r.status == 304 and r.header("ETag") == etag and r.header("Content-Type") is None
+    assert srv.get("/f", {"If-Modified-Since": modified}).status == 304
+    assert srv.get("/f", {"If-Match": '"nope"'}).status == 412
+    r = srv.get("/f", {"Range": "bytes=100-199"})
+    assert r.status == 206 and r.body == data[100:200]
+    assert r.header("Content-Range") == f"bytes 100-199/{len(data)}"
+    r = srv.get("/f", {"Range": f"bytes={len(data)}-"})
+    assert r.status == 416 and r.header("Content-Range") == f"bytes */{len(data)}"
+    assert srv.get("/f", {"Range": "bytes=0-0", "If-Range": '"old"'}).status == 200
+    # Without the request: no validators, no ranges (the handler did not ask for them).
+    plain = srv.get("/plain", {"Range": "bytes=0-0"})
+    assert plain.status == 200 and plain.header("ETag") is None

@@ -482,3 +482,37 @@ def test_serve_in_a_thread_starts_and_stops() -> None:
 def test_test_server_reports_a_port_in_use() -> None:
     with TestServer(App()) as first, pytest.raises(OSError):
         TestServer(App(), port=first.port).start()
+
+
+def test_hooks_pages_and_body_limits_compose_with_gzip() -> None:
+    """Hooks are one more App.wrap wrapper: a wrapper added before or after them (Gzip) keeps
+    working, and the body limits follow the handlers the router holds after each wrap."""
+    import gzip
+
+    from tpd2py.compress import Gzip
+
+    app = limits_app()  # has a before-hook: wrapped
+
+    @app.route("/page")
+    def page(req: Request) -> str:
+        return "x" * 4000
+
+    @app.after_request
+    def mark(req: Request, response: Response) -> None:
+        response.set_header("X-Hooked", "1")
+
+    app.wrap(Gzip(min_size=100))
+
+    @app.route("/late", methods=["POST"], max_body_size=20)
+    def late(req: Request) -> bytes:
+        return req.body()
+
+    with TestServer(app, Config(max_body_size=100)) as server:
+        client = server.client()
+        r = client.get("/page", headers={"Accept-Encoding": "gzip"})
+        assert r.header("Content-Encoding") == "gzip" and r.header("X-Hooked") == "1"
+        assert gzip.decompress(r.body) == b"x" * 4000
+        for path, size, status in ((b"/small", 11, 413), (b"/big", 4096, 200),
+                                   (b"/late", 20, 200), (b"/late", 21, 413)):
+            reply = raw(server, post(path, size))
+            assert reply.startswith(b"HTTP/1.1 %d " % status), (path, size, reply[:100])

@@ -36,12 +36,12 @@ def get(path: str) -> bytes:
 class Rig:
     """A Server on its own hub with one adopted connection; ``client`` is the other end."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, sock_type: type = _socket.socket) -> None:
         self.hub = Hub()
         self.server = Server(app, hub=self.hub)
         ours, self.client = socket.socketpair()
         # As accepted sockets are made: non-blocking object, blocking fd (MSG_DONTWAIT).
-        raw = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0,
+        raw = sock_type(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0,
                              ours.detach())
         self.conn = Connection(self.server.ctx, raw)
         self.server.conns[raw.fileno()] = self.conn
@@ -81,8 +81,8 @@ def rig(monkeypatch: pytest.MonkeyPatch,
     """Factory: ``rig(app)``; fails the test if tpd2py logged an error."""
     rigs: list[Rig] = []
 
-    def make(app: App) -> Rig:
-        made = Rig(app)
+    def make(app: App, sock_type: type = _socket.socket) -> Rig:
+        made = Rig(app, sock_type)
         monkeypatch.setattr(hub_module._local, "hub", made.hub, raising=False)  # tpd2py.sleep
         rigs.append(made)
         return made
@@ -331,3 +331,48 @@ def test_shutdown_closes_an_idle_connection_at_once(rig: Callable[[App], Rig]) -
     r.serve(GET)
     r.call(r.server.shutdown)
     assert r.conn.state is State.CLOSED
+
+
+class _Transport(_socket.socket):
+    """A socket the kernel may not sendfile through (a stand-in for a TLS transport: the same
+    calls, but not the plain socket type). Counts its sends."""
+
+    sends = 0
+
+    def send(self, *args: Any) -> int:
+        _Transport.sends += 1
+        return super().send(*args)
+
+    def sendmsg(self, *args: Any) -> int:
+        _Transport.sends += 1
+        return super().sendmsg(*args)
+
+
+def test_a_file_goes_by_reads_where_sendfile_cannot_be_used(rig: Callable[..., Rig],
+                                                            tmp_path: Any) -> None:
+    from tpd2py.files import FileResponse
+    from tpd2py.gsocket import READ_PIECE
+
+    data = bytes(range(256)) * 4096 * 2  # 2 MiB: many pieces, more than the socketpair holds
+    (tmp_path / "f.bin").write_bytes(data)
+    app = hello_app()
+    app.route("/f")(lambda req: FileResponse(tmp_path / "f.bin"))
+    r = rig(app, _Transport)
+    _Transport.sends = 0
+    r.serve(get("/f") + GET)
+    r.client.setblocking(False)
+    got = b""
+    for _ in range(10_000):  # bounded: each turn the server sends at most one piece
+        try:
+            more = r.client.recv(1 << 20)
+        except BlockingIOError:
+            r.settle()
+            continue
+        got += more
+        if got.endswith(b"hello"):
+            break
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert b"Content-Length: %d" % len(data) in head
+    assert rest.startswith(data) and rest[len(data):].endswith(b"hello")
+    assert _Transport.sends >= len(data) // READ_PIECE  # it went through the transport
+    assert r.conn.state is State.IDLE
