@@ -30,9 +30,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
+from .cookies import cookie_mapping
 from .errors import HTTPError
 from .headers import Headers  # re-exported: app.Headers is the request's header view
-from .webapp import AppFeatures, RequestFeatures, ResponseFeatures, check_route, tuple_response
+from .webapp import SESSIONS, AppFeatures, ResponseFeatures, check_route, tuple_response
 from .wire import error_body
 
 if TYPE_CHECKING:
@@ -304,7 +305,7 @@ class Parking:
         self.conn.unpark()
 
 
-class Request(RequestFeatures):  # cookies, session, json
+class Request:
     """One request. Wire bytes stay bytes; the str views are decoded on first use."""
 
     __slots__ = ("_head", "_conn", "params", "_query", "_body", "_path")
@@ -368,6 +369,19 @@ class Request(RequestFeatures):  # cookies, session, json
         return default if v is None else v.decode("latin-1")
 
     @property
+    def cookies(self) -> Mapping[str, str]:
+        """``{name: value}``, parsed when asked (cookies.py: a parse is kept per header)."""
+        return cookie_mapping(self._head.headers)
+
+    @property
+    def session(self) -> Any:
+        """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up; webapp.py)."""
+        session = SESSIONS.get(self)
+        if session is None:
+            raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, ...)")
+        return session
+
+    @property
     def version(self) -> str:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
 
@@ -425,6 +439,13 @@ class Request(RequestFeatures):  # cookies, session, json
             first.setdefault(k, v)
         return first
 
+    def json(self) -> Any:
+        """The body parsed as JSON; a body that is not JSON (or nests too deep) is a 400."""
+        try:
+            return json.loads(self.body())
+        except (ValueError, RecursionError) as e:
+            raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") from None
+
 
 _PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
 
@@ -450,10 +471,7 @@ class _Route:
                 parts.append(f"(?P<{name}>[^/]+)")
             pos = m.end()
         parts.append(re.escape(pattern[pos:]))
-        try:
-            self.regex = re.compile("".join(parts) + r"\Z") if pos else None
-        except re.error:
-            raise ValueError(f"route {pattern!r} names a parameter twice") from None
+        self.regex = re.compile("".join(parts) + r"\Z") if pos else None
 
 
 class App(AppFeatures):
@@ -480,8 +498,7 @@ class App(AppFeatures):
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",), *, name: str | None = None,
               max_body_size: int | None = None) -> Callable[[Handler], Handler]:
-        """``name`` for ``url_for`` (default: the function's name); ``max_body_size`` replaces
-        the server's limit for this route's request bodies (also for ``stream()``)."""
+        """``name=`` for ``url_for``; ``max_body_size=`` for this route's bodies (webapp.py)."""
         if not pattern.startswith("/"):
             raise ValueError("a route pattern starts with '/'")
 
@@ -528,8 +545,8 @@ class App(AppFeatures):
                   name: str | None = None, max_body_size: int | None = None) -> None:
         if isinstance(methods, str):
             raise TypeError(f"route {pattern!r}: methods is a list, e.g. [{methods!r}]")
+        check_route(pattern, fn)
         route = self._all.get(pattern) or _Route(pattern)
-        check_route(pattern, fn, route.regex)
         names = [m.upper().encode() for m in methods]
         for method in names:
             self._register(pattern, method, fn, name, max_body_size)

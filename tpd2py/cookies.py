@@ -19,10 +19,12 @@ Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from types import MappingProxyType
 
-__all__ = ["parse_cookie_header", "set_cookie_line", "delete_cookie_line"]
+__all__ = ["parse_cookie_header", "cookie_mapping", "set_cookie_line", "delete_cookie_line"]
 
 # RFC 6265 §4.1.1: token (RFC 9110 §5.6.2) and cookie-octet.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -67,6 +69,35 @@ def parse_cookie_header(values: list[bytes]) -> dict[str, str]:
                 continue
             cookies[name] = m.group(1) if m.group(1) is not None else m.group(2)
     return cookies
+
+
+_NONE: Mapping[str, str] = MappingProxyType({})
+CACHE_ENTRIES = 256
+CACHE_MAX_HEADER = 4096
+_CACHE: dict[bytes, Mapping[str, str]] = {}
+
+
+def cookie_mapping(fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
+                   ) -> Mapping[str, str]:
+    """A request's header fields (lower-case names) to its read-only ``{name: value}``.
+
+    A browser sends the same Cookie header with every request of a visit, so the parse of a
+    header is kept (read-only, so it can be shared: like the head cache, bounded to
+    ``CACHE_ENTRIES`` headers of at most ``CACHE_MAX_HEADER`` bytes, dropped whole when full).
+    That also keeps the parse off the Request, which needs no slot for it: a slot costs every
+    request, cookies or not, ~40 instructions (bench/instructions.py)."""
+    values = [v for n, v in fields if n == b"cookie"]
+    if not values:
+        return _NONE
+    key = values[0] if len(values) == 1 else b"; ".join(values)
+    mapping = _CACHE.get(key)
+    if mapping is None:
+        mapping = MappingProxyType(parse_cookie_header(values))
+        if len(key) <= CACHE_MAX_HEADER:
+            if len(_CACHE) >= CACHE_ENTRIES:
+                _CACHE.clear()
+            _CACHE[key] = mapping
+    return mapping
 
 
 def _http_date(when: datetime | int | float) -> str:

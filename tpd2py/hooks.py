@@ -42,7 +42,14 @@ Handler = Callable[..., Any]
 
 log = logging.getLogger("tpd2py.app")
 
-__all__ = ["wrap_handler", "router_error_handler"]
+# Each request's session (sessions.py; ``Request.session`` reads it), keyed by the Request
+# itself: a side table rather than a slot on Request, which would cost every request, session
+# or not, ~40 instructions (bench/instructions.py). Only an app with hooks fills it (the
+# Sessions before-hook), and the wrappers below remove the entry once the handler and the
+# after-hooks are done: a generator body that runs later cannot use the session.
+SESSIONS: dict[Any, Any] = {}
+
+__all__ = ["wrap_handler", "router_error_handler", "SESSIONS"]
 
 
 def _name(fn: Any) -> str:
@@ -110,6 +117,12 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
     @functools.wraps(fn)
     def handler(request: Request, **params: Any) -> Any:
         try:
+            return run(request, params)
+        finally:
+            SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
+
+    def run(request: Request, params: dict[str, Any]) -> Any:
+        try:
             result = None
             for hook in app.before_hooks:
                 result = hook(request)
@@ -140,6 +153,12 @@ def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler
     headers = {"Allow": ", ".join(m.decode() for m in allowed)} if allowed else None
 
     def handler(request: Request) -> Response:
+        try:
+            return run(request)
+        finally:
+            SESSIONS.pop(request, None)
+
+    def run(request: Request) -> Response:
         error = HTTPError(status, headers=headers)
         response = _page(app, request, error, status)
         if response is None:

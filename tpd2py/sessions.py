@@ -40,6 +40,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .cookies import set_cookie_line
+from .hooks import SESSIONS
 
 if TYPE_CHECKING:
     from .app import App, Request, Response
@@ -184,7 +185,7 @@ class Sessions:
     # -- the hooks ------------------------------------------------------------------------------
 
     def _attach(self, request: Request) -> None:
-        request.session = Session(self, request)
+        SESSIONS[request] = Session(self, request)
 
     def _save(self, request: Request, response: Response) -> None:
         session = request.session

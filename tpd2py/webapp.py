@@ -1,7 +1,8 @@
-"""What ``App``, ``Request`` and ``Response`` offer beyond routing and the wire (mixins they
-inherit, so that app.py stays the core): named routes and ``url_for``, per-route body limits,
-before/after-request hooks, error pages and debug mode; ``request.cookies``, ``session`` and
-``json()``; ``response.set_cookie``/``delete_cookie``.
+"""What ``App`` and ``Response`` offer beyond routing and the wire (mixins they inherit, so
+that app.py stays the core): named routes and ``url_for``, per-route body limits,
+before/after-request hooks, error pages and debug mode; ``response.set_cookie`` and
+``delete_cookie``. (``Request`` takes no mixin: a base class costs its deallocation ~70
+instructions a request, bench/instructions.py.)
 
 Rules:
 - Nothing here runs per request unless the app uses it. The router keeps each route's handler
@@ -22,69 +23,24 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import re
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .cookies import delete_cookie_line, parse_cookie_header, set_cookie_line
-from .errors import HTTPError
-from .hooks import router_error_handler, wrap_handler
+from .cookies import delete_cookie_line, set_cookie_line
+from .hooks import SESSIONS, router_error_handler, wrap_handler
 
 Handler = Callable[..., Any]
 
-__all__ = ["AppFeatures", "RequestFeatures", "ResponseFeatures", "check_route",
-           "tuple_response", "build_url"]
+__all__ = ["AppFeatures", "ResponseFeatures", "check_route", "tuple_response", "build_url",
+           "SESSIONS"]
+
+
 
 # The router's parameter syntax (app.py's _Route compiles the same).
 _PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
 _INT_MAX = 10**18 - 1  # the router's <int:...> takes at most 18 digits
-
-
-_NO_COOKIES: Mapping[str, str] = MappingProxyType({})
-
-
-class RequestFeatures:
-    """Mixed into ``Request`` (it reads its ``_head`` and ``body()``). Its two slots are set
-    on first use only: no cost for a request that uses neither."""
-
-    __slots__ = ("_cookies", "_session")
-    _head: Any
-    body: Callable[[], bytes]  # Request's
-
-    @property
-    def cookies(self) -> Mapping[str, str]:
-        """The request's cookies, ``{name: value}``, parsed on first use (RFC 6265; a pair
-        that breaks the grammar is skipped, the first of two with one name wins)."""
-        cookies: Mapping[str, str] | None = getattr(self, "_cookies", None)
-        if cookies is None:
-            values = [v for n, v in self._head.headers if n == b"cookie"]
-            cookies = self._cookies = MappingProxyType(parse_cookie_header(values)) \
-                if values else _NO_COOKIES
-        return cookies
-
-    @property
-    def session(self) -> Any:
-        """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up)."""
-        session = getattr(self, "_session", None)
-        if session is None:
-            raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, "
-                               "secret_keys=...)")
-        return session
-
-    @session.setter
-    def session(self, session: Any) -> None:
-        self._session = session
-
-    def json(self) -> Any:
-        """The body parsed as JSON; a body that is not JSON (or nests too deep) is a 400."""
-        try:
-            return json.loads(self.body())
-        except (ValueError, RecursionError) as e:
-            raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") \
-                from None
 
 
 class ResponseFeatures:
@@ -225,15 +181,18 @@ class AppFeatures:
         return router_error_handler(self, status, allowed)
 
 
-def check_route(pattern: str, fn: Handler, regex: re.Pattern[str] | None) -> None:
+def check_route(pattern: str, fn: Handler) -> None:
     """A converter the router does not know (``<float:x>`` would be a literal that never
-    matches) or a handler that cannot take the request and the route's parameters fail here,
-    at definition time, rather than as a 404 or a 500 on the first request."""
+    matches), a parameter named twice, or a handler that cannot take the request and the
+    route's parameters fail here, at definition time, rather than as a 404 or a 500 on the
+    first request."""
     literal = _PARAM.sub("", pattern)
     if "<" in literal or ">" in literal:
         raise ValueError(f"route {pattern!r}: {literal[literal.find('<'):]!r} is not a "
                          "parameter; write <name>, <int:name> or <path:name>")
-    params = list(regex.groupindex) if regex is not None else []
+    params = [name for _, name in _PARAM.findall(pattern)]
+    if len(set(params)) != len(params):
+        raise ValueError(f"route {pattern!r} names a parameter twice")
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):

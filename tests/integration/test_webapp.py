@@ -136,6 +136,11 @@ def guestbook_app() -> App:
     def plain(req: Request) -> bytes:
         return b"plain"
 
+    @app.route("/boom")
+    def boom(req: Request) -> bytes:
+        req.session["x"] = 1
+        raise RuntimeError("handler failed (expected by the test)")
+
     return app
 
 
@@ -153,6 +158,10 @@ def test_session_survives_requests(guestbook: TestServer) -> None:
     assert client.get("/").text == "visits=3 user=None"
     # A second client has its own session.
     assert guestbook.client().get("/").text == "visits=0 user=None"
+    assert client.get("/boom").status == 500
+    from tpd2py.hooks import SESSIONS
+
+    assert not SESSIONS  # each request's entry went with its handler, errors included
 
 
 def test_post_redirect_get_with_a_session(guestbook: TestServer) -> None:
