@@ -107,3 +107,24 @@ def test_delete_cookie_line() -> None:
                                          b"GMT; Path=/; SameSite=Lax")
     line = delete_cookie_line("sid", path="/app", domain="example.org")
     assert b"Path=/app" in line and b"Domain=example.org" in line and b"Max-Age=0" in line
+
+
+def test_the_parse_of_a_header_is_shared_read_only_and_bounded() -> None:
+    from tpd2py import cookies
+
+    fields = [(b"host", b"a"), (b"cookie", b"sid=1; theme=dark")]
+    first = cookies.cookie_mapping(fields)
+    assert first == {"sid": "1", "theme": "dark"}
+    assert cookies.cookie_mapping(list(fields)) is first  # one parse per distinct header
+    with pytest.raises(TypeError):
+        first["sid"] = "2"  # type: ignore[index]
+    for i in range(cookies.CACHE_ENTRIES * 2):
+        cookies.cookie_mapping([(b"cookie", b"n=%d" % i)])
+        assert len(cookies._CACHE) <= cookies.CACHE_ENTRIES
+    big = b"a=" + b"x" * cookies.CACHE_MAX_HEADER
+    assert cookies.cookie_mapping([(b"cookie", big)])["a"] == "x" * cookies.CACHE_MAX_HEADER
+    assert big not in cookies._CACHE
+    # Two Cookie fields (HTTP/2 gateways split them) are read as one.
+    assert cookies.cookie_mapping([(b"cookie", b"a=1"), (b"cookie", b"b=2")]) == \
+        {"a": "1", "b": "2"}
+    assert cookies.cookie_mapping([(b"host", b"a")]) == {}
