@@ -148,25 +148,12 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
 
 
 def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler:
-    """A handler for the router's own 404/405/501 when the app has a page for it (with the
-    after-hooks, so a session cookie or a security header is still set)."""
+    """A handler for the router's own 404/405/501 when the app has a page for it: the error
+    goes through the same wrapper as a handler's (before-hooks, the page, after-hooks), so a
+    session or a security header works there too."""
     headers = {"Allow": ", ".join(m.decode() for m in allowed)} if allowed else None
 
-    def handler(request: Request) -> Response:
-        try:
-            return run(request)
-        finally:
-            SESSIONS.pop(request, None)
+    def no_route(request: Request) -> Response:
+        raise HTTPError(status, headers=headers)
 
-    def run(request: Request) -> Response:
-        error = HTTPError(status, headers=headers)
-        response = _page(app, request, error, status)
-        if response is None:
-            response = app.error_response(error)
-        for after in app.after_hooks:
-            replaced = after(request, response)
-            if replaced is not None:
-                response = app.to_response(replaced)
-        return response
-
-    return handler
+    return wrap_handler(app, no_route)

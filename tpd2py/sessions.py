@@ -188,8 +188,8 @@ class Sessions:
         SESSIONS[request] = Session(self, request)
 
     def _save(self, request: Request, response: Response) -> None:
-        session = request.session
-        if not session.modified:
+        session = SESSIONS.get(request)  # None if an earlier before-hook answered
+        if session is None or not session.modified:
             return
         if session.data:
             response.fields += self._set_cookie % self.encode(session.data).encode("ascii")

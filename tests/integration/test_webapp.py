@@ -175,6 +175,43 @@ def test_post_redirect_get_with_a_session(guestbook: TestServer) -> None:
     assert "session" not in client.cookies
 
 
+def test_sessions_work_on_error_pages_and_after_a_before_hook_answered() -> None:
+    app = guestbook_app()
+
+    @app.error(404)
+    def not_found(req: Request, error: HTTPError) -> str:
+        req.session["missed"] = req.session.get("missed", 0) + 1
+        return f"missed {req.session['missed']}"
+
+    @app.before_request
+    def gate(req: Request) -> Response | None:
+        return Response(b"gated", status=403) if req.path == "/gated" else None
+
+    early = App()  # a before-hook registered before Sessions answers first
+
+    @early.before_request
+    def gate_first(req: Request) -> Response:
+        return Response(b"gated first", status=403)
+
+    Sessions(early, [KEY])
+
+    @early.route("/anything")
+    def anything(req: Request) -> str:
+        req.session["never"] = True
+        return "never runs"
+
+    with TestServer(app) as server, TestServer(early) as early_server:
+        client = server.client()
+        assert client.get("/nowhere").text == "missed 1"
+        r = client.get("/nowhere")
+        assert (r.status, r.text) == (404, "missed 2")
+        r = client.get("/gated")
+        assert (r.status, r.text) == (403, "gated")
+        assert client.get("/").status == 200
+        r = early_server.client().get("/anything")
+        assert (r.status, r.text) == (403, "gated first")
+
+
 def test_untouched_sessions_send_no_cookie(guestbook: TestServer) -> None:
     client = guestbook.client()
     client.get("/visit")
