@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PORT ?= 8080
 
 .PHONY: demo test lint bench bench-quick clean
 
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VPY) -m tpd2py demo.app:app --host 127.0.0.1 --port 8080 --access-log -
+	$(VPY) -m tpd2py demo.app:app --host 127.0.0.1 --port $(PORT) --access-log -
 
 lint: $(STAMP)
 	$(VPY) -m ruff check tpd2py tests bench demo examples

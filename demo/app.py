@@ -14,7 +14,7 @@ from pathlib import Path
 from tpd2py import App, Request, Response
 from tpd2py.static import StaticFiles
 
-from . import chat, pages
+from . import chat, guestbook, pages
 
 app = App()
 # The stylesheet and the favicon come from a folder mount: validators, gzip for the CSS
@@ -31,6 +31,7 @@ LINKS: list[tuple[str, str]] = [
 ]
 LINKS += chat.register(app, CHAT)
 LINKS += pages.register(app)
+LINKS += guestbook.register(app, ASSETS)
 
 _home: bytes | None = None
 

@@ -125,8 +125,8 @@ def make_app() -> App:
         raise HTTPError(418, "short and stout\n")
 
     @app.route("/nocontent")
-    def nocontent(req: Request) -> None:
-        return None
+    def nocontent(req: Request) -> Response:
+        return Response(b"", status=204)
 
     @app.route("/set-header")
     def set_header(req: Request) -> Response:

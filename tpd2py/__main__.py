@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -10,6 +11,7 @@ import signal
 import sys
 from typing import IO, Any
 
+from . import __version__
 from .app import App
 from .compress import Gzip
 from .http11 import Limits
@@ -114,24 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     lim = Limits()
     p = argparse.ArgumentParser(prog="tpd2py", description="Serve a tpd2py or WSGI app.")
     p.add_argument("app", help="MODULE:APP, e.g. myapp:app (a tpd2py App or a WSGI callable)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s)")
     p.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead of TCP")
     p.add_argument("--access-log", metavar="FILE",
                    help="write a Common Log Format line per response ('-' for stdout)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", type=str.lower,
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="(default %(default)s)")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds to receive a whole request head (default %(default)s)")
     p.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout,
                    help="seconds an idle keep-alive connection is kept (default %(default)s)")
-    p.add_argument("--body-timeout", type=float, default=d.body_timeout)
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help="seconds a request body read may stall (default %(default)s)")
     p.add_argument("--min-body-rate", type=float, default=d.min_body_rate,
                    help="bytes/second a request body must average (default %(default)s)")
-    p.add_argument("--write-timeout", type=float, default=d.write_timeout)
-    p.add_argument("--max-body-size", type=int, default=d.max_body_size)
-    p.add_argument("--max-connections", type=int, default=d.max_connections)
-    p.add_argument("--max-header-bytes", type=int, default=lim.max_header_bytes)
-    p.add_argument("--max-headers", type=int, default=lim.max_headers)
+    p.add_argument("--write-timeout", type=float, default=d.write_timeout,
+                   help="seconds a response write may stall (default %(default)s)")
+    p.add_argument("--max-body-size", type=int, default=d.max_body_size,
+                   help="bytes of a request body; a route may set its own (default %(default)s)")
+    p.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help="open connections at most (default %(default)s)")
+    p.add_argument("--max-header-bytes", type=int, default=lim.max_header_bytes,
+                   help="bytes of a request head (default %(default)s)")
+    p.add_argument("--max-headers", type=int, default=lim.max_headers,
+                   help="header fields of a request (default %(default)s)")
     p.add_argument("--no-head-cache", action="store_true",
                    help="parse every request head, even one identical to an earlier head")
     p.add_argument("--grace", type=float, default=d.grace,
@@ -165,11 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forwarded-allow-ips", metavar="IPS",
                    help="WSGI apps: comma-separated proxy addresses whose X-Forwarded-Proto "
                         "sets wsgi.url_scheme")
+    p.add_argument("--debug", action="store_true",
+                   help="show handler tracebacks in the browser (development only, never in "
+                        "production)")
+    p.add_argument("--reload", action="store_true",
+                   help="restart the server when a .py file under the current directory "
+                        "changes (development only; uses watchfiles when installed)")
+    p.add_argument("--version", action="version", version=f"tpd2py {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.reload:
+        from .reload import run_with_reload
+
+        argv = sys.argv[1:] if argv is None else argv
+        raise SystemExit(run_with_reload([a for a in argv if a != "--reload"]))
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits()
@@ -196,8 +218,32 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("tpd2py: --static and --gzip are for tpd2py Apps; a WSGI app "
                          "serves its own files")
     settings = tls_settings(args)
-    serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
-          access_log=access_log, transport=settings.wrap if settings is not None else None)
+    if args.debug:
+        if not isinstance(app, App):
+            raise SystemExit("tpd2py: --debug is for tpd2py Apps (a WSGI framework has its own)")
+        app.debug = True
+
+    def ready(address: Any) -> None:
+        if args.unix:
+            where = f"unix:{address}"
+        else:
+            host, port = address[:2]
+            scheme = "https" if settings is not None else "http"
+            where = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        print(f"tpd2py serving on {where}", file=sys.stderr, flush=True)
+        if args.debug:
+            print("tpd2py: --debug shows tracebacks to anyone who can reach this server: "
+                  "never use it in production", file=sys.stderr, flush=True)
+
+    try:
+        serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
+              access_log=access_log, ready=ready,
+              transport=settings.wrap if settings is not None else None)
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        where = args.unix or f"{args.host}:{args.port}"
+        raise SystemExit(f"tpd2py: cannot listen on {where}: {e.strerror}") from None
     if access_log is not None:
         access_log.flush()
 

@@ -4,7 +4,8 @@ Rules:
 - The request is passed to the handler explicitly (no thread- or greenlet-locals).
 - The request keeps the wire bytes and decodes only what the handler asks for, once.
 - A handler may return str, bytes, a list of bytes chunks, a dict (JSON), a generator (streamed
-  response) or a Response; ``to_response`` is the one place those become a Response.
+  response), (body, status[, headers]) or a Response; ``to_response`` is the one place those
+  become a Response (None is an error: a forgotten return, not a 204).
 - Response headers set by a handler are checked: CR, LF or NUL in a status, name or value raise
   ``ValueError`` instead of being sent (RFC 9110 §5.5).
 - Routing: exact paths are one dict lookup on the raw path bytes; ``<name>`` / ``<path:name>``
@@ -30,7 +31,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
+from .cookies import cookie_mapping
 from .errors import HTTPError
+from .headers import Headers  # re-exported: app.Headers is the request's header view
+from .webapp import SESSIONS, AppFeatures, ResponseFeatures, check_route, tuple_response
 from .wire import error_body
 
 if TYPE_CHECKING:
@@ -90,7 +94,7 @@ def _check_header(name: bytes, value: bytes) -> None:
         raise ValueError(f"CR, LF or NUL in response header {name!r}")
 
 
-class Response:
+class Response(ResponseFeatures):  # set_cookie, delete_cookie
     """What goes back: status, headers, body. ``body`` is bytes, a list of chunks or an iterator.
 
     The content type and handler-set headers are checked and pre-encoded once, here, into
@@ -271,51 +275,14 @@ def to_response(result: Any) -> Response:
     if isinstance(result, dict):
         return Response(json.dumps(result).encode(), content_type=JSON)
     if result is None:
-        return Response(b"", status=204)
+        raise TypeError("handler returned None (did it forget a return?); return "
+                        "Response(status=204) for an empty answer")
     if isinstance(result, Iterator) or hasattr(result, "__next__"):
         return Response(result)
+    if type(result) is tuple:
+        return tuple_response(result, to_response)
     raise TypeError(f"handler returned {type(result).__name__}; expected str, bytes, list, "
                     "dict, generator or Response")
-
-
-class Headers:
-    """Read-only, case-insensitive view of the request's header fields (bytes in, str out)."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self._fields = fields
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = name.lower().encode("latin-1")
-        for n, v in self._fields:
-            if n == key:
-                return v.decode("latin-1")
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        key = name.lower().encode("latin-1")
-        return [v.decode("latin-1") for n, v in self._fields if n == key]
-
-    def raw(self) -> tuple[tuple[bytes, bytes], ...]:
-        """The fields as parsed: (lower-case name, value) bytes pairs. Read-only: a parsed
-        head may be shared by byte-identical requests (the head cache)."""
-        return tuple(self._fields)
-
-    def __getitem__(self, name: str) -> str:
-        v = self.get(name)
-        if v is None:
-            raise KeyError(name)
-        return v
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return (n.decode("latin-1") for n, _ in self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
 
 
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
@@ -414,6 +381,19 @@ class Request:
         return default if v is None else v.decode("latin-1")
 
     @property
+    def cookies(self) -> Mapping[str, str]:
+        """``{name: value}``, parsed when asked (cookies.py: a parse is kept per header)."""
+        return cookie_mapping(self._head.headers)
+
+    @property
+    def session(self) -> Any:
+        """The signed-cookie session (``tpd2py.sessions.Sessions`` sets it up; webapp.py)."""
+        session = SESSIONS.get(self)
+        if session is None:
+            raise RuntimeError("request.session needs tpd2py.sessions.Sessions(app, ...)")
+        return session
+
+    @property
     def version(self) -> str:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
 
@@ -478,7 +458,11 @@ class Request:
         return first
 
     def json(self) -> Any:
-        return json.loads(self.body())
+        """The body parsed as JSON; a body that is not JSON (or nests too deep) is a 400."""
+        try:
+            return json.loads(self.body())
+        except (ValueError, RecursionError) as e:
+            raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") from None
 
 
 _PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -508,10 +492,16 @@ class _Route:
         self.regex = re.compile("".join(parts) + r"\Z") if pos else None
 
 
-class App:
+class App(AppFeatures):
     """A router of straight-line handlers: ``@app.route("/hello/<name>")``."""
 
+    # The response side that the hooks (hooks.py, below this module) use.
+    to_response = staticmethod(to_response)
+    later_type = Later
+    error_response = staticmethod(http_error_response)
+
     def __init__(self) -> None:
+        super().__init__()
         self.exact: dict[bytes, _Route] = {}
         self._patterns: list[_Route] = []
         self._all: dict[str, _Route] = {}
@@ -524,13 +514,14 @@ class App:
         # before any pattern (a mount owns its prefix; only exact routes come before it).
         self._mounts: list[tuple[bytes, _Route]] = []
 
-    def route(self, pattern: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler],
-                                                                                 Handler]:
+    def route(self, pattern: str, methods: Iterable[str] = ("GET",), *, name: str | None = None,
+              max_body_size: int | None = None) -> Callable[[Handler], Handler]:
+        """``name=`` for ``url_for``; ``max_body_size=`` for this route's bodies (webapp.py)."""
         if not pattern.startswith("/"):
             raise ValueError("a route pattern starts with '/'")
 
         def register(fn: Handler) -> Handler:
-            self.add_route(pattern, fn, methods)
+            self.add_route(pattern, fn, methods, name=name, max_body_size=max_body_size)
             return fn
 
         return register
@@ -543,6 +534,7 @@ class App:
         for route in self._all.values():
             for name, fn in route.handlers.items():
                 route.handlers[name] = wrapper(fn)
+        self._rebuild_body_limits()  # keyed by the handlers the router holds
 
     def mount(self, prefix: str, handler: Handler) -> None:
         """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
@@ -567,22 +559,30 @@ class App:
         self._mounts.append(((prefix + "/").encode(), route))
         self._mounts.sort(key=lambda m: -len(m[0]))
 
-    def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",)) -> None:
+    def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",), *,
+                  name: str | None = None, max_body_size: int | None = None) -> None:
+        if isinstance(methods, str):
+            raise TypeError(f"route {pattern!r}: methods is a list, e.g. [{methods!r}]")
+        check_route(pattern, fn)
+        route = self._all.get(pattern) or _Route(pattern)
+        names = [m.upper().encode() for m in methods]
+        for method in names:
+            self._register(pattern, method, fn, name, max_body_size)
         for wrapper in self._wrappers:
             fn = wrapper(fn)
-        route = self._all.get(pattern)
-        if route is None:
-            route = self._all[pattern] = _Route(pattern)
+        if pattern not in self._all:
+            self._all[pattern] = route
             if route.regex is None:
                 self.exact[pattern.encode()] = route
             else:
                 self._patterns.append(route)
-        for m in methods:
-            name = m.upper().encode()
-            route.handlers[name] = fn
-            self.methods.add(name)
-            if name == b"GET":
+        for method in names:
+            route.handlers[method] = fn
+            self.methods.add(method)
+            if method == b"GET":
                 self.methods.add(b"HEAD")
+        if max_body_size is not None:
+            self._rebuild_body_limits()
 
     def websocket(self, pattern: str, **options: Any) -> Callable[[Handler], Handler]:
         """Register a WebSocket handler, ``handler(ws, **params)``: ``@app.websocket("/chat")``.
@@ -620,7 +620,10 @@ class App:
                             params[name] = conv(params[name])
                         break
             if route is None:
-                return None, params, 404 if method in self.methods else 501, []
+                status = 404 if method in self.methods else 501
+                if status in self.error_pages:
+                    return self.error_page(status, []), {}, 200, []
+                return None, params, status, []
         handler = route.handlers.get(method)
         if handler is None and method == b"HEAD":
             handler = route.handlers.get(b"GET")
@@ -628,5 +631,7 @@ class App:
             allowed = sorted(route.handlers)
             if b"GET" in route.handlers and b"HEAD" not in route.handlers:
                 allowed.append(b"HEAD")
+            if 405 in self.error_pages:
+                return self.error_page(405, allowed), {}, 200, []
             return None, params, 405, allowed
         return handler, params, 200, []

@@ -118,7 +118,8 @@ class Connection(RequestConnection, Protocol):
 
 class Exchange:
     __slots__ = ("head", "body_left", "decoder", "continue_sent", "response_started",
-                 "keep_alive", "later", "failed", "detaches")
+                 "keep_alive", "later", "failed", "detaches", "body_limit")
+    body_limit: int
 
     def __init__(self) -> None:
         self.head: RequestHead | None = None
@@ -133,6 +134,9 @@ class Exchange:
         self.failed: ProtocolError | None = None
         # How often a handler's Later detached this connection: tells a stale resume apart.
         self.detaches = 0
+        # body_limit, a chunked body's limit (the route's max_body_size or the server's), is
+        # set with body_left = BODY_CHUNKED and read only then: not here (a store less per
+        # connection, bench/instructions.py).
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -143,20 +147,6 @@ class Exchange:
         if self.response_started or self.continue_sent:
             self.response_started = self.continue_sent = False
         self.keep_alive = head.keep_alive and not head.must_close and not ctx.draining
-        if head.chunked:
-            self.body_left = BODY_CHUNKED
-            self.decoder = None
-        else:
-            cl = head.content_length
-            if cl > 0:
-                if cl > ctx.config.max_body_size:
-                    raise ProtocolError(413, "content too large")
-                self.body_left = cl
-            else:
-                self.body_left = BODY_DONE
-        conn.deadline = INF
-        request = Request(head, conn)
-        ctx.requests += 1
         app = ctx.app
         # Fast path: an exact route with a handler for this method; else the full router.
         route = app.exact.get(head.path)
@@ -164,10 +154,28 @@ class Exchange:
         if handler is None:
             handler, params, status, allowed = app.match(head.method, head.path)
             if handler is None:
-                extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-                return self.answer_error(conn, status, extra)
+                return self._answer_unrouted(conn, head, status, allowed)
         else:
             params = None
+        # Routed first: a route may have its own body limit (app.body_limits, looked up only
+        # for a request that has a body).
+        if head.chunked:
+            self.body_left = BODY_CHUNKED
+            self.decoder = None
+            self.body_limit = app.body_limits.get(handler, ctx.config.max_body_size) \
+                if app.body_limits else ctx.config.max_body_size
+        else:
+            cl = head.content_length
+            if cl > 0:
+                if cl > (app.body_limits.get(handler, ctx.config.max_body_size)
+                         if app.body_limits else ctx.config.max_body_size):
+                    raise ProtocolError(413, "content too large")
+                self.body_left = cl
+            else:
+                self.body_left = BODY_DONE
+        conn.deadline = INF
+        request = Request(head, conn)
+        ctx.requests += 1
         response: Response | None
         try:
             if params:
@@ -196,7 +204,8 @@ class Exchange:
             log.exception("handler error for %r from %s", request_line(head), conn.address())
             return self.answer_error(conn, 500)
         except Exception:
-            log.exception("handler error for %r from %s", request_line(head), conn.address())
+            log.exception("handler error for %r from %s (in %s)", request_line(head),
+                          conn.address(), getattr(handler, "__qualname__", handler))
             return self.answer_error(conn, 500)
         if response is None:
             response = self._wait_later(conn, result)
@@ -235,6 +244,26 @@ class Exchange:
             except (ProtocolError, ClientTimeout, ClientDisconnected):
                 self.keep_alive = False  # its response stays queued: it is sent, then the close
         return self.keep_alive
+
+    def _answer_unrouted(self, conn: Connection, head: RequestHead, status: int,
+                         allowed: list[bytes]) -> bool:
+        """No route (404, 405 with Allow, 501): the body is framed as in ``handle``, with the
+        server's limit, so that an unread one is drained or closed on. May switch to the hub."""
+        ctx = conn.ctx
+        if head.chunked:
+            self.body_left = BODY_CHUNKED
+            self.decoder = None
+            self.body_limit = ctx.config.max_body_size
+        elif head.content_length > 0:
+            if head.content_length > ctx.config.max_body_size:
+                raise ProtocolError(413, "content too large")
+            self.body_left = head.content_length
+        else:
+            self.body_left = BODY_DONE
+        conn.deadline = INF
+        ctx.requests += 1
+        extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
+        return self.answer_error(conn, status, extra)
 
     def _wait_later(self, conn: Connection, later: Later) -> Response | None:
         """Later's response if it is ready; else the connection detaches (None). May switch
@@ -408,7 +437,7 @@ class Exchange:
             conn.deadline = conn.ctx.hub.now + config.body_timeout
         try:
             if self.body_left == BODY_CHUNKED:
-                yield from self._read_chunked(conn, config.max_body_size)
+                yield from self._read_chunked(conn, self.body_limit)
                 return
             while self.body_left > 0:
                 if conn.start == conn.end:

@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -230,10 +231,23 @@ class Server:
         signal.set_wakeup_fd(hub.wake_w, warn_on_full_buffer=False)
 
         def on_signal(signum: int, frame: Any) -> None:
-            hub.call_soon(self.shutdown)
+            hub.call_soon(self._on_stop_signal)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+    def _on_stop_signal(self) -> None:
+        """SIGTERM/SIGINT: a graceful shutdown that says what it waits for; a second signal
+        while it waits closes everything at once."""
+        if self.ctx.draining:
+            if not self.stopped:
+                log.warning("stopping now: closing %d connection(s)", len(self.conns))
+                self._check_drained(0.0)
+            return
+        self.shutdown()
+        if self.conns and not self.stopped:
+            log.warning("stopping: waiting up to %gs for %d connection(s) to finish "
+                        "(Ctrl-C again to stop now)", self.config.grace, len(self.conns))
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, close idle connections, let busy ones finish, then stop the hub.
@@ -281,4 +295,6 @@ def serve(app: App | ExchangeApp, host: str = "127.0.0.1", port: int = 8080,
         ready(addr)
     else:
         print(f"tpd2py serving on {addr}", file=sys.stderr, flush=True)
-    server.serve_forever()
+    # Signal handlers can only be installed by the main thread: a server started in another
+    # thread (a test) is stopped with ``Server.shutdown`` instead (see tpd2py.testing).
+    server.serve_forever(install_signals=threading.current_thread() is threading.main_thread())

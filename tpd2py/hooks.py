@@ -1,0 +1,159 @@
+"""Before/after-request hooks, error pages and the debug traceback page.
+
+Rules:
+- An app with none of these runs its handlers as registered: the router holds the handler
+  itself and nothing here is called (zero cost per request). Registering the first hook, error
+  page or ``debug`` makes the app wrap every handler, once (``App.wrap``, the seam that
+  ``compress.Gzip`` uses too): the wrapper below runs the before-hooks, the handler,
+  ``to_response`` and the after-hooks, and maps exceptions to the app's error pages.
+- A before-hook that returns something other than None answers the request itself (the
+  handler does not run); an after-hook gets ``(request, response)`` and returns the response
+  to send (or None to keep it). A handler that returns ``Later`` answers after the hooks have
+  run, so after-hooks do not see its response.
+- Error pages: ``@app.error(404)`` is called with ``(request, error)`` for an ``HTTPError`` of
+  that status (the router's own 404/405/501 included); ``@app.error(500)`` for any other
+  exception of a handler or hook, after it is logged once with the request line and peer. A
+  page's result gets the error's status unless it set another one, and the error's headers
+  (``Allow``...). A page that itself fails is logged and the canned answer goes out instead.
+- ``debug``: an exception becomes a 500 page with the traceback. Only for development: the
+  CLI says so when ``--debug`` is on.
+- The client's own faults and the server's control flow (``ProtocolError``, ``Timeout``,
+  ``ConnectionClosed``, ``CloseConnection``) pass through untouched: the exchange owns them.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConnectionClosed, HTTPError, ProtocolError
+
+# This module sits below app.py (which imports it through webapp.py), so it takes what it needs
+# of the response side from the app: ``app.to_response``, ``app.later_type`` and
+# ``app.error_response`` (app.py's own, named on App).
+App = Any
+Request = Any
+Response = Any
+Handler = Callable[..., Any]
+
+log = logging.getLogger("tpd2py.app")
+
+# Each request's session (sessions.py; ``Request.session`` reads it), keyed by the Request
+# itself: a side table rather than a slot on Request, which would cost every request, session
+# or not, ~40 instructions (bench/instructions.py). Only an app with hooks fills it (the
+# Sessions before-hook), and the wrappers below remove the entry once the handler and the
+# after-hooks are done: a generator body that runs later cannot use the session.
+SESSIONS: dict[Any, Any] = {}
+
+__all__ = ["wrap_handler", "router_error_handler", "SESSIONS"]
+
+
+def _name(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _line(request: Request) -> str:
+    query = request.raw_query
+    target = request.raw_path + (b"?" + query if query else b"")
+    return f"{request.method} {target.decode('latin-1')} {request.version}"
+
+
+def _page(app: App, request: Request, error: BaseException, status: int) -> Response | None:
+    """The app's page for ``status``, or None when it has none or it failed (logged)."""
+    page = app.error_pages.get(status)
+    if page is None:
+        return None
+    try:
+        response = app.to_response(page(request, error))
+        if response.status == 200:
+            response.status = status
+        headers = getattr(error, "headers", None)
+        if headers:
+            for name, value in headers.items():
+                response.set_header(name, value)
+        return response
+    except Exception:
+        log.exception("handler error in the error page %s for %s", _name(page), _line(request))
+        return None
+
+
+def _debug_page(app: App, request: Request, error: BaseException) -> Response:
+    text = "".join(traceback.format_exception(error))
+    body = (f"<!doctype html><title>500 {html.escape(type(error).__name__)}</title>"
+            f"<h1>500: {html.escape(type(error).__name__)}</h1>"
+            f"<p>{html.escape(_line(request))}</p><pre>{html.escape(text)}</pre>"
+            "<p>tpd2py debug mode: never in production.</p>")
+    return app.to_response((body, 500, {"Cache-Control": "no-store"}))
+
+
+def _fail(app: App, fn: Handler, request: Request, error: Exception) -> Response:
+    """An exception of a handler or hook: logged once, then the debug page, the app's 500 page
+    or, without either, raised on for the exchange's canned 500."""
+    if isinstance(error, HTTPError):
+        response = _page(app, request, error, error.status)
+        return response if response is not None else app.error_response(error)
+    if isinstance(error, (ProtocolError, ConnectionClosed)):
+        raise error  # the client's fault, or a connection gone: the exchange answers
+    if not app.debug and 500 not in app.error_pages:
+        raise error
+    log.exception("handler error in %s for %s from %s", _name(fn), _line(request),
+                  request.peer)
+    if app.debug:
+        return _debug_page(app, request, error)
+    response = _page(app, request, error, 500)
+    if response is None:
+        raise error
+    return response
+
+
+def wrap_handler(app: App, fn: Handler) -> Handler:
+    """``fn`` run with the app's hooks and error pages (read when called, so hooks added later
+    apply too)."""
+
+    @functools.wraps(fn)
+    def handler(request: Request, **params: Any) -> Any:
+        try:
+            return run(request, params)
+        finally:
+            SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
+
+    def run(request: Request, params: dict[str, Any]) -> Any:
+        try:
+            result = None
+            for hook in app.before_hooks:
+                result = hook(request)
+                if result is not None:
+                    break
+            else:
+                result = fn(request, **params)
+            if type(result) is app.later_type:
+                return result
+            response = app.to_response(result)
+        except Exception as e:  # noqa: BLE001 - mapped by _fail, re-raised when unmapped
+            response = _fail(app, fn, request, e)
+        try:
+            for after in app.after_hooks:
+                replaced = after(request, response)
+                if replaced is not None:
+                    response = app.to_response(replaced)
+        except Exception as e:  # noqa: BLE001
+            response = _fail(app, fn, request, e)
+        return response
+
+    return handler
+
+
+def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler:
+    """A handler for the router's own 404/405/501 when the app has a page for it: the error
+    goes through the same wrapper as a handler's (before-hooks, the page, after-hooks), so a
+    session or a security header works there too."""
+    headers = {"Allow": ", ".join(m.decode() for m in allowed)} if allowed else None
+
+    def no_route(request: Request) -> Response:
+        raise HTTPError(status, headers=headers)
+
+    return wrap_handler(app, no_route)
