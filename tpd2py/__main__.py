@@ -11,6 +11,7 @@ from typing import IO
 
 from .app import App
 from .compress import Gzip
+from .deploy import add_production_options, production_requested, run_production
 from .http11 import Limits
 from .server import Config, serve
 from .static import StaticFiles
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compress responses (and small static files) for clients that accept "
                         "gzip")
     p.add_argument("--gzip-level", type=int, default=6, choices=range(1, 10), metavar="1..9")
+    add_production_options(p)
     return p
 
 
@@ -101,6 +103,15 @@ def main(argv: list[str] | None = None) -> None:
         access_log = sys.stdout
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
+    if production_requested(args):
+        def make_app() -> App:
+            app = load_app(args.app)
+            add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
+            return app
+        status = run_production(args, config, access_log, make_app)
+        if access_log is not None:
+            access_log.flush()
+        raise SystemExit(status)
     app = load_app(args.app)
     add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
     serve(app, host=args.host, port=args.port, unix=args.unix, config=config,

@@ -600,9 +600,13 @@ class Connection(FdRecord):
         elif self.reader is worker or self.writer is worker:
             self.ctx.hub.throw(worker, Timeout())
 
-    def drain(self) -> None:
-        """Shutdown: close now unless a handler runs (it finishes; then the connection closes)."""
-        if self.worker is None:
+    def drain(self, keep_idle: bool = False) -> None:
+        """Shutdown: close now unless a handler runs (it finishes, its response says
+        ``Connection: close``, then the connection closes). With ``keep_idle`` an idle
+        keep-alive connection stays open; its next request is answered, then it closes."""
+        if self.worker is not None:
+            self.ex.keep_alive = False
+        elif not (keep_idle and self.state is IDLE):
             self.close()
 
 

@@ -96,6 +96,10 @@ class Server:
         self._add_listener(sock)
         return path
 
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a listening socket bound elsewhere (a master process, systemd)."""
+        self._add_listener(sock)
+
     def _add_listener(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.listeners.append(sock)
@@ -224,23 +228,28 @@ class Server:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-    def shutdown(self, grace: float | None = None) -> None:
+    def shutdown(self, grace: float | None = None, keep_idle: bool = False) -> None:
         """Stop accepting, close idle connections, let busy ones finish, then stop the hub.
 
-        Runs in the hub (a callback); never switches.
+        With ``keep_idle`` (a worker retiring while others serve on: workers.py) idle
+        keep-alive connections stay open until their next request, which is answered with
+        ``Connection: close``, or until ``grace`` ends: closing one at once could race the
+        request its client is sending. Runs in the hub (a callback); never switches.
         """
         if self.ctx.draining:
             return
         self.ctx.draining = True
         grace = self.config.grace if grace is None else grace
         for rec in self._listener_recs:
-            self.hub.unregister(rec, closing=True)
+            # Not ``closing``: a listener may be shared with other processes (workers.py), and
+            # epoll forgets an fd only when every descriptor of its open file is closed.
+            self.hub.unregister(rec)
         for sock in self.listeners:
             sock.close()
         self.listeners.clear()
         self._listener_recs.clear()
         for conn in list(self.conns.values()):
-            conn.drain()
+            conn.drain(keep_idle)
         deadline = time.monotonic() + grace
         self._check_drained(deadline)
 

@@ -1,0 +1,122 @@
+"""The command line's production options: ``--workers``, privileges, systemd sockets, proxies.
+
+Rules: ``__main__`` only adds these options and calls ``run_production`` when one is used; plain
+``python -m tpd2py app:app`` takes its old path. With ``--workers`` the master (workers.py)
+binds; otherwise one Server binds in this process. Either way ``--umask`` applies before
+binding, systemd's sockets (``LISTEN_FDS``) replace ``--host/--port/--unix``, and
+``--user/--group`` apply right after binding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import IO
+
+from . import systemd
+from .app import App
+from .context import Config
+from .proxy import ProxyHeaders
+from .server import Server
+from .workers import Master, WorkerOptions, bind_tcp, bind_unix, cpu_count, drop_privileges
+
+__all__ = ["add_production_options", "production_requested", "run_production"]
+
+
+def add_production_options(p: argparse.ArgumentParser) -> None:
+    """Workers, privileges and proxies (docs/deploy.md)."""
+    p.add_argument("--workers", default="0", metavar="N|auto",
+                   help="fork N worker processes under a supervising master ('auto': one per "
+                        "CPU; default: one process, no master)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="with --workers over TCP: one SO_REUSEPORT socket per worker instead "
+                        "of one shared socket")
+    p.add_argument("--max-requests", type=int, default=0, metavar="N",
+                   help="with --workers: replace a worker after about N requests (0: never)")
+    p.add_argument("--max-requests-jitter", type=int, default=0, metavar="J",
+                   help="add 0..J to each worker's --max-requests")
+    p.add_argument("--user", help="switch to this user after binding (needs root)")
+    p.add_argument("--group", help="switch to this group after binding (needs root)")
+    p.add_argument("--umask", type=lambda v: int(v, 8), metavar="OCTAL",
+                   help="umask set before binding (the --unix socket's mode), e.g. 007")
+    p.add_argument("--proxy-headers", action="store_true",
+                   help="believe X-Forwarded-For/-Proto/-Host and Forwarded from the peers in "
+                        "--forwarded-allow-ips")
+    p.add_argument("--forwarded-allow-ips", metavar="LIST",
+                   help="comma-separated addresses or networks of trusted proxies, 'unix' for "
+                        "unix-socket peers, '*' for all (implies --proxy-headers; default: "
+                        "127.0.0.1,::1,unix)")
+
+
+def production_requested(args: argparse.Namespace) -> bool:
+    """Whether any option that run_production handles (and plain serve() does not) is used."""
+    return bool(args.workers != "0" or args.user or args.group or args.umask is not None
+                or args.proxy_headers or args.forwarded_allow_ips
+                or os.environ.get("LISTEN_FDS"))
+
+
+def run_production(args: argparse.Namespace, config: Config, access_log: IO[str] | None,
+                   make_app: Callable[[], App]) -> int:
+    """Serve under a master with --workers, or in this process; return the exit status."""
+    if args.umask is not None:
+        os.umask(args.umask)
+    if args.proxy_headers or args.forwarded_allow_ips:
+        make_app = _with_proxy(make_app, ProxyHeaders(args.forwarded_allow_ips))
+    try:
+        workers = cpu_count() if args.workers == "auto" else int(args.workers)
+    except ValueError:
+        raise SystemExit(f"tpd2py: --workers takes a number or 'auto', not {args.workers!r}"
+                         ) from None
+    inherited = systemd.listen_fds()
+    if workers <= 0:
+        return _serve_here(args, config, access_log, make_app, inherited)
+    shared, per_slot, unlink = inherited, [], []
+    if not inherited and args.unix:
+        shared = [bind_unix(args.unix)]
+        unlink = [args.unix]
+    elif not inherited and args.reuse_port:
+        first = bind_tcp(args.host, args.port, reuse_port=True)
+        port = first.getsockname()[1]  # with --port 0, every slot on the one chosen
+        per_slot = [[first]] + [[bind_tcp(args.host, port, reuse_port=True)]
+                                for _ in range(workers - 1)]
+    elif not inherited:
+        shared = [bind_tcp(args.host, args.port)]
+    for sock in shared + [s for socks in per_slot for s in socks]:
+        os.set_inheritable(sock.fileno(), True)
+    drop_privileges(args.user, args.group, unlink)
+    addr = [s.getsockname() for s in shared or per_slot[0]]
+    print(f"tpd2py serving on {addr[0] if len(addr) == 1 else addr} with {workers} workers",
+          file=sys.stderr, flush=True)
+    options = WorkerOptions(make_app, workers, config, access_log, args.max_requests,
+                            args.max_requests_jitter)
+    return Master(options, shared, per_slot, unlink).run()
+
+
+def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[], App]:
+    def make() -> App:
+        app = make_app()
+        app.wrap(proxy)  # last: outermost, so every other wrapper sees the client
+        return app
+    return make
+
+
+def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | None,
+                make_app: Callable[[], App], inherited: list) -> int:
+    """One process, as ``serve()`` does, with the production options applied."""
+    server = Server(make_app(), config, access_log=access_log)
+    if inherited:
+        for sock in inherited:
+            server.adopt(sock)
+        addr: object = [s.getsockname() for s in inherited]
+    elif args.unix:
+        addr = server.listen_unix(args.unix)
+    else:
+        addr = server.listen_tcp(args.host, args.port)
+    drop_privileges(args.user, args.group, [args.unix] if args.unix and not inherited else None)
+    print(f"tpd2py serving on {addr}", file=sys.stderr, flush=True)
+    systemd.notify("READY=1")
+    server.serve_forever()
+    systemd.notify("STOPPING=1")
+    return 0
