@@ -155,10 +155,10 @@ class ProxyHeaders:
         return self.anyone or (self.unix and isinstance(peer, str | bytes))
 
     def __call__(self, handler: Handler) -> Handler:
-        def proxied(request: Request) -> Any:
+        def proxied(request: Request, **params: Any) -> Any:
             if not self.trusts_peer(request.peer):
-                return handler(request)
-            return handler(self.resolve(request))
+                return handler(request, **params)
+            return handler(self.resolve(request), **params)
         return proxied
 
     def resolve(self, request: Request) -> Request:
