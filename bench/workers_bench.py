@@ -131,7 +131,7 @@ def accept(args: argparse.Namespace, logs: Path) -> None:
             counts: dict[int, int] = {}
             done = threading.Event()
 
-            def load(port: int = srv.port) -> None:
+            def load(port: int = srv.port, done: threading.Event = done) -> None:
                 loaders.wrk(port, "/", 100, 3, None)
                 done.set()
 

@@ -9,6 +9,8 @@ Rules:
   ``reuse_port`` one SO_REUSEPORT socket per worker slot, for TCP. Either way the master keeps
   every socket open: a worker that exits (reload, crash) never takes a queued connection with it.
   docs/deploy.md gives the measurement behind the default.
+- A worker whose master is gone (even by SIGKILL) stops gracefully: it watches a pipe whose
+  only write end the master holds.
 - Crash-only: a worker that dies after it was ready is replaced at once; one that dies before it
   was ready is retried with exponential back-off (a log line each time says how often and when
   next). If no worker has ever been ready (the app does not import), the master stops with
@@ -189,10 +191,12 @@ class Master:
         self.slot_listeners = slot_listeners or []
         self.unlink = unlink or []
         self.workers: dict[int, _Worker] = {}
-        self.generation = 1
-        self.reloading = False
+        self.generation = 1  # the generation serving
+        self.target = 0  # the generation a reload is starting (0: none)
+        self._generations = 1  # the last generation number given out (aborted ones included)
         self.stopping = False
-        self.ever_ready = False
+        self.ever_ready = False  # a worker has been ready: the app can start
+        self.started = False  # the first N workers have all been ready
         self.status = 0
         self.failures = [0] * self.count  # consecutive boot failures per slot
         self.respawn_at: dict[int, float] = {}  # slot -> monotonic time of the next try
@@ -205,6 +209,9 @@ class Master:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._status_r, self._status_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self._status_r, False)
+        # Only the master keeps the write end: a worker sees EOF on the read end when the
+        # master is gone (even by SIGKILL) and stops, instead of serving on as an orphan.
+        self._life_r, self._life_w = os.pipe2(os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(signum, self._on_signal)
@@ -230,7 +237,8 @@ class Master:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             signal.set_wakeup_fd(-1)
-            for fd in (self._wake_r, self._wake_w, self._status_r, self._status_w):
+            for fd in (self._wake_r, self._wake_w, self._status_r, self._status_w,
+                       self._life_r, self._life_w):
                 os.close(fd)
         log.info("master %d: stopped", os.getpid())
         return self.status
@@ -325,24 +333,26 @@ class Master:
         if prev is not None:
             self._retire(prev)
         self.failures[w.slot] = 0
-        first = not self.ever_ready
         self.ever_ready = True
         if self.stopping:
             self._kill(w.pid, signal.SIGTERM)
             return
-        if self.reloading and w.generation == self.generation + 1:
-            new = [x for x in self.workers.values() if x.generation == w.generation]
+        if self.target and w.generation == self.target:
+            new = [x for x in self.workers.values()
+                   if x.generation == self.target and not x.retiring]
             if len(new) == self.count and all(x.ready for x in new):
-                old = [x for x in self.workers.values() if x.generation <= self.generation]
+                old = [x for x in self.workers.values()
+                       if x.generation != self.target and not x.retiring]
                 for x in old:
                     self._retire(x)
                 self.respawn_at.clear()
-                self.generation += 1
-                self.reloading = False
+                self.generation = self.target
+                self.target = 0
                 log.warning("reload: generation %d serving (%d workers); %d old workers "
                             "finishing", self.generation, len(new), len(old))
                 systemd.notify("READY=1")
-        elif first:
+        elif not self.started and sum(x.ready for x in self.workers.values()) == self.count:
+            self.started = True
             systemd.notify("READY=1")
             log.info("master %d: serving", os.getpid())
 
@@ -366,16 +376,16 @@ class Master:
         if w.recycling:
             log.warning("worker %d %s while its successor started", w.pid, how)
             return
-        if w.generation > self.generation:
+        if self.target and w.generation == self.target:
             # A reload's new worker died before the reload completed: keep the old generation.
             log.error("reload failed: new worker %d %s before it was ready (see its error "
                       "above); generation %d keeps serving", w.pid, how, self.generation)
             for x in self.workers.values():
-                if x.generation > self.generation:
+                if x.generation == self.target:
                     self._kill(x.pid, signal.SIGTERM)
                     x.retiring = True
                     x.kill_at = time.monotonic() + self.options.config.grace + KILL_MARGIN
-            self.reloading = False
+            self.target = 0
             systemd.notify("READY=1")
             return
         if not w.ready:
@@ -401,15 +411,15 @@ class Master:
         """Fork a new generation; the old one retires once all of it is ready."""
         if self.stopping:
             return
-        if self.reloading:
+        if self.target:
             log.warning("reload: one is already in progress; SIGHUP ignored")
             return
         systemd.notify_reloading()
-        self.reloading = True
-        log.warning("reload: starting %d workers of generation %d", self.count,
-                    self.generation + 1)
+        self._generations += 1
+        self.target = self._generations
+        log.warning("reload: starting %d workers of generation %d", self.count, self.target)
         for slot in range(self.count):
-            self._spawn(slot, self.generation + 1)
+            self._spawn(slot, self.target)
 
     def stop(self, force: bool = False) -> None:
         """Graceful stop of every worker (SIGTERM); ``force``: SIGKILL them now."""
@@ -442,6 +452,7 @@ class Master:
         os.close(self._wake_r)
         os.close(self._wake_w)
         os.close(self._status_r)
+        os.close(self._life_w)
         pid = os.getpid()
         opts = self.options
         try:
@@ -480,16 +491,27 @@ class Master:
                 return
             if server.requests >= limit:
                 # The master forks a successor and retires this worker once it is ready.
-                os.write(status_w, _MSG.pack(pid, RECYCLE))
+                with contextlib.suppress(BrokenPipeError):  # no master: master_gone stops us
+                    os.write(status_w, _MSG.pack(pid, RECYCLE))
                 return
             hub.call_later(1.0, check_requests)
 
+        def master_gone(rec: Any) -> None:
+            hub.unregister(rec)
+            log.warning("worker %d: the master is gone; stopping", pid)
+            stop()
+
+        hub.register(self._life_r, master_gone)
         signal.set_wakeup_fd(hub.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, lambda signum, frame: hub.call_soon(stop))
         signal.signal(signal.SIGUSR1, lambda signum, frame: hub.call_soon(retire))
         if limit:
             hub.call_later(1.0, check_requests)
-        os.write(status_w, _MSG.pack(pid, READY))
+        try:
+            os.write(status_w, _MSG.pack(pid, READY))
+        except BrokenPipeError:
+            log.warning("worker %d: the master is gone; stopping", pid)
+            return 0
         server.serve_forever(install_signals=False)
         if opts.access_log is not None:
             opts.access_log.flush()

@@ -78,6 +78,7 @@ class Master:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             self.lines.put(raw.decode("utf-8", "replace"))
+        self.lines.put("<EOF: every process holding stderr has exited>")
 
     def mark(self) -> int:
         """A point in the log for ``wait_for(..., since=mark)``."""
@@ -214,7 +215,7 @@ def test_reload_of_a_bad_version_keeps_the_old_workers(master, folder):
     (folder / "version.txt").write_text("v3")
     mark = m.mark()
     m.signal(signal.SIGHUP)
-    m.wait_for(r"reload: generation 2 serving", since=mark)
+    m.wait_for(r"reload: generation 3 serving", since=mark)  # 2 was the aborted one
     for pid in pids:  # once both say so, they accept no more
         m.wait_for(rf"worker {pid}: retiring", since=mark)
     assert m.get()["version"] == "v3"
@@ -275,6 +276,18 @@ def test_max_requests_recycles_a_worker_without_failures(master):
     m.wait_for(rf"worker {first}: retiring", since=mark)
     m.wait_for(rf"worker {first} stopped \(exit status 0\)", since=mark)
     assert m.get()["pid"] == successor
+
+
+def test_workers_stop_when_the_master_is_killed(master):
+    m = master("--workers", "2", "--port", "0")
+    pids = m.children()
+    m.proc.kill()
+    m.proc.wait(WAIT)
+    for pid in pids:
+        m.wait_for(rf"worker {pid}: the master is gone; stopping", since=0)
+    m.wait_for(r"<EOF: every process holding stderr has exited>", since=0)
+    with pytest.raises(OSError):
+        socket.create_connection(m.address, timeout=WAIT).close()
 
 
 def test_an_app_that_does_not_start_stops_the_master_with_status_3(folder):
