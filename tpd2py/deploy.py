@@ -19,6 +19,7 @@ from . import systemd
 from .app import App
 from .context import Config
 from .proxy import ProxyHeaders
+from .proxyproto import PROXYProtocol
 from .server import Server
 from .workers import Master, WorkerOptions, bind_tcp, bind_unix, cpu_count, drop_privileges
 
@@ -41,6 +42,11 @@ def add_production_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", help="switch to this group after binding (needs root)")
     p.add_argument("--umask", type=lambda v: int(v, 8), metavar="OCTAL",
                    help="umask set before binding (the --unix socket's mode), e.g. 007")
+    p.add_argument("--proxy-protocol", action="store_true",
+                   help="every connection starts with a PROXY protocol v1/v2 header (HAProxy, "
+                        "AWS NLB); its client address becomes request.peer")
+    p.add_argument("--proxy-protocol-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds a PROXY header may take (default %(default)s)")
     p.add_argument("--proxy-headers", action="store_true",
                    help="believe X-Forwarded-For/-Proto/-Host and Forwarded from the peers in "
                         "--forwarded-allow-ips")
@@ -53,7 +59,7 @@ def add_production_options(p: argparse.ArgumentParser) -> None:
 def production_requested(args: argparse.Namespace) -> bool:
     """Whether any option that run_production handles (and plain serve() does not) is used."""
     return bool(args.workers != "0" or args.user or args.group or args.umask is not None
-                or args.proxy_headers or args.forwarded_allow_ips
+                or args.proxy_headers or args.forwarded_allow_ips or args.proxy_protocol
                 or os.environ.get("LISTEN_FDS"))
 
 
@@ -90,8 +96,14 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
     print(f"tpd2py serving on {addr[0] if len(addr) == 1 else addr} with {workers} workers",
           file=sys.stderr, flush=True)
     options = WorkerOptions(make_app, workers, config, access_log, args.max_requests,
-                            args.max_requests_jitter)
+                            args.max_requests_jitter, _preface(args))
     return Master(options, shared, per_slot, unlink).run()
+
+
+def _preface(args: argparse.Namespace) -> Callable[[Server], None] | None:
+    if not args.proxy_protocol:
+        return None
+    return PROXYProtocol(args.proxy_protocol_timeout).install
 
 
 def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[], App]:
@@ -106,6 +118,9 @@ def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | 
                 make_app: Callable[[], App], inherited: list) -> int:
     """One process, as ``serve()`` does, with the production options applied."""
     server = Server(make_app(), config, access_log=access_log)
+    preface = _preface(args)
+    if preface is not None:
+        preface(server)
     if inherited:
         for sock in inherited:
             server.adopt(sock)

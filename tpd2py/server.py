@@ -63,6 +63,11 @@ class Server:
         self._backoffs = 0
         self._sweeper: Any = None
         self.stopped = False
+        # A feature that reads something before HTTP on each new connection (proxyproto.py)
+        # sets this before listening: ``preface(server, sock, addr)`` runs in its own greenlet
+        # and hands the socket on with ``adopt_connection``. None: listeners take the plain
+        # accept path, which does not look at it.
+        self.preface: Callable[[Server, Any, Any], None] | None = None
 
     @property
     def draining(self) -> bool:
@@ -103,7 +108,8 @@ class Server:
     def _add_listener(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.listeners.append(sock)
-        rec = self.hub.register(sock.fileno(), self._accept_one, level=True)
+        accept = self._accept_one if self.preface is None else self._accept_preface
+        rec = self.hub.register(sock.fileno(), accept, level=True)
         # family/type/proto read once: the socket properties build enums on every access.
         # SOCK_NONBLOCK in the type makes CPython's socket object non-blocking (timeout 0.0)
         # without a syscall and whatever socket.setdefaulttimeout() says; the fd itself stays
@@ -122,14 +128,8 @@ class Server:
         except BlockingIOError:
             return
         except OSError as e:
-            if e.errno in _ACCEPT_EXHAUSTED:
-                # Out of descriptors or memory: stop listening for a moment instead of
-                # spinning on a queue we cannot take from.
-                self._back_off(e.errno or 0)
-                return
-            if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                return
-            raise
+            self._accept_failed(e)
+            return
         if self._backoffs:
             log.warning("accept: recovered after %d back-offs in %.1f s", self._backoffs,
                         time.monotonic() - self._backoff_since)
@@ -140,6 +140,43 @@ class Server:
         sock = _socket.socket(family, type_, proto, fd)
         conn = Connection(self.ctx, sock, addr if self.ctx.access_log is not None else None)
         self.conns[fd] = conn
+        if len(self.conns) >= self.config.max_connections:
+            self._pause_accepting(True)
+        conn.serve()
+
+    def _accept_failed(self, e: OSError) -> None:
+        if e.errno in _ACCEPT_EXHAUSTED:
+            # Out of descriptors or memory: stop listening for a moment instead of
+            # spinning on a queue we cannot take from.
+            self._back_off(e.errno or 0)
+            return
+        if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+            return
+        raise e
+
+    def _accept_preface(self, rec: FdRecord) -> None:
+        """Hub callback instead of _accept_one when ``preface`` is set: accept one connection
+        and run the preface on it in a greenlet of its own."""
+        accept, family, type_, proto = rec.owner
+        try:
+            fd, addr = accept()
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._accept_failed(e)
+            return
+        preface = self.preface
+        assert preface is not None  # registered only when set
+        self.hub.spawn(preface, self, _socket.socket(family, type_, proto, fd), addr)
+
+    def adopt_connection(self, sock: Any, peer: Any) -> None:
+        """Serve a connection a preface has handed on, as _accept_one does; ``peer`` is what
+        ``request.peer`` reports. Runs in the hub (call_soon)."""
+        if self.ctx.draining:
+            sock.close()
+            return
+        conn = Connection(self.ctx, sock, peer)
+        self.conns[conn.fd] = conn
         if len(self.conns) >= self.config.max_connections:
             self._pause_accepting(True)
         conn.serve()

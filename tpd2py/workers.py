@@ -148,6 +148,8 @@ class WorkerOptions:
     # per worker, so that workers started together do not all retire together.
     max_requests: int = 0
     max_requests_jitter: int = 0
+    # Called with each worker's Server before it adopts the listeners (proxyproto's install).
+    setup: Callable[[Server], None] | None = None
 
 
 class _Worker:
@@ -465,6 +467,8 @@ class Master:
             log.exception("worker %d: the app failed to load", pid)
             return BOOT_ERROR
         server = Server(app, opts.config, get_hub(), access_log=opts.access_log)
+        if opts.setup is not None:
+            opts.setup(server)
         for sock in self.listeners:
             server.adopt(sock)
         if self.slot_listeners:

@@ -394,3 +394,13 @@ def test_bad_workers_value_is_a_one_line_error(folder):
     assert result.returncode != 0
     assert b"--workers takes a number or 'auto'" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_proxy_protocol_option_in_workers(master):
+    m = master("--workers", "1", "--port", "0", "--proxy-protocol")
+    with socket.create_connection(m.address, timeout=WAIT) as sock:
+        sock.sendall(b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 80\r\n"
+                     b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        reply = _read_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["peer"] == ["192.0.2.7", 51000]
