@@ -404,3 +404,44 @@ def test_proxy_protocol_option_in_workers(master):
         reply = _read_all(sock)
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["peer"] == ["192.0.2.7", 51000]
+
+
+def test_three_reloads_under_keep_alive_load_fail_no_request(master, folder):
+    m = master("--workers", "2", "--port", "0")
+    stop = threading.Event()
+    counts: list[int] = []
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(*m.address, timeout=WAIT)
+        done = 0
+        try:
+            while not stop.is_set():
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                assert resp.status == 200
+                resp.read()
+                done += 1
+        except BaseException as e:  # noqa: BLE001 - counted and reported below
+            failures.append(e)
+        finally:
+            conn.close()
+            counts.append(done)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for generation in (2, 3, 4):
+        (folder / "version.txt").write_text(f"v{generation}")
+        before = m.children()
+        mark = m.mark()
+        m.signal(signal.SIGHUP)
+        m.wait_for(rf"reload: generation {generation} serving", since=mark)
+        for pid in before:
+            m.wait_for(rf"worker {pid} stopped \(exit status 0\)", since=mark)
+    stop.set()
+    for t in threads:
+        t.join(WAIT)
+    assert failures == []
+    assert len(counts) == 4 and min(counts) > 0
+    assert m.get()["version"] == "v4"
