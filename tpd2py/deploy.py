@@ -21,6 +21,7 @@ from .context import Config
 from .proxy import ProxyHeaders
 from .proxyproto import PROXYProtocol
 from .server import Server
+from .stats import Board, Stats
 from .workers import Master, WorkerOptions, bind_tcp, bind_unix, cpu_count, drop_privileges
 
 __all__ = ["add_production_options", "production_requested", "run_production"]
@@ -42,6 +43,11 @@ def add_production_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", help="switch to this group after binding (needs root)")
     p.add_argument("--umask", type=lambda v: int(v, 8), metavar="OCTAL",
                    help="umask set before binding (the --unix socket's mode), e.g. 007")
+    p.add_argument("--stats-path", metavar="PATH",
+                   help="serve every worker's counters in Prometheus text format at PATH, "
+                        "e.g. /_stats (off by default)")
+    p.add_argument("--health-path", metavar="PATH",
+                   help="answer 200 'ok' at PATH, e.g. /_health (off by default)")
     p.add_argument("--proxy-protocol", action="store_true",
                    help="every connection starts with a PROXY protocol v1/v2 header (HAProxy, "
                         "AWS NLB); its client address becomes request.peer")
@@ -60,6 +66,7 @@ def production_requested(args: argparse.Namespace) -> bool:
     """Whether any option that run_production handles (and plain serve() does not) is used."""
     return bool(args.workers != "0" or args.user or args.group or args.umask is not None
                 or args.proxy_headers or args.forwarded_allow_ips or args.proxy_protocol
+                or args.stats_path or args.health_path
                 or os.environ.get("LISTEN_FDS"))
 
 
@@ -75,9 +82,14 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
     except ValueError:
         raise SystemExit(f"tpd2py: --workers takes a number or 'auto', not {args.workers!r}"
                          ) from None
+    stats = None
+    if args.stats_path or args.health_path:
+        # Rows for each slot's worker, its successor during a reload, and one more.
+        stats = Stats(args.stats_path, args.health_path, Board(max(1, 3 * workers)))
+        make_app = _with_stats(make_app, stats)
     inherited = systemd.listen_fds()
     if workers <= 0:
-        return _serve_here(args, config, access_log, make_app, inherited)
+        return _serve_here(args, config, access_log, make_app, inherited, stats)
     shared, per_slot, unlink = inherited, [], []
     if not inherited and args.unix:
         shared = [bind_unix(args.unix)]
@@ -96,7 +108,7 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
     print(f"tpd2py serving on {addr[0] if len(addr) == 1 else addr} with {workers} workers",
           file=sys.stderr, flush=True)
     options = WorkerOptions(make_app, workers, config, access_log, args.max_requests,
-                            args.max_requests_jitter, _preface(args))
+                            args.max_requests_jitter, _preface(args), stats)
     return Master(options, shared, per_slot, unlink).run()
 
 
@@ -104,6 +116,14 @@ def _preface(args: argparse.Namespace) -> Callable[[Server], None] | None:
     if not args.proxy_protocol:
         return None
     return PROXYProtocol(args.proxy_protocol_timeout).install
+
+
+def _with_stats(make_app: Callable[[], App], stats: Stats) -> Callable[[], App]:
+    def make() -> App:
+        app = make_app()
+        stats.install(app)
+        return app
+    return make
 
 
 def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[], App]:
@@ -115,12 +135,14 @@ def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[]
 
 
 def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | None,
-                make_app: Callable[[], App], inherited: list) -> int:
+                make_app: Callable[[], App], inherited: list, stats: Stats | None) -> int:
     """One process, as ``serve()`` does, with the production options applied."""
     server = Server(make_app(), config, access_log=access_log)
     preface = _preface(args)
     if preface is not None:
         preface(server)
+    if stats is not None:
+        stats.attach(server)
     if inherited:
         for sock in inherited:
             server.adopt(sock)

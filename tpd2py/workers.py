@@ -150,13 +150,16 @@ class WorkerOptions:
     max_requests_jitter: int = 0
     # Called with each worker's Server before it adopts the listeners (proxyproto's install).
     setup: Callable[[Server], None] | None = None
+    # stats.Stats: each worker publishes its counters in a row of its board.
+    stats: Any = None
 
 
 class _Worker:
     __slots__ = ("pid", "slot", "generation", "ready", "retiring", "recycling", "predecessor",
-                 "kill_at")
+                 "kill_at", "row")
 
-    def __init__(self, pid: int, slot: int, generation: int) -> None:
+    def __init__(self, pid: int, slot: int, generation: int, row: int) -> None:
+        self.row = row  # its row on the stats board (-1: none)
         self.pid = pid
         self.slot = slot
         self.generation = generation
@@ -204,6 +207,8 @@ class Master:
         self.respawn_at: dict[int, float] = {}  # slot -> monotonic time of the next try
         self._signals: list[int] = []
         self._buffer = b""
+        board = options.stats.board if options.stats is not None else None
+        self._free_rows = list(range(board.rows)) if board is not None else []
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -281,18 +286,19 @@ class Master:
     # -- workers ---------------------------------------------------------------------------------
 
     def _spawn(self, slot: int, generation: int) -> None:
+        row = self._free_rows.pop(0) if self._free_rows else -1
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
             try:
-                status = self._worker(slot)
+                status = self._worker(slot, row)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
             finally:
                 with contextlib.suppress(BaseException):
                     logging.shutdown()
                 os._exit(status)
-        w = self.workers[pid] = _Worker(pid, slot, generation)
+        w = self.workers[pid] = _Worker(pid, slot, generation, row)
         for x in self.workers.values():
             if x.slot == slot and x.recycling and not x.retiring:
                 w.predecessor = x.pid
@@ -368,6 +374,9 @@ class Master:
                 return
             w = self.workers.pop(pid, None)
             if w is not None:
+                if w.row >= 0:
+                    self.options.stats.board.clear(w.row)
+                    self._free_rows.append(w.row)
                 self._on_exit(w, os.waitstatus_to_exitcode(status))
 
     def _on_exit(self, w: _Worker, code: int) -> None:
@@ -444,7 +453,7 @@ class Master:
 
     # -- inside a worker -------------------------------------------------------------------------
 
-    def _worker(self, slot: int) -> int:
+    def _worker(self, slot: int, row: int) -> int:
         """The worker's life after the fork: import the app, serve, return the exit status."""
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGTERM, signal.SIGCHLD):
@@ -469,6 +478,8 @@ class Master:
         server = Server(app, opts.config, get_hub(), access_log=opts.access_log)
         if opts.setup is not None:
             opts.setup(server)
+        if opts.stats is not None and row >= 0:
+            opts.stats.attach(server, row)
         for sock in self.listeners:
             server.adopt(sock)
         if self.slot_listeners:

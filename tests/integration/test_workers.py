@@ -445,3 +445,47 @@ def test_three_reloads_under_keep_alive_load_fail_no_request(master, folder):
     assert failures == []
     assert len(counts) == 4 and min(counts) > 0
     assert m.get()["version"] == "v4"
+
+
+def _text(m: Master, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(*m.address, timeout=WAIT)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_stats_and_health(master):
+    m = master("--workers", "2", "--port", "0", "--stats-path", "/_stats",
+               "--health-path", "/_health")
+    assert _text(m, "/_health") == (200, "ok\n")
+    status, text = _text(m, "/_stats")
+    assert status == 200
+    assert "tpd2py_workers 2\n" in text
+    pids = {int(p) for p in re.findall(r'tpd2py_requests_total\{worker="(\d+)"\}', text)}
+    assert pids == m.children()
+    # The worker that answers counts its own connection, serving this very request.
+    assert re.search(r'tpd2py_connections\{worker="\d+",state="serving"\} 1\n', text)
+
+
+def test_stats_count_requests_exactly_in_one_worker(master):
+    m = master("--workers", "1", "--port", "0", "--stats-path", "/_stats")
+    for _ in range(5):
+        m.get()
+    status, text = _text(m, "/_stats")
+    (pid,) = m.children()
+    assert f'tpd2py_requests_total{{worker="{pid}"}} 6\n' in text  # 5 and the scrape
+
+
+def test_stats_rows_follow_a_reload(master, folder):
+    m = master("--workers", "1", "--port", "0", "--stats-path", "/_stats")
+    (old,) = m.children()
+    mark = m.mark()
+    m.signal(signal.SIGHUP)
+    m.wait_for(rf"worker {old} stopped", since=mark)
+    (new,) = m.children()
+    status, text = _text(m, "/_stats")
+    assert "tpd2py_workers 1\n" in text
+    assert f'worker="{new}"' in text and f'worker="{old}"' not in text
