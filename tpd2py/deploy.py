@@ -153,6 +153,12 @@ def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | 
         addr = server.listen_tcp(args.host, args.port)
     drop_privileges(args.user, args.group, [args.unix] if args.unix and not inherited else None)
     print(f"tpd2py serving on {addr}", file=sys.stderr, flush=True)
+    interval = systemd.watchdog_interval()
+    if interval:
+        def ping() -> None:  # from the hub: a blocked hub stops pinging
+            systemd.notify("WATCHDOG=1")
+            server.hub.call_later(interval, ping)
+        ping()
     systemd.notify("READY=1")
     server.serve_forever()
     systemd.notify("STOPPING=1")

@@ -8,6 +8,8 @@ How it works:
 - ``listen_fds()`` takes the sockets systemd passed when ``LISTEN_PID`` is this process: fds 3,
   4, ... ``LISTEN_FDS`` of them, wrapped as ``socket.socket`` objects (the kernel tells their
   family and type). The variables are removed, so children (workers) do not take them again.
+- ``watchdog_interval()``: with ``WATCHDOG_USEC`` set (``WatchdogSec=`` in the unit) for this
+  process, how often to send ``WATCHDOG=1``: half the timeout, as sd_watchdog_enabled(3) advises.
 - ``notify("READY=1")`` sends one datagram to ``NOTIFY_SOCKET`` (a path, or ``@name`` in the
   abstract namespace). The variable is kept: the master notifies again on reload and stop.
 """
@@ -18,7 +20,7 @@ import os
 import socket
 import time
 
-__all__ = ["listen_fds", "notify", "notify_reloading"]
+__all__ = ["listen_fds", "notify", "notify_reloading", "watchdog_interval"]
 
 LISTEN_FDS_START = 3
 
@@ -62,3 +64,12 @@ def notify_reloading() -> bool:
     """``RELOADING=1`` with the ``MONOTONIC_USEC`` that ``Type=notify-reload`` wants."""
     usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     return notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings systemd asked for, or None."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6

@@ -207,6 +207,8 @@ class Master:
         self.respawn_at: dict[int, float] = {}  # slot -> monotonic time of the next try
         self._signals: list[int] = []
         self._buffer = b""
+        self._watchdog = systemd.watchdog_interval()
+        self._watchdog_at = 0.0
         board = options.stats.board if options.stats is not None else None
         self._free_rows = list(range(board.rows)) if board is not None else []
 
@@ -265,6 +267,8 @@ class Master:
 
     def _next_timeout(self) -> float | None:
         times = list(self.respawn_at.values())
+        if self._watchdog:
+            times.append(self._watchdog_at)
         times += [w.kill_at for w in self.workers.values() if w.kill_at]
         if not times:
             return None
@@ -272,6 +276,10 @@ class Master:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self._watchdog and now >= self._watchdog_at:
+            # The master's loop is alive and supervising; a dead worker it replaces itself.
+            systemd.notify("WATCHDOG=1")
+            self._watchdog_at = now + self._watchdog
         for slot, at in list(self.respawn_at.items()):
             if at <= now:
                 del self.respawn_at[slot]

@@ -489,3 +489,34 @@ def test_stats_rows_follow_a_reload(master, folder):
     status, text = _text(m, "/_stats")
     assert "tpd2py_workers 1\n" in text
     assert f'worker="{new}"' in text and f'worker="{old}"' not in text
+
+
+def test_sd_notify_watchdog_pings(folder):
+    notify_path = str(folder / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(WAIT)
+        m = Master(folder, "--workers", "1", "--port", "0",
+                   env={"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "100000"})
+        try:
+            seen = [notify.recv(256) for _ in range(4)]
+            assert b"READY=1" in seen
+            assert seen.count(b"WATCHDOG=1") >= 2
+        finally:
+            assert m.stop() == 0
+
+
+def test_reuse_port_slots_serve_and_reload(master, folder):
+    m = master("--workers", "2", "--port", "0", "--reuse-port")
+    master_sockets = [fd for fd in os.listdir(f"/proc/{m.proc.pid}/fd")
+                      if os.readlink(f"/proc/{m.proc.pid}/fd/{fd}").startswith("socket:")]
+    assert len(master_sockets) == 2  # one per slot, both kept by the master
+    seen = {m.get()["pid"] for _ in range(40)}
+    assert seen <= m.children()
+    old = m.children()
+    (folder / "version.txt").write_text("v2")
+    mark = m.mark()
+    m.signal(signal.SIGHUP)
+    for pid in old:
+        m.wait_for(rf"worker {pid} stopped \(exit status 0\)", since=mark)
+    assert {m.get()["version"] for _ in range(20)} == {"v2"}
