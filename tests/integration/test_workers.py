@@ -265,7 +265,7 @@ def test_second_sigint_forces_the_stop(master):
 
 
 def test_max_requests_recycles_a_worker_without_failures(master):
-    m = master("--workers", "1", "--port", "0", "--max-requests", "3")
+    m = master("--workers", "1", "--port", "0", "--max-requests", "4")
     mark = m.mark()
     first = m.get()["pid"]
     for _ in range(3):
