@@ -520,3 +520,53 @@ def test_reuse_port_slots_serve_and_reload(master, folder):
     for pid in old:
         m.wait_for(rf"worker {pid} stopped \(exit status 0\)", since=mark)
     assert {m.get()["version"] for _ in range(20)} == {"v2"}
+
+
+def test_kill_9_under_load_fails_at_most_the_requests_in_flight(master):
+    m = master("--workers", "2", "--port", "0")
+    stop = threading.Event()
+    lock = threading.Lock()
+    failures: list[str] = []
+    after_kill: dict[int, int] = {}
+    killed = threading.Event()
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection(*m.address, timeout=WAIT)
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                assert resp.status == 200
+                resp.read()
+                if killed.is_set():
+                    with lock:
+                        after_kill[n] = after_kill.get(n, 0) + 1
+            except (OSError, http.client.HTTPException) as e:
+                with lock:
+                    failures.append(f"{n}: {e!r}")
+                conn.close()
+                conn = http.client.HTTPConnection(*m.address, timeout=WAIT)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    # Let every client get through a request before the kill (bounded by WAIT).
+    m.get()
+    victim = sorted(m.children())[0]
+    mark = m.mark()
+    os.kill(victim, signal.SIGKILL)
+    killed.set()
+    m.wait_for(rf"worker {victim} killed by SIGKILL: replacing it", since=mark)
+    m.wait_for(r"worker \d+ ready", since=mark)
+    # Each client goes on after the kill (its failed connection replaced by a new one).
+    for _ in range(int(WAIT * 100)):
+        with lock:
+            if len(after_kill) == 4:
+                break
+        m.get()
+    stop.set()
+    for t in threads:
+        t.join(WAIT)
+    assert len(after_kill) == 4
+    assert len(failures) <= 4, failures  # at most the one request each connection had in flight
