@@ -440,10 +440,12 @@ class Client:
 class RunningServer(Client):
     """A Server serving in a background thread, plus client-side helpers."""
 
-    def __init__(self, app: App, config: Config, allow_errors: bool = False) -> None:
+    def __init__(self, app: App, config: Config, allow_errors: bool = False,
+                 transport: Callable[[Any], Any] | None = None) -> None:
         self.app = app
         self.config = config
         self.allow_errors = allow_errors
+        self.transport = transport
         self.server: Server
         self.address: tuple[str, int]
         self._ready: queue.Queue[Any] = queue.Queue()
@@ -466,7 +468,7 @@ class RunningServer(Client):
         self._errors.thread_id = threading.get_ident()
         try:
             server = Server(self.app, self.config)
-            address = server.listen_tcp("127.0.0.1", 0)
+            address = server.listen_tcp("127.0.0.1", 0, transport=self.transport)
             forget = server.ctx.forget
 
             def counting_forget(conn: Any) -> None:
@@ -587,16 +589,19 @@ class RunningServer(Client):
 
 @pytest.fixture
 def server() -> Iterator[Callable[..., RunningServer]]:
-    """Factory: ``server(app=None, allow_errors=False, **config_overrides)``.
+    """Factory: ``server(app=None, allow_errors=False, transport=None, **config_overrides)``.
 
     Defaults to the test app and ``Config(grace=2.0)``; each server runs in its own thread.
+    ``transport`` wraps accepted sockets (``tls.TLSSettings(...).wrap`` for HTTPS).
     """
     started: list[RunningServer] = []
 
     def start(app: App | None = None, allow_errors: bool = False,
+              transport: Callable[[Any], Any] | None = None,
               **overrides: Any) -> RunningServer:
         overrides.setdefault("grace", 2.0)
-        running = RunningServer(app or make_app(), Config(**overrides), allow_errors)
+        running = RunningServer(app or make_app(), Config(**overrides), allow_errors,
+                                transport)
         started.append(running)
         return running
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from typing import IO
 
@@ -13,8 +14,10 @@ from .app import App
 from .compress import Gzip
 from .deploy import add_production_options, production_requested, run_production
 from .http11 import Limits
+from .hub import get_hub
 from .server import Config, serve
 from .static import StaticFiles
+from .tls import TLSSettings
 
 
 def load_app(spec: str) -> App:
@@ -44,6 +47,40 @@ def add_static_and_gzip(app: App, mounts: list[str], gzip: bool, level: int) -> 
             raise SystemExit(f"tpd2py: --static {spec}: {e}") from None
     if gzip:
         app.wrap(Gzip(level=level))
+
+
+def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
+    """``--certfile`` and friends; SIGHUP reloads the certificate files (for a renewer): new
+    handshakes use the new ones, live connections keep theirs. Bad files: a one-line error."""
+    if not args.certfile:
+        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers", "sni"):
+            if getattr(args, option):
+                raise SystemExit(f"tpd2py: --{option.replace('_', '-')} needs --certfile")
+        return None
+    sni: dict[str, tuple[str, str | None]] = {}
+    for spec in args.sni:
+        host, eq, files = spec.partition("=")
+        cert, _, key = files.partition(",")
+        if not eq or not host or not cert:
+            raise SystemExit(f"tpd2py: --sni takes HOST=CERT[,KEY], not {spec!r}")
+        sni[host] = (cert, key or None)
+    try:
+        settings = TLSSettings(args.certfile, args.keyfile, args.keyfile_password,
+                               args.ca_certs, args.client_cert, args.ciphers, sni=sni)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"tpd2py: TLS: {e}") from None
+    hub = get_hub()
+
+    def reload() -> None:
+        try:
+            settings.reload()
+            logging.getLogger("tpd2py.tls").warning("TLS certificates reloaded")
+        except (OSError, ValueError) as e:
+            logging.getLogger("tpd2py.tls").error("TLS reload failed, keeping the old "
+                                                  "certificates: %s", e)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: hub.call_soon(reload))
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compress responses (and small static files) for clients that accept "
                         "gzip")
     p.add_argument("--gzip-level", type=int, default=6, choices=range(1, 10), metavar="1..9")
+    tls = p.add_argument_group("HTTPS", "with --certfile the listener speaks TLS (docs/tls.md)")
+    tls.add_argument("--certfile", help="PEM certificate chain (the server's first)")
+    tls.add_argument("--keyfile", help="PEM private key (default: in --certfile)")
+    tls.add_argument("--keyfile-password", help="password of an encrypted --keyfile")
+    tls.add_argument("--ca-certs", help="PEM CA certificates that client certificates must "
+                                        "chain to")
+    tls.add_argument("--client-cert", choices=["none", "optional", "required"], default="none",
+                     help="ask for a client certificate (mutual TLS; default %(default)s)")
+    tls.add_argument("--ciphers", help="OpenSSL cipher list for TLS 1.2")
+    tls.add_argument("--sni", metavar="HOST=CERT[,KEY]", action="append", default=[],
+                     help="another certificate, for clients asking for HOST (repeatable)")
     add_production_options(p)
     return p
 
@@ -108,14 +156,17 @@ def main(argv: list[str] | None = None) -> None:
             app = load_app(args.app)
             add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
             return app
-        status = run_production(args, config, access_log, make_app)
+        # The TLS settings are made where the listeners are served: in each worker (after the
+        # fork: the master makes no hub), or here for one process.
+        status = run_production(args, config, access_log, make_app, lambda: tls_settings(args))
         if access_log is not None:
             access_log.flush()
         raise SystemExit(status)
     app = load_app(args.app)
     add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
+    settings = tls_settings(args)
     serve(app, host=args.host, port=args.port, unix=args.unix, config=config,
-          access_log=access_log)
+          access_log=access_log, transport=settings.wrap if settings is not None else None)
     if access_log is not None:
         access_log.flush()
 

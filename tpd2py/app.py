@@ -313,6 +313,8 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 class RequestConnection(Protocol):
     """What a Request uses of its connection (conn.Connection): the handler contract's side."""
 
+    sock: Any  # the transport: a socket, or a TLS transport (``scheme``, ``getpeercert``)
+
     def address(self) -> Any: ...
     def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
     def park(self, on_hangup: Callable[[], None] | None = None) -> None: ...  # may switch
@@ -404,14 +406,22 @@ class Request:
         return "HTTP/1.1" if self._head.version == 11 else "HTTP/1.0"
 
     @property
+    def scheme(self) -> str:
+        """``https`` over a TLS transport, else ``http``; behind a trusted proxy (proxy.py)
+        what the proxy says the client used."""
+        return getattr(self._conn.sock, "scheme", "http")
+
+    @property
+    def peer_certificate(self) -> Any:
+        """The client's verified certificate (mutual TLS: ``ssl.SSLObject.getpeercert()``),
+        or None."""
+        getpeercert = getattr(self._conn.sock, "getpeercert", None)
+        return getpeercert() if getpeercert is not None else None
+
+    @property
     def peer(self) -> Any:
         """The client's address, as the socket gives it (a (host, port) tuple over TCP)."""
         return self._conn.address()
-
-    @property
-    def scheme(self) -> str:
-        """``"http"``; behind a trusted proxy (proxy.py) what the proxy says the client used."""
-        return "http"
 
     @property
     def host(self) -> str | None:

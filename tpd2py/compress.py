@@ -31,6 +31,7 @@ from functools import wraps
 from typing import Any
 
 from .app import Handler, Later, Request, Response, to_response
+from .conditional import not_modified_fields, parse_etags, weak_match
 
 _Q = re.compile(rb"\s*;\s*q\s*=\s*([01](?:\.\d{0,3})?)\s*\Z", re.IGNORECASE)
 _CODING = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -150,6 +151,19 @@ _FORMS: dict[bytes, tuple[bytes, bytes]] = {}
 _FORMS_MAX = 1024
 
 
+_VARY_LINE = re.compile(rb"(?im)^(Vary:[ \t]*)([^\r\n]*)\r\n")
+
+
+def _add_accept_encoding(m: re.Match[bytes]) -> bytes:
+    """A handler's own Vary (``Origin``, ``Cookie``...) gains Accept-Encoding: a cache must
+    never hand gzip bytes to a client that did not ask for them."""
+    names = [n.strip().lower() for n in m.group(2).split(b",")]
+    if b"*" in names or b"accept-encoding" in names:
+        return m.group(0)
+    value = m.group(2).rstrip(b" \t")
+    return m.group(1) + (value + b", " if value else b"") + b"Accept-Encoding\r\n"
+
+
 def _forms(fields: bytes) -> tuple[bytes, bytes]:
     lowered = fields.lower()
     kind = _content_type(fields)
@@ -157,6 +171,7 @@ def _forms(fields: bytes) -> tuple[bytes, bytes]:
             or not compressible(kind):
         forms = _NOT_ELIGIBLE
     elif b"vary:" in lowered:
+        fields = _VARY_LINE.sub(_add_accept_encoding, fields)
         forms = (fields, _suffix_etag(fields) + b"Content-Encoding: gzip\r\n")
     else:
         forms = (fields + _VARY, _suffix_etag(fields) + _GZIP_FIELDS)
@@ -165,13 +180,17 @@ def _forms(fields: bytes) -> tuple[bytes, bytes]:
     return forms
 
 
+def _key_size(key: Any) -> int:
+    return len(key) if type(key) is bytes else sum(map(len, key))
+
+
 class GzipCache:
     """Gzip forms of bodies made of the same bytes objects as before, bounded in entries and
     bytes; a body is admitted the second time it is seen."""
 
     def __init__(self, max_entries: int = 256, max_bytes: int = 16 << 20) -> None:
         self.max_entries = max_entries
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes  # counts the keys (the uncompressed bodies) too
         self.entries: dict[Any, bytes] = {}
         self.size = 0
         self.seen: dict[int, int] = {}
@@ -190,14 +209,21 @@ class GzipCache:
                 self.seen.clear()  # bounded; the next sighting starts over
             self.seen[h] = 1
             return data
+        # What an entry holds: its gzip form and its key, the uncompressed body itself.
+        cost = len(data) + _key_size(key)
+        if self.max_entries <= 0 or cost > self.max_bytes // 4:
+            return data  # too big to keep beside others: compressed each time
         while entries and (len(entries) >= self.max_entries
-                           or self.size + len(data) > self.max_bytes):
+                           or self.size + cost > self.max_bytes):
             old = next(iter(entries))
-            self.size -= len(entries.pop(old))
-        if self.max_entries > 0 and len(data) <= self.max_bytes:
-            entries[key] = data
-            self.size += len(data)
+            self.size -= len(entries.pop(old)) + _key_size(old)
+        entries[key] = data
+        self.size += cost
         return data
+
+
+STREAM_WINDOW_BITS = 12
+STREAM_MEM_LEVEL = 4
 
 
 class Gzip:
@@ -252,11 +278,24 @@ class Gzip:
             if request._head.method == b"HEAD":
                 return _with_fields(response, gzip_fields)  # never iterated: closed as it is
             return _with_fields(response, gzip_fields, self._stream(body))
-        key = body if type(body) is bytes else tuple(body)
-        return _with_fields(response, gzip_fields, self.cache.get(key, body, self.level))
+        if status == 200 and b"etag:" in gzip_fields.lower():
+            not_modified = _revalidated(request, gzip_fields)
+            if not_modified is not None:
+                return not_modified
+        if type(body) is bytes:
+            packed = self.cache.get(body, body, self.level)
+        elif all(type(chunk) is bytes for chunk in body):
+            packed = self.cache.get(tuple(body), body, self.level)
+        else:  # bytearray or memoryview chunks: not hashable, compressed each time
+            packed = gzip_bytes([bytes(chunk) for chunk in body], self.level)
+        return _with_fields(response, gzip_fields, packed)
 
     def _stream(self, body: Iterator[bytes | str]) -> Iterator[bytes]:
-        c = zlib.compressobj(self.level, zlib.DEFLATED, 31)
+        # A stream may live for hours (SSE): a 4 KiB window and a small memLevel keep its
+        # deflate state near 24 KiB instead of zlib's default 256 KiB; small pieces, flushed
+        # one by one, gain little from a larger window anyway.
+        c = zlib.compressobj(self.level, zlib.DEFLATED, 16 + STREAM_WINDOW_BITS,
+                             STREAM_MEM_LEVEL)
         try:
             for piece in body:
                 if isinstance(piece, str):
@@ -268,6 +307,25 @@ class Gzip:
             close: Callable[[], None] | None = getattr(body, "close", None)
             if close is not None:
                 close()
+
+
+def _revalidated(request: Request, gzip_fields: bytes) -> Response | None:
+    """A 304 when the client's If-None-Match names the gzip form's ETag. The handler compared
+    it with its own (identity) tag and found no match; only this wrapper knows the suffixed
+    tag, so only it can say "not modified" for the compressed representation."""
+    if_none_match = request._head.header(b"if-none-match")
+    if if_none_match is None:
+        return None
+    m = _ETAG_LINE.search(gzip_fields)
+    tags = parse_etags(if_none_match)
+    if m is None or tags is None or not weak_match(tags, b'"%s"' % m.group(2)):
+        return None
+    new = Response.__new__(Response)
+    new.status = 304
+    new.reason = None
+    new.fields = not_modified_fields(gzip_fields)
+    new.body = b""
+    return new
 
 
 def _with_fields(response: Response, fields: bytes, body: Any = None) -> Response:

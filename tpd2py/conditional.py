@@ -235,3 +235,14 @@ def decide(method: bytes, headers: dict[bytes, bytes], etag: bytes, mtime: int, 
     if chosen is None:
         return PROCEED, None
     return PARTIAL, chosen
+
+
+_NOT_MODIFIED_KEEPS = (b"etag:", b"last-modified:", b"cache-control:", b"vary:", b"expires:",
+                       b"content-location:")
+
+
+def not_modified_fields(fields: bytes) -> bytes:
+    """The header lines of a 304 made from those of the 200 it stands for: the validators,
+    Cache-Control, Expires, Content-Location and Vary (RFC 9110 §15.4.5); no content headers."""
+    return b"".join(line + b"\r\n" for line in fields.split(b"\r\n")
+                    if line.lower().startswith(_NOT_MODIFIED_KEEPS))

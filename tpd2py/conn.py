@@ -155,7 +155,12 @@ class Connection(FdRecord):
         if state is IDLE:
             # An idle connection keeps nothing of its last request: no buffer, no greenlet.
             ctx = self.ctx
-            self.ex.head = None
+            ex = self.ex
+            # Before a first request (a TLS handshake under way, a partial record), or when
+            # nothing was served this time, the header timeout holds (nginx's
+            # client_header_timeout); after a request, the keep-alive timeout.
+            timeout = ctx.header_timeout if ex.head is None else ctx.keepalive_timeout
+            ex.head = None
             buf = self.buf
             if buf is not None:
                 # BufferPool.give's common case inline: once per request (bench/instructions.py
@@ -170,7 +175,7 @@ class Connection(FdRecord):
                 self.close()
                 return
             self.state = IDLE
-            self.deadline = ctx.hub.now + ctx.keepalive_timeout
+            self.deadline = ctx.hub.now + timeout
             self.on_readable = Connection.serve  # type: ignore[assignment]
             if not self.armed:
                 ctx.hub.arm(self)
@@ -600,13 +605,9 @@ class Connection(FdRecord):
         elif self.reader is worker or self.writer is worker:
             self.ctx.hub.throw(worker, Timeout())
 
-    def drain(self, keep_idle: bool = False) -> None:
-        """Shutdown: close now unless a handler runs (it finishes, its response says
-        ``Connection: close``, then the connection closes). With ``keep_idle`` an idle
-        keep-alive connection stays open; its next request is answered, then it closes."""
-        if self.worker is not None:
-            self.ex.keep_alive = False
-        elif not (keep_idle and self.state is IDLE):
+    def drain(self) -> None:
+        """Shutdown: close now unless a handler runs (it finishes; then the connection closes)."""
+        if self.worker is None:
             self.close()
 
 

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 from . import systemd
 from .app import App
@@ -71,8 +71,15 @@ def production_requested(args: argparse.Namespace) -> bool:
 
 
 def run_production(args: argparse.Namespace, config: Config, access_log: IO[str] | None,
-                   make_app: Callable[[], App]) -> int:
-    """Serve under a master with --workers, or in this process; return the exit status."""
+                   make_app: Callable[[], App], make_tls: Callable[[], Any] | None = None
+                   ) -> int:
+    """Serve under a master with --workers, or in this process; return the exit status.
+    ``make_tls`` (``__main__.tls_settings``) returns TLS settings or None; it runs where the
+    listeners are served (in each worker, after the fork)."""
+    def make_transport() -> Any:
+        settings = make_tls() if make_tls is not None else None
+        return settings.wrap if settings is not None else None
+
     if args.umask is not None:
         os.umask(args.umask)
     if args.proxy_headers or args.forwarded_allow_ips:
@@ -89,7 +96,8 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
         make_app = _with_stats(make_app, stats)
     inherited = systemd.listen_fds()
     if workers <= 0:
-        return _serve_here(args, config, access_log, make_app, inherited, stats)
+        return _serve_here(args, config, access_log, make_app, make_transport(), inherited,
+                           stats)
     shared, per_slot, unlink = inherited, [], []
     if not inherited and args.unix:
         shared = [bind_unix(args.unix)]
@@ -108,7 +116,7 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
     print(f"tpd2py serving on {addr[0] if len(addr) == 1 else addr} with {workers} workers",
           file=sys.stderr, flush=True)
     options = WorkerOptions(make_app, workers, config, access_log, args.max_requests,
-                            args.max_requests_jitter, _preface(args), stats)
+                            args.max_requests_jitter, _preface(args), stats, make_transport)
     return Master(options, shared, per_slot, unlink).run()
 
 
@@ -135,7 +143,8 @@ def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[]
 
 
 def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | None,
-                make_app: Callable[[], App], inherited: list, stats: Stats | None) -> int:
+                make_app: Callable[[], App], transport: Any, inherited: list,
+                stats: Stats | None) -> int:
     """One process, as ``serve()`` does, with the production options applied."""
     server = Server(make_app(), config, access_log=access_log)
     preface = _preface(args)
@@ -145,12 +154,12 @@ def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | 
         stats.attach(server)
     if inherited:
         for sock in inherited:
-            server.adopt(sock)
+            server.adopt(sock, transport)
         addr: object = [s.getsockname() for s in inherited]
     elif args.unix:
-        addr = server.listen_unix(args.unix)
+        addr = server.listen_unix(args.unix, transport=transport)
     else:
-        addr = server.listen_tcp(args.host, args.port)
+        addr = server.listen_tcp(args.host, args.port, transport=transport)
     drop_privileges(args.user, args.group, [args.unix] if args.unix and not inherited else None)
     print(f"tpd2py serving on {addr}", file=sys.stderr, flush=True)
     interval = systemd.watchdog_interval()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +33,7 @@ from .conditional import (
     RANGE_NOT_SATISFIABLE,
     decide,
     format_http_date,
+    not_modified_fields,
 )
 from .errors import HTTPError
 
@@ -79,7 +81,8 @@ def FileResponse(path: str | os.PathLike[str], content_type: str | None = None,
     decides what they mean (often ``HTTPError(404)``). With ``request`` (and status 200) it
     also sends ETag, Last-Modified and Accept-Ranges and answers the request's conditional
     and range headers: 304, 412 (raised as HTTPError), 206 or 416. Never switches."""
-    body = FileBody(os.open(path, os.O_RDONLY | os.O_CLOEXEC), 0, 0)
+    # O_NONBLOCK: opening a FIFO must not block the hub (a regular file ignores the flag).
+    body = FileBody(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK), 0, 0)
     try:
         info = os.fstat(body.fd)
         if not stat.S_ISREG(info.st_mode):
@@ -102,7 +105,7 @@ def FileResponse(path: str | os.PathLike[str], content_type: str | None = None,
 def _conditional(response: Response, request: Request, info: os.stat_result) -> Response:
     """Validators on ``response`` (a whole file), then the request's conditions applied."""
     etag = b'"%x-%x-%x"' % (info.st_ino, info.st_size, info.st_mtime_ns)
-    mtime = int(info.st_mtime)
+    mtime = min(int(info.st_mtime), int(time.time()))  # never after Date (RFC 9110 §8.8.2.1)
     validators = b"ETag: %s\r\nLast-Modified: %s\r\n" % (etag, format_http_date(mtime))
     response.fields += validators + b"Accept-Ranges: bytes\r\n"
     head = request._head
@@ -124,8 +127,10 @@ def _conditional(response: Response, request: Request, info: os.stat_result) -> 
         return response
     body.close()
     if status == NOT_MODIFIED:
-        return Response(b"", status=304, content_type="", headers={
-            "ETag": etag.decode(), "Last-Modified": format_http_date(mtime).decode()})
+        response.status = NOT_MODIFIED  # with the 200's validators, Cache-Control and Vary
+        response.fields = not_modified_fields(response.fields)
+        response.body = b""
+        return response
     if status == RANGE_NOT_SATISFIABLE:
         return range_not_satisfiable(info.st_size)
     raise HTTPError(status)

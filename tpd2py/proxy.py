@@ -55,7 +55,7 @@ class ProxiedRequest(Request):
 
     @property
     def scheme(self) -> str:
-        return self._scheme or "http"
+        return self._scheme or Request.scheme.fget(self)  # type: ignore[attr-defined]
 
     @property
     def host(self) -> str | None:

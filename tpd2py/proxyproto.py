@@ -14,7 +14,8 @@ Rules:
 
 How it works: the server accepts, then runs ``PROXYProtocol.preface`` in a greenlet of its own:
 peek, parse (``parse``, sans-I/O: bytes in, (length, address) or None for "need more" out),
-wait on the hub for more, consume, then ``server.adopt_connection(sock, client_address)``.
+wait on the hub for more, consume, then ``server.adopt_connection(sock, client_address,
+transport)`` (the PROXY header comes before TLS on the wire).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class PROXYProtocol:
     def install(self, server: Any) -> None:
         server.preface = self.preface
 
-    def preface(self, server: Any, sock: Any, addr: Any) -> None:
+    def preface(self, server: Any, sock: Any, addr: Any, transport: Any = None) -> None:
         """Read and consume the header, then hand the connection to the server. Runs in its
         own greenlet; may switch to the hub."""
         hub: Hub = server.hub
@@ -185,4 +186,4 @@ class PROXYProtocol:
             return
         timer.cancel()
         hub.unregister(rec)
-        hub.call_soon(server.adopt_connection, sock, client or addr)
+        hub.call_soon(server.adopt_connection, sock, client or addr, transport)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .app import App
-from .conn import Connection
+from .conn import IDLE, Connection
 from .context import Config, Context
 from .hub import FdRecord, Hub, get_hub
 from .watchdog import for_config
@@ -45,6 +45,9 @@ log = logging.getLogger("tpd2py.server")
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # How long accepting pauses when the process is out of descriptors or memory.
 ACCEPT_BACKOFF = 0.1
+# What a listener makes of an accepted socket: the object its Connection reads and writes
+# through (the socket itself when there is none; a TLS transport).
+Transport = Callable[[Any], Any]
 
 
 class Server:
@@ -64,10 +67,10 @@ class Server:
         self._sweeper: Any = None
         self.stopped = False
         # A feature that reads something before HTTP on each new connection (proxyproto.py)
-        # sets this before listening: ``preface(server, sock, addr)`` runs in its own greenlet
-        # and hands the socket on with ``adopt_connection``. None: listeners take the plain
-        # accept path, which does not look at it.
-        self.preface: Callable[[Server, Any, Any], None] | None = None
+        # sets this before listening: ``preface(server, sock, addr, transport)`` runs in its
+        # own greenlet and hands the socket on with ``adopt_connection``. None: listeners take
+        # the plain accept path, which does not look at it.
+        self.preface: Callable[[Server, Any, Any, Any], None] | None = None
 
     @property
     def draining(self) -> bool:
@@ -80,7 +83,10 @@ class Server:
 
     # -- listening ------------------------------------------------------------------------------
 
-    def listen_tcp(self, host: str = "127.0.0.1", port: int = 8080, backlog: int = 1024) -> Any:
+    def listen_tcp(self, host: str = "127.0.0.1", port: int = 8080, backlog: int = 1024,
+                   transport: Transport | None = None) -> Any:
+        """Listen on host:port; ``transport`` (e.g. ``tls.TLSSettings.wrap``) makes each
+        accepted socket into what its connection talks through."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,23 +95,24 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 10)
         sock.bind((host, port))
         sock.listen(backlog)
-        self._add_listener(sock)
+        self._add_listener(sock, transport)
         return sock.getsockname()
 
-    def listen_unix(self, path: str, backlog: int = 1024) -> str:
+    def listen_unix(self, path: str, backlog: int = 1024,
+                    transport: Transport | None = None) -> str:
         if os.path.exists(path):
             os.unlink(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
         sock.listen(backlog)
-        self._add_listener(sock)
+        self._add_listener(sock, transport)
         return path
 
-    def adopt(self, sock: socket.socket) -> None:
+    def adopt(self, sock: socket.socket, transport: Transport | None = None) -> None:
         """Serve a listening socket bound elsewhere (a master process, systemd)."""
-        self._add_listener(sock)
+        self._add_listener(sock, transport)
 
-    def _add_listener(self, sock: socket.socket) -> None:
+    def _add_listener(self, sock: socket.socket, transport: Transport | None = None) -> None:
         sock.setblocking(False)
         self.listeners.append(sock)
         accept = self._accept_one if self.preface is None else self._accept_preface
@@ -116,13 +123,13 @@ class Server:
         # blocking (conn.py passes MSG_DONTWAIT). Without it a default timeout set by the app
         # would make every recv that finds nothing wait that long, stalling the hub.
         rec.owner = (sock._accept, int(sock.family),  # type: ignore[attr-defined]
-                     int(sock.type) | socket.SOCK_NONBLOCK, sock.proto)
+                     int(sock.type) | socket.SOCK_NONBLOCK, sock.proto, transport)
         self._listener_recs.append(rec)
 
     def _accept_one(self, rec: FdRecord) -> None:
         """Hub callback, level-triggered: accept one connection and serve it at once (its
         first request is usually there already: TCP_DEFER_ACCEPT), in this greenlet."""
-        accept, family, type_, proto = rec.owner
+        accept, family, type_, proto, transport = rec.owner
         try:
             fd, addr = accept()
         except BlockingIOError:
@@ -138,6 +145,8 @@ class Server:
         # Left in blocking mode: the connection passes MSG_DONTWAIT on every recv and send
         # instead (one ioctl less per connection; gsocket.py, DONTWAIT).
         sock = _socket.socket(family, type_, proto, fd)
+        if transport is not None:
+            sock = transport(sock)  # the connection's transport seam (TLS)
         conn = Connection(self.ctx, sock, addr if self.ctx.access_log is not None else None)
         self.conns[fd] = conn
         if len(self.conns) >= self.config.max_connections:
@@ -157,7 +166,7 @@ class Server:
     def _accept_preface(self, rec: FdRecord) -> None:
         """Hub callback instead of _accept_one when ``preface`` is set: accept one connection
         and run the preface on it in a greenlet of its own."""
-        accept, family, type_, proto = rec.owner
+        accept, family, type_, proto, transport = rec.owner
         try:
             fd, addr = accept()
         except BlockingIOError:
@@ -167,14 +176,18 @@ class Server:
             return
         preface = self.preface
         assert preface is not None  # registered only when set
-        self.hub.spawn(preface, self, _socket.socket(family, type_, proto, fd), addr)
+        self.hub.spawn(preface, self, _socket.socket(family, type_, proto, fd), addr, transport)
 
-    def adopt_connection(self, sock: Any, peer: Any) -> None:
+    def adopt_connection(self, sock: Any, peer: Any, transport: Transport | None = None
+                         ) -> None:
         """Serve a connection a preface has handed on, as _accept_one does; ``peer`` is what
-        ``request.peer`` reports. Runs in the hub (call_soon)."""
+        ``request.peer`` reports; ``transport`` as the listener's (the preface came before
+        TLS). Runs in the hub (call_soon)."""
         if self.ctx.draining:
             sock.close()
             return
+        if transport is not None:
+            sock = transport(sock)
         conn = Connection(self.ctx, sock, peer)
         self.conns[conn.fd] = conn
         if len(self.conns) >= self.config.max_connections:
@@ -286,7 +299,10 @@ class Server:
         self.listeners.clear()
         self._listener_recs.clear()
         for conn in list(self.conns.values()):
-            conn.drain(keep_idle)
+            if conn.worker is not None:
+                conn.ex.keep_alive = False  # a running handler's response says so: it closes
+            if not (keep_idle and conn.state is IDLE):
+                conn.drain()
         deadline = time.monotonic() + grace
         self._check_drained(deadline)
 
@@ -304,10 +320,13 @@ class Server:
 
 def serve(app: App, host: str = "127.0.0.1", port: int = 8080, unix: str | None = None,
           config: Config | None = None, access_log: IO[str] | None = None,
-          ready: Callable[[Any], None] | None = None) -> None:
-    """Run ``app`` until SIGTERM/SIGINT. Blocks the calling thread."""
+          ready: Callable[[Any], None] | None = None,
+          transport: Transport | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT. Blocks the calling thread. ``transport`` wraps
+    each accepted socket (``tls.TLSSettings(...).wrap`` serves HTTPS)."""
     server = Server(app, config, access_log=access_log)
-    addr = server.listen_unix(unix) if unix else server.listen_tcp(host, port)
+    addr = server.listen_unix(unix, transport=transport) if unix \
+        else server.listen_tcp(host, port, transport=transport)
     if ready is not None:
         ready(addr)
     else:

@@ -46,6 +46,7 @@ from .conditional import (
     RANGE_NOT_SATISFIABLE,
     decide,
     format_http_date,
+    not_modified_fields,
 )
 from .errors import HTTPError
 from .files import content_range, guess_content_type, range_not_satisfiable
@@ -54,14 +55,16 @@ from .files import content_range, guess_content_type, range_not_satisfiable
 _WANTED = RANGE_HEADERS | {b"accept-encoding"}
 _REFUSED_ESCAPES = (b"%2f", b"%5c", b"%00")
 _SIBLINGS = ((b"br", b".br"), (b"gzip", b".gz"))
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+# O_NONBLOCK: a FIFO put where a file was must not block the hub in open() (for a regular
+# file the flag changes nothing).
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _VARY = b"Vary: Accept-Encoding\r\n"
 
 
 class _Rep:
     """One representation of a file: identity, or a compressed sibling or in-memory form."""
 
-    __slots__ = ("path", "key", "size", "etag", "fields", "body", "ok", "not_modified")
+    __slots__ = ("path", "key", "size", "etag", "fields", "body", "not_modified_fields")
 
     def __init__(self, path: bytes, key: tuple[int, int, int], etag: bytes, fields: bytes,
                  body: bytes | None) -> None:
@@ -71,8 +74,7 @@ class _Rep:
         self.etag = etag
         self.fields = fields
         self.body = body
-        self.ok = _response(200, fields, body) if body is not None else None
-        self.not_modified = _response(304, _not_modified_fields(fields), b"")
+        self.not_modified_fields = not_modified_fields(fields)
 
 
 class _Entry:
@@ -96,13 +98,6 @@ def _response(status: int, fields: bytes, body: Any) -> Response:
     response.fields = fields
     response.body = body
     return response
-
-
-def _not_modified_fields(fields: bytes) -> bytes:
-    # RFC 9110 §15.4.5: the validators, Cache-Control and Vary of the 200; no content headers.
-    keep = (b"etag:", b"last-modified:", b"cache-control:", b"vary:")
-    return b"".join(line + b"\r\n" for line in fields.split(b"\r\n")
-                    if line.lower().startswith(keep))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -133,9 +128,14 @@ class StaticFiles:
                  gzip: bool = False, gzip_level: int = 6, gzip_min_size: int = 256,
                  small_file_limit: int = 64 * 1024, cache_entries: int = 4096,
                  cache_bytes: int = 64 << 20, revalidate_after: float = 1.0) -> None:
-        root = os.fsencode(os.path.realpath(directory))
+        # Kept as given (absolute) and resolved again at each revalidation: a folder that is a
+        # symlink a deploy switches (current -> releases/v2) is followed.
+        self.directory = os.fsencode(os.path.abspath(directory))
+        root = os.path.realpath(self.directory)
         if not os.path.isdir(root):
             raise NotADirectoryError(f"not a folder: {os.fspath(directory)!r}")
+        if not 1 <= gzip_level <= 9:
+            raise ValueError("gzip_level is 1..9")
         self.root = root
         self.index = os.fsencode(index) if index else None
         self.dotfiles = dotfiles
@@ -153,13 +153,15 @@ class StaticFiles:
         self.cache_entries = cache_entries
         self.cache_bytes = cache_bytes
         self.revalidate_after = revalidate_after
-        self.prefix = b""
+        self.prefixes: list[bytes] = []
         self.entries: dict[bytes, _Entry] = {}
         self.cached_bytes = 0
 
     def mounted_at(self, prefix: str) -> None:
-        """Called by ``App.mount``: the URL prefix this folder is served under."""
-        self.prefix = prefix.rstrip("/").encode()
+        """Called by ``App.mount``: a URL prefix this folder is served under (one folder may
+        be mounted under several: they share its cache)."""
+        self.prefixes = sorted({*self.prefixes, prefix.rstrip("/").encode()}, key=len,
+                               reverse=True)
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -168,24 +170,27 @@ class StaticFiles:
 
     def _serve(self, request: Request, retry: bool) -> Response:
         head = request._head
-        raw = head.path
-        if not raw.startswith(self.prefix):
-            raise HTTPError(404)  # the prefix itself was percent-encoded: not this mount's URL
-        tail = raw[len(self.prefix):]
+        tail = self._tail(head.path)
+        # The cache is keyed by the decoded path: every spelling of a name is one entry.
+        key = self._decode(tail) if b"%" in tail else tail
         now = time.monotonic()
-        entry = self.entries.get(tail)
+        entry = self.entries.get(key)
         if entry is None or now >= entry.check_after:
-            entry = self._refresh(tail, entry, now, head.query)
+            entry = self._refresh(key, head.path, entry, now, head.query)
         wanted: dict[bytes, bytes] | None = None
         for name, value in head.headers:
             if name in _WANTED:
                 if wanted is None:
                     wanted = {}
-                wanted.setdefault(name, value)
+                if name in wanted:  # several field lines: one list (RFC 9110 §5.3)
+                    wanted[name] += b", " + value
+                else:
+                    wanted[name] = value
         if wanted is None:
             rep = entry.reps[None]
-            if rep.ok is not None:
-                return rep.ok
+            if rep.body is not None:
+                # A new Response each time: a wrapper may add headers to what it gets.
+                return _response(200, rep.fields, rep.body)
             return self._open(rep, entry, None, request, retry)
         rep = entry.reps[None]
         if entry.offered:
@@ -195,15 +200,15 @@ class StaticFiles:
             status, span = decide(head.method, wanted, rep.etag, entry.mtime, rep.size)
             if status != PROCEED:
                 if status == NOT_MODIFIED:
-                    return rep.not_modified
+                    return _response(304, rep.not_modified_fields, b"")
                 if status == PARTIAL:
                     assert span is not None
                     return self._partial(rep, entry, span, request, retry)
                 if status == RANGE_NOT_SATISFIABLE:
                     return range_not_satisfiable(rep.size)
                 raise HTTPError(status)
-        if rep.ok is not None:
-            return rep.ok
+        if rep.body is not None:
+            return _response(200, rep.fields, rep.body)
         return self._open(rep, entry, None, request, retry)
 
     def _partial(self, rep: _Rep, entry: _Entry, span: tuple[int, int],
@@ -220,16 +225,17 @@ class StaticFiles:
         try:
             fd = os.open(rep.path, _OPEN_FLAGS)
         except OSError:
-            self._forget(request._head.path[len(self.prefix):])
+            self._forget_request(request)
             raise HTTPError(404) from None
         try:
             st = os.fstat(fd)
-            if _stat_key(st) != rep.key or not stat.S_ISREG(st.st_mode):
+            if _stat_key(st) != rep.key or not stat.S_ISREG(st.st_mode) \
+                    or not self._fd_inside(fd):
                 # Changed since the last stat: the headers would lie. Look again, once; a
                 # file that keeps changing is busy (a log being written): 503, try later.
                 os.close(fd)
                 fd = -1
-                self._forget(request._head.path[len(self.prefix):])
+                self._forget_request(request)
                 if not retry:
                     raise HTTPError(503, headers={"Retry-After": "1"})
                 return self._serve(request, False)
@@ -245,24 +251,42 @@ class StaticFiles:
 
     # -- the cache -----------------------------------------------------------------------------
 
+    def _tail(self, raw: bytes) -> bytes:
+        """The raw path after the mount's prefix (b"" or starting with "/")."""
+        for prefix in self.prefixes:
+            if raw.startswith(prefix) and (len(raw) == len(prefix) or raw[len(prefix)] == 47):
+                return raw[len(prefix):]
+        raise HTTPError(404)  # the prefix itself was percent-encoded: not this mount's URL
+
+    def _forget_request(self, request: Request) -> None:
+        tail = self._tail(request._head.path)
+        self._forget(self._decode(tail) if b"%" in tail else tail)
+
     def _forget(self, tail: bytes) -> None:
         old = self.entries.pop(tail, None)
         if old is not None:
             self.cached_bytes -= old.cached_bytes
 
-    def _refresh(self, tail: bytes, old: _Entry | None, now: float, query: bytes) -> _Entry:
-        """The entry for ``tail``: resolved and stat-ed again; rebuilt only if it changed.
-        Raises HTTPError(404) (or 301 to a folder's slash-ended URL)."""
-        real = self._resolve(tail, query)
+    def _refresh(self, key: bytes, raw_path: bytes, old: _Entry | None, now: float,
+                 query: bytes) -> _Entry:
+        """The entry for the decoded path ``key``: resolved and stat-ed again; rebuilt only
+        if it changed. Raises HTTPError(404) (or 301 to a folder's slash-ended URL)."""
+        root = os.path.realpath(self.directory)
+        if root != self.root:  # the folder is a symlink a deploy switched: start over
+            self.root = root
+            self.entries.clear()
+            self.cached_bytes = 0
+            old = None
+        real = self._resolve(key, raw_path, query)
         try:
             keys = self._keys(real)
         except OSError:
-            self._forget(tail)
+            self._forget(key)
             raise HTTPError(404) from None
         if old is not None and old.real == real and old.keys == keys:
             old.check_after = now + self.revalidate_after
             return old
-        self._forget(tail)
+        self._forget(key)
         entry = self._build(real, now)
         if entry.cached_bytes > self.cache_bytes:
             return entry  # too big to keep: served, not cached
@@ -270,17 +294,22 @@ class StaticFiles:
         while entries and (len(entries) >= self.cache_entries
                            or self.cached_bytes + entry.cached_bytes > self.cache_bytes):
             self._forget(next(iter(entries)))
-        entries[tail] = entry
+        entries[key] = entry
         self.cached_bytes += entry.cached_bytes
         return entry
 
-    def _resolve(self, tail: bytes, query: bytes) -> bytes:
-        """The real path of a regular file in the folder for a raw URL tail, or HTTPError."""
-        if b"%" in tail:
-            lowered = tail.lower()
-            if any(bad in lowered for bad in _REFUSED_ESCAPES):
-                raise HTTPError(404)
-            tail = unquote_to_bytes(tail)
+    @staticmethod
+    def _decode(tail: bytes) -> bytes:
+        """A raw URL tail with percent escapes, decoded; encoded slashes, backslashes and
+        NULs are refused before decoding (404)."""
+        lowered = tail.lower()
+        if any(bad in lowered for bad in _REFUSED_ESCAPES):
+            raise HTTPError(404)
+        return unquote_to_bytes(tail)
+
+    def _resolve(self, tail: bytes, raw_path: bytes, query: bytes) -> bytes:
+        """The real path of a regular file in the folder for a decoded URL tail, or
+        HTTPError."""
         if b"\\" in tail or b"\0" in tail:
             raise HTTPError(404)
         segments = tail.split(b"/")[1:] if tail else []
@@ -292,33 +321,42 @@ class StaticFiles:
                 raise HTTPError(404)
             if segment.startswith(b".") and not self.dotfiles:
                 raise HTTPError(404)
-        real = os.path.realpath(os.path.join(self.root, *segments))
-        if not self._inside(real):
-            raise HTTPError(404)
-        try:
-            st = os.stat(real)
-        except OSError:
-            raise HTTPError(404) from None
+        real, st = self._stat_inside(os.path.join(self.root, *segments))
         if stat.S_ISDIR(st.st_mode):
             if self.index is None:
                 raise HTTPError(404)  # never a listing
             if not wants_folder or not tail:
-                location = self.prefix + (tail or b"") + b"/"
+                location = raw_path + b"/"
                 if query:
                     location += b"?" + query
                 raise HTTPError(301, "", headers={"Location": location.decode("latin-1")})
-            real = os.path.realpath(os.path.join(real, self.index))
-            if not self._inside(real):
-                raise HTTPError(404)
-            try:
-                st = os.stat(real)
-            except OSError:
-                raise HTTPError(404) from None
+            real, st = self._stat_inside(os.path.join(real, self.index))
         elif wants_folder:
             raise HTTPError(404)  # "file.css/" names no folder
         if not stat.S_ISREG(st.st_mode):
             raise HTTPError(404)
         return real
+
+    def _stat_inside(self, path: bytes) -> tuple[bytes, os.stat_result]:
+        """The real path and stat of ``path``, which must resolve inside the folder (404)."""
+        real = os.path.realpath(path)
+        if not self._inside(real):
+            raise HTTPError(404)
+        try:
+            return real, os.stat(real)
+        except OSError:
+            raise HTTPError(404) from None
+
+    def _fd_inside(self, fd: int) -> bool:
+        """Whether an opened fd is a file in the folder: a folder swapped for a symlink
+        between the realpath check and the open must not be followed (Linux's /proc names
+        what the fd really is)."""
+        if self.allow_outside_symlinks:
+            return True
+        try:
+            return self._inside(os.readlink(b"/proc/self/fd/%d" % fd))
+        except OSError:
+            return True  # no /proc: the realpath check stands alone
 
     def _inside(self, real: bytes) -> bool:
         root = self.root
@@ -347,6 +385,7 @@ class StaticFiles:
         ct_line = b"Content-Type: %s\r\n" % kind.encode("latin-1")
         reps: dict[Any, _Rep] = {}
         key, mtime, body = self._load(real)
+        mtime = min(mtime, int(time.time()))  # never a Last-Modified after Date (§8.8.2.1)
         last_modified = b"Last-Modified: %s\r\n" % format_http_date(mtime)
         common = b"Accept-Ranges: bytes\r\n%sX-Content-Type-Options: nosniff\r\n" % \
             self.extra_fields
@@ -383,7 +422,7 @@ class StaticFiles:
             raise HTTPError(404) from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or not self._fd_inside(fd):
                 raise HTTPError(404)
             body = _read_all(fd, st.st_size) if st.st_size <= self.small_file_limit else None
             if body is not None and len(body) != st.st_size:

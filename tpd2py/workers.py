@@ -152,6 +152,9 @@ class WorkerOptions:
     setup: Callable[[Server], None] | None = None
     # stats.Stats: each worker publishes its counters in a row of its board.
     stats: Any = None
+    # Made in each worker after the fork (TLS settings need the worker's hub): the listeners'
+    # transport (tls.TLSSettings.wrap), or None for plain sockets.
+    make_transport: Callable[[], Any] | None = None
 
 
 class _Worker:
@@ -476,6 +479,7 @@ class Master:
         opts = self.options
         try:
             app = opts.make_app()
+            transport = opts.make_transport() if opts.make_transport is not None else None
         except SystemExit as e:
             print(e.code if isinstance(e.code, str) else f"tpd2py: exit {e.code}",
                   file=sys.stderr, flush=True)
@@ -489,10 +493,10 @@ class Master:
         if opts.stats is not None and row >= 0:
             opts.stats.attach(server, row)
         for sock in self.listeners:
-            server.adopt(sock)
+            server.adopt(sock, transport)
         if self.slot_listeners:
             for sock in self.slot_listeners[slot]:
-                server.adopt(sock)
+                server.adopt(sock, transport)
         status_w = self._status_w
         hub = server.hub
         limit = 0

@@ -55,7 +55,7 @@ def demo_server() -> Iterator[ServerThread]:
 def browser(tmp_path: Path) -> Iterator[Callable[[], Any]]:
     drivers: list[Any] = []
 
-    def launch() -> Any:
+    def launch(*extra_args: str) -> Any:
         options = Options()
         assert CHROMIUM is not None and CHROMEDRIVER is not None
         options.binary_location = CHROMIUM
@@ -63,7 +63,7 @@ def browser(tmp_path: Path) -> Iterator[Callable[[], Any]]:
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    f"--user-data-dir={profile}"):
+                    f"--user-data-dir={profile}", *extra_args):
             options.add_argument(arg)
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER),
                                   options=options)

@@ -570,3 +570,38 @@ def test_kill_9_under_load_fails_at_most_the_requests_in_flight(master):
         t.join(WAIT)
     assert len(after_kill) == 4
     assert len(failures) <= 4, failures  # at most the one request each connection had in flight
+
+
+def test_https_workers_make_their_tls_settings_and_reload_certificates(master, folder):
+    trustme = pytest.importorskip("trustme", reason="needs trustme (the test extra)")
+    import ssl
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(folder / "server.pem"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    m = master("--workers", "2", "--port", "0", "--certfile", str(folder / "server.pem"))
+    ctx = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+
+    def https_get() -> dict:
+        conn = http.client.HTTPSConnection(*m.address, timeout=WAIT, context=ctx)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            return json.loads(resp.read())
+        finally:
+            conn.close()
+
+    assert https_get()["scheme"] == "https"
+    # A renewed certificate from another CA: a reload (SIGHUP) makes new workers load it.
+    ca2 = trustme.CA()
+    ca2.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(folder / "server.pem"))
+    ca2.cert_pem.write_to_path(str(folder / "ca.pem"))
+    old = m.children()
+    mark = m.mark()
+    m.signal(signal.SIGHUP)
+    for pid in old:
+        m.wait_for(rf"worker {pid} stopped \(exit status 0\)", since=mark)
+    ctx = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    assert https_get()["scheme"] == "https"
