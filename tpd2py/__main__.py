@@ -14,6 +14,7 @@ from typing import IO, Any
 from . import __version__
 from .app import App
 from .compress import Gzip
+from .deploy import add_production_options, production_requested, run_production
 from .http11 import Limits
 from .hub import get_hub
 from .server import Config, serve
@@ -46,8 +47,7 @@ def as_server_app(app: Any, spec: str, args: argparse.Namespace) -> Any:
     """A tpd2py App as it is; any other callable as a WSGI app; else a one-line error."""
     if isinstance(app, App):
         for flag, value in (("--threads", args.threads), ("--root-path", args.root_path),
-                            ("--max-queue", args.max_queue),
-                            ("--forwarded-allow-ips", args.forwarded_allow_ips)):
+                            ("--max-queue", args.max_queue)):
             if value:
                 raise SystemExit(f"tpd2py: {flag} is for WSGI apps; {spec} is a tpd2py App")
         return app
@@ -172,9 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 4 N); more are answered 503 with Retry-After")
     p.add_argument("--root-path", metavar="PATH",
                    help="WSGI apps: the path prefix the app is mounted under (SCRIPT_NAME)")
-    p.add_argument("--forwarded-allow-ips", metavar="IPS",
-                   help="WSGI apps: comma-separated proxy addresses whose X-Forwarded-Proto "
-                        "sets wsgi.url_scheme")
     p.add_argument("--debug", action="store_true",
                    help="show handler tracebacks in the browser (development only, never in "
                         "production)")
@@ -182,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the server when a .py file under the current directory "
                         "changes (development only; uses watchfiles when installed)")
     p.add_argument("--version", action="version", version=f"tpd2py {__version__}")
+    add_production_options(p)
     return p
 
 
@@ -211,12 +209,24 @@ def main(argv: list[str] | None = None) -> None:
         access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
     if args.threads < 0:
         raise SystemExit("tpd2py: --threads must not be negative")
-    app = as_server_app(load_app(args.app), args.app, args)
-    if isinstance(app, App):
-        add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
-    elif args.static or args.gzip:
-        raise SystemExit("tpd2py: --static and --gzip are for tpd2py Apps; a WSGI app "
-                         "serves its own files")
+
+    def make_app() -> Any:
+        app = as_server_app(load_app(args.app), args.app, args)
+        if isinstance(app, App):
+            add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
+        elif args.static or args.gzip:
+            raise SystemExit("tpd2py: --static and --gzip are for tpd2py Apps; a WSGI app "
+                             "serves its own files")
+        return app
+
+    if production_requested(args):
+        # The TLS settings are made where the listeners are served: in each worker (after the
+        # fork: the master makes no hub), or here for one process.
+        status = run_production(args, config, access_log, make_app, lambda: tls_settings(args))
+        if access_log is not None:
+            access_log.flush()
+        raise SystemExit(status)
+    app = make_app()
     settings = tls_settings(args)
     if args.debug:
         if not isinstance(app, App):

@@ -399,7 +399,8 @@ class Request:
 
     @property
     def scheme(self) -> str:
-        """``https`` over a TLS transport, else ``http``."""
+        """``https`` over a TLS transport, else ``http``; behind a trusted proxy (proxy.py)
+        what the proxy says the client used."""
         return getattr(self._conn.sock, "scheme", "http")
 
     @property
@@ -413,6 +414,13 @@ class Request:
     def peer(self) -> Any:
         """The client's address, as the socket gives it (a (host, port) tuple over TCP)."""
         return self._conn.address()
+
+    @property
+    def host(self) -> str | None:
+        """The Host header (None without one); behind a trusted proxy (proxy.py) the host the
+        client asked the proxy for."""
+        v = self._head.header(b"host")
+        return None if v is None else v.decode("latin-1")
 
     def park(self, on_hangup: Callable[[], None] | None = None) -> Parking:
         """A context manager around a wait on something other than this client (a channel, a

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .app import App
-from .conn import Connection
+from .conn import IDLE, Connection
 from .context import Config, Context, ExchangeApp
 from .exchange import Exchange
 from .hub import FdRecord, Hub, get_hub
@@ -69,6 +69,11 @@ class Server:
         self._backoffs = 0
         self._sweeper: Any = None
         self.stopped = False
+        # A feature that reads something before HTTP on each new connection (proxyproto.py)
+        # sets this before listening: ``preface(server, sock, addr, transport)`` runs in its
+        # own greenlet and hands the socket on with ``adopt_connection``. None: listeners take
+        # the plain accept path, which does not look at it.
+        self.preface: Callable[[Server, Any, Any, Any], None] | None = None
 
     @property
     def draining(self) -> bool:
@@ -106,10 +111,15 @@ class Server:
         self._add_listener(sock, transport)
         return path
 
+    def adopt(self, sock: socket.socket, transport: Transport | None = None) -> None:
+        """Serve a listening socket bound elsewhere (a master process, systemd)."""
+        self._add_listener(sock, transport)
+
     def _add_listener(self, sock: socket.socket, transport: Transport | None = None) -> None:
         sock.setblocking(False)
         self.listeners.append(sock)
-        rec = self.hub.register(sock.fileno(), self._accept_one, level=True)
+        accept = self._accept_one if self.preface is None else self._accept_preface
+        rec = self.hub.register(sock.fileno(), accept, level=True)
         # family/type/proto read once: the socket properties build enums on every access.
         # SOCK_NONBLOCK in the type makes CPython's socket object non-blocking (timeout 0.0)
         # without a syscall and whatever socket.setdefaulttimeout() says; the fd itself stays
@@ -128,14 +138,8 @@ class Server:
         except BlockingIOError:
             return
         except OSError as e:
-            if e.errno in _ACCEPT_EXHAUSTED:
-                # Out of descriptors or memory: stop listening for a moment instead of
-                # spinning on a queue we cannot take from.
-                self._back_off(e.errno or 0)
-                return
-            if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                return
-            raise
+            self._accept_failed(e)
+            return
         if self._backoffs:
             log.warning("accept: recovered after %d back-offs in %.1f s", self._backoffs,
                         time.monotonic() - self._backoff_since)
@@ -148,6 +152,47 @@ class Server:
             sock = transport(sock)  # the connection's transport seam (TLS)
         conn = Connection(self.ctx, sock, addr if self.ctx.access_log is not None else None)
         self.conns[fd] = conn
+        if len(self.conns) >= self.config.max_connections:
+            self._pause_accepting(True)
+        conn.serve()
+
+    def _accept_failed(self, e: OSError) -> None:
+        if e.errno in _ACCEPT_EXHAUSTED:
+            # Out of descriptors or memory: stop listening for a moment instead of
+            # spinning on a queue we cannot take from.
+            self._back_off(e.errno or 0)
+            return
+        if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+            return
+        raise e
+
+    def _accept_preface(self, rec: FdRecord) -> None:
+        """Hub callback instead of _accept_one when ``preface`` is set: accept one connection
+        and run the preface on it in a greenlet of its own."""
+        accept, family, type_, proto, transport = rec.owner
+        try:
+            fd, addr = accept()
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._accept_failed(e)
+            return
+        preface = self.preface
+        assert preface is not None  # registered only when set
+        self.hub.spawn(preface, self, _socket.socket(family, type_, proto, fd), addr, transport)
+
+    def adopt_connection(self, sock: Any, peer: Any, transport: Transport | None = None
+                         ) -> None:
+        """Serve a connection a preface has handed on, as _accept_one does; ``peer`` is what
+        ``request.peer`` reports; ``transport`` as the listener's (the preface came before
+        TLS). Runs in the hub (call_soon)."""
+        if self.ctx.draining:
+            sock.close()
+            return
+        if transport is not None:
+            sock = transport(sock)
+        conn = Connection(self.ctx, sock, peer)
+        self.conns[conn.fd] = conn
         if len(self.conns) >= self.config.max_connections:
             self._pause_accepting(True)
         conn.serve()
@@ -249,23 +294,31 @@ class Server:
             log.warning("stopping: waiting up to %gs for %d connection(s) to finish "
                         "(Ctrl-C again to stop now)", self.config.grace, len(self.conns))
 
-    def shutdown(self, grace: float | None = None) -> None:
+    def shutdown(self, grace: float | None = None, keep_idle: bool = False) -> None:
         """Stop accepting, close idle connections, let busy ones finish, then stop the hub.
 
-        Runs in the hub (a callback); never switches.
+        With ``keep_idle`` (a worker retiring while others serve on: workers.py) idle
+        keep-alive connections stay open until their next request, which is answered with
+        ``Connection: close``, or until ``grace`` ends: closing one at once could race the
+        request its client is sending. Runs in the hub (a callback); never switches.
         """
         if self.ctx.draining:
             return
         self.ctx.draining = True
         grace = self.config.grace if grace is None else grace
         for rec in self._listener_recs:
-            self.hub.unregister(rec, closing=True)
+            # Not ``closing``: a listener may be shared with other processes (workers.py), and
+            # epoll forgets an fd only when every descriptor of its open file is closed.
+            self.hub.unregister(rec)
         for sock in self.listeners:
             sock.close()
         self.listeners.clear()
         self._listener_recs.clear()
         for conn in list(self.conns.values()):
-            conn.drain()
+            if conn.worker is not None:
+                conn.ex.keep_alive = False  # a running handler's response says so: it closes
+            if not (keep_idle and conn.state is IDLE):
+                conn.drain()
         deadline = time.monotonic() + grace
         self._check_drained(deadline)
 

@@ -1,0 +1,137 @@
+"""A real nginx in front of ``--workers 2 --unix``: proxy headers believed from the proxy (a
+unix-socket peer) and the client's address as nginx saw it, a spoofed X-Forwarded-For from the
+client ignored, and a reload under nginx's keep-alive upstream connections losing nothing."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_workers import APP, Master
+
+WAIT = 10.0
+
+CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr warn;
+{user}
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream app {{
+        server unix:{sock};
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def nginx_front(tmp_path: Path):
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                      else None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (.ci/run installs it)")
+    (tmp_path / "wapp.py").write_text(APP)
+    (tmp_path / "version.txt").write_text("v1")
+    sock = tmp_path / "app.sock"
+    master = Master(tmp_path, "--workers", "2", "--unix", str(sock), "--proxy-headers")
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    # As root nginx's workers would run as nobody and could not reach the socket.
+    conf.write_text(CONF.format(dir=tmp_path, sock=sock, port=port,
+                                user="user root;" if os.geteuid() == 0 else ""))
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # nginx tells no one when it listens: poll the port, bounded (there is nothing to await).
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read() if proc.stderr else b""
+                master.stop()
+                pytest.fail(f"nginx did not start: {err!r}")
+            time.sleep(0.02)
+    master.address = ("127.0.0.1", port)
+    yield master
+    proc.terminate()
+    proc.wait(WAIT)
+    master.stop()
+
+
+def test_client_address_through_nginx_and_a_spoof_ignored(nginx_front):
+    m = nginx_front
+    # The client is 127.0.0.2 (not a trusted proxy); its own X-Forwarded-For is a lie that
+    # nginx passes on, appending the real address.
+    got = m.get(headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
+                         "Host": "shop.example"}, source="127.0.0.2")
+    assert got["peer"] == ["127.0.0.2", 0]
+    assert got["scheme"] == "http"  # nginx overwrote the client's X-Forwarded-Proto
+    assert got["host"] == "shop.example"
+
+
+def test_reload_behind_nginx_keepalive_loses_nothing(nginx_front, tmp_path):
+    m = nginx_front
+    conn = http.client.HTTPConnection(*m.address, timeout=WAIT)
+    versions = set()
+
+    def one() -> None:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        versions.add(json.loads(resp.read())["version"])
+
+    for _ in range(20):
+        one()
+    old = m.children()
+    (tmp_path / "version.txt").write_text("v2")
+    mark = m.mark()
+    m.signal(signal.SIGHUP)
+    m.wait_for(r"reload: generation 2 serving", since=mark)
+    for _ in range(20):  # nginx's kept-alive upstream connections lead to retiring workers
+        one()
+    for pid in old:
+        m.wait_for(rf"worker {pid} stopped \(exit status 0\)", since=mark)
+    versions.clear()
+    for _ in range(5):
+        one()
+    conn.close()
+    assert versions == {"v2"}
