@@ -214,6 +214,7 @@ class WSGIExchange(Exchange):
         self.keep_alive = head.keep_alive and not head.must_close and not ctx.draining
         if head.chunked:
             self.body_left = BODY_CHUNKED
+            self.body_limit = ctx.config.max_body_size  # read_body's limit for chunked bodies
             self.decoder = None
         elif head.content_length > 0:
             if head.content_length > ctx.config.max_body_size:
