@@ -25,7 +25,8 @@ starts with it); header fields as ``HTTP_*`` (several fields of one name joined 
 cookies with "; ", RFC 9110 §5.3), and a name with ``_`` dropped, so that ``X_Forwarded_For``
 cannot pose as ``X-Forwarded-For``; ``CONTENT_LENGTH`` only for a Content-Length body (a
 chunked one is read to its end: ``wsgi.input_terminated``); ``SERVER_NAME``/``SERVER_PORT``
-from Host; ``wsgi.url_scheme`` "https" only from a trusted proxy's ``X-Forwarded-Proto``.
+from Host; ``wsgi.url_scheme`` "https" over a TLS transport or from a trusted proxy's
+``X-Forwarded-Proto``.
 Switch points: ``WSGIExchange.handle`` (it runs the app) and, inside the app, ``Input``'s reads.
 """
 
@@ -376,6 +377,9 @@ class WSGI:
                 if isinstance(peer, tuple) and len(peer) >= 2 else ("", "")
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
         env["wsgi.input"] = body
+        scheme = getattr(conn.sock, "scheme", None)  # a TLS transport says "https"
+        if scheme is not None:
+            env["wsgi.url_scheme"] = scheme
         if self.trusted and remote[0] in self.trusted:
             proto = env.get("HTTP_X_FORWARDED_PROTO", "").rpartition(",")[2].strip().lower()
             if proto in ("http", "https"):

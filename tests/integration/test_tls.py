@@ -489,3 +489,14 @@ def test_a_request_pipelined_behind_a_waiting_one_is_kept(https, pki):
     assert (first.body, second.body) == (b"resumed", b"hello over https")
     assert not gone.is_set()
     sock.close()
+
+
+def test_a_wsgi_app_over_tls_sees_https(server, pki):
+    from tpd2py.wsgi import WSGI
+
+    def app(environ: dict, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["wsgi.url_scheme"].encode()]
+
+    srv = server(WSGI(app), transport=TLSSettings(pki["server"]).wrap)
+    assert https_get(srv, pki) == b"https"
