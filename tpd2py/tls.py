@@ -12,9 +12,11 @@ How it works: an ``ssl.SSLObject`` over two memory BIOs (measured against a non-
 MSG_DONTWAIT calls; the handshake runs inside the first ``recv_into`` calls, a step per
 readable edge, in whatever greenlet reads (no thread, no wait of its own).
 Rules:
-- Readiness: ``recv_into`` returns short only when the kernel socket said EAGAIN and OpenSSL
-  holds no decrypted byte (``pending()``), so an edge will come for what is missing; when it
-  fills the buffer, the caller reads again (gsocket.recv_nowait's ``read_pending``).
+- Readiness: ``recv_into`` returns short only when the kernel's queue was emptied by a read of
+  this very call (or said EAGAIN) and OpenSSL holds no decrypted byte (``pending()``), so an
+  edge will come for what is missing; when it fills the buffer, the caller reads again
+  (gsocket.recv_nowait's ``read_pending``). What a read learnt of the kernel is never kept
+  for a later call: an edge may have come and gone meanwhile.
 - Sends: a send reports plaintext as sent only once all of its ciphertext is in the kernel.
   Ciphertext that did not fit is kept and the send raises ``BlockingIOError`` (the socket is
   full: an edge will come); the next send delivers it first and then reports that plaintext.
@@ -65,7 +67,8 @@ class TLSTransport:
     """One TLS connection over an accepted (blocking-fd, MSG_DONTWAIT) kernel socket."""
 
     __slots__ = ("raw", "obj", "incoming", "outgoing", "unsent", "committed", "eof",
-                 "drained", "peeked", "handshake_deadline")
+                 "peer_closed", "peeked", "handshake_deadline", "partial_deadline",
+                 "record_timeout")
 
     scheme = "https"
 
@@ -81,9 +84,11 @@ class TLSTransport:
         # Ciphertext that did not fit in the kernel yet, and the plaintext it carries.
         self.unsent = b""
         self.committed = 0
-        self.eof = False
-        self.drained = False
+        self.eof = False  # the kernel socket's end, or a fatal TLS error
+        self.peer_closed = False  # the peer's close_notify came (we still send ours)
         self.peeked = b""
+        self.partial_deadline = 0.0
+        self.record_timeout = handshake_timeout
 
     # -- the socket's face ----------------------------------------------------------------------
 
@@ -111,17 +116,18 @@ class TLSTransport:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def _pull(self) -> None:
+    def _pull(self) -> bool:
         """Move ciphertext from the kernel into OpenSSL (an EOF is written as such). Raises
-        BlockingIOError when the kernel has none. ``drained``: this read emptied the kernel's
-        queue (a short read of a stream socket), so new bytes will bring a new edge."""
+        BlockingIOError when the kernel has none. Returns whether this read emptied the
+        kernel's queue (a short read of a stream socket): then new bytes bring a new edge.
+        That is true only now: the caller keeps it for this one read, never longer."""
         data = self.raw.recv(READ_SIZE, DONTWAIT)
         if not data:
             self.incoming.write_eof()
             self.eof = True
-            return
-        self.drained = len(data) < READ_SIZE
+            return True
         self.incoming.write(data)
+        return len(data) < READ_SIZE
 
     def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
@@ -149,12 +155,15 @@ class TLSTransport:
 
     def _recv_into(self, view: Any) -> int:
         # Exceptions are the costly part of this loop (SSLWantReadError, BlockingIOError):
-        # OpenSSL is asked only when it holds ciphertext, and the kernel only when its queue
-        # was not emptied by the last read (``drained``: then an edge will announce more).
+        # OpenSSL is asked only when it holds ciphertext, and the kernel is not asked again
+        # once this call's read emptied it (``drained``: an edge will announce more).
+        if self.peer_closed:
+            return 0
         obj = self.obj
         incoming = self.incoming
         size = len(view)
         total = 0
+        drained = False
         if self.peeked:  # plaintext the hang-up peek decrypted comes first
             data = self.peeked
             total = min(len(data), size)
@@ -162,19 +171,18 @@ class TLSTransport:
             self.peeked = data[total:]
         while total < size:
             if not incoming.pending and not obj.pending():
-                if self.drained and not self.eof:
-                    self.drained = False  # the next call asks the kernel
+                if drained and not self.eof:
                     if total:
                         return total
-                    self._check_handshake_deadline()
+                    self._check_deadlines()
                     raise BlockingIOError()
                 if not self.eof:
                     try:
-                        self._pull()
+                        drained = self._pull()
                     except BlockingIOError:
                         if total:
                             return total
-                        self._check_handshake_deadline()
+                        self._check_deadlines()
                         raise
             try:
                 # With a buffer, read() returns a count (typeshed says bytes).
@@ -187,25 +195,46 @@ class TLSTransport:
                     if total:
                         return total
                     raise ConnectionResetError("TLS: EOF in the middle of a record") from None
+                if not self.partial_deadline:  # bytes that decrypt to nothing yet
+                    self.partial_deadline = time.monotonic() + self.record_timeout
                 continue
-            except ssl.SSLZeroReturnError:  # close_notify: a clean end
-                return total
+            except ssl.SSLZeroReturnError:  # close_notify: a clean end, now or next read
+                return self._peer_closed(total)
             except ssl.SSLEOFError:
                 return total  # EOF without close_notify (0: the peer is gone all the same)
-            if n == 0:
-                return total
+            if n == 0:  # close_notify (Python's ssl returns 0 for it)
+                return self._peer_closed(total)
             total += n
+            self.partial_deadline = 0.0
         if self.outgoing.pending:
             self._push_handshake_output()  # e.g. TLS 1.3 session tickets after the handshake
         return total
 
-    def _check_handshake_deadline(self) -> None:
-        """A handshake fed a byte at a time must still end (the connection's header timeout
-        cuts one that sends nothing more)."""
-        if self.handshake_deadline and time.monotonic() > self.handshake_deadline:
-            if self.obj.version() is None:
-                raise ConnectionResetError("TLS handshake took too long")
-            self.handshake_deadline = 0.0  # done: never checked again
+    def _peer_closed(self, total: int) -> int:
+        """The peer's close_notify came after ``total`` bytes of this read. The next read
+        returns 0; but when this one returns data, no edge would call it: shutting down our
+        read side makes the kernel report the end (EPOLLIN|EPOLLRDHUP) as it would a FIN, so
+        the connection reads again and finds it. Our own close_notify still goes out."""
+        self.peer_closed = True
+        if total:
+            with contextlib.suppress(OSError):
+                self.raw.shutdown(socket.SHUT_RD)
+        return total
+
+    def _check_deadlines(self) -> None:
+        """Bytes that trickle in without becoming plaintext (a handshake, or a record fed a
+        byte at a time) must still end: each wake-up that brings nothing usable checks the
+        time since the first such byte (the connection's header timeout cuts a client that
+        sends nothing more)."""
+        now = 0.0
+        if self.handshake_deadline:
+            now = time.monotonic()
+            if now > self.handshake_deadline:
+                if self.obj.version() is None:
+                    raise ConnectionResetError("TLS handshake took too long")
+                self.handshake_deadline = 0.0  # done: never checked again
+        if self.partial_deadline and (now or time.monotonic()) > self.partial_deadline:
+            raise ConnectionResetError("TLS record trickled in too slowly")
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """The hang-up peek (MSG_PEEK): b"" if the peer has closed (a close_notify or an EOF),
@@ -214,7 +243,7 @@ class TLSTransport:
         it is; plaintext found is kept (``peeked``) for the next read."""
         if self.peeked or self.obj.pending():
             return b"\0"
-        if self.eof:
+        if self.eof or self.peer_closed:
             return b""
         if not self.incoming.pending:
             self._pull()  # BlockingIOError: nothing there
@@ -226,13 +255,17 @@ class TLSTransport:
             if self.outgoing.pending:
                 self._push_handshake_output()
             return b"\0"  # part of a record (or of the handshake): input, not an end
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        except ssl.SSLZeroReturnError:
+            self.peer_closed = True  # we still answer with our own close_notify
+            return b""
+        except ssl.SSLEOFError:
             self.eof = True
             return b""
         except ssl.SSLError as e:
             self._refuse(e)
             return b""
         if not data:
+            self.peer_closed = True
             return b""
         self.peeked = data
         return data[:1]
@@ -353,7 +386,7 @@ class TLSSettings:
 
             def choose(obj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
                 # Runs inside the handshake (OpenSSL's callback): a dict lookup, nothing more.
-                chosen = by_name.get(name.lower()) if name else None
+                chosen = by_name.get(name.lower().rstrip(".")) if name else None
                 if chosen is not None:
                     obj.context = chosen
 

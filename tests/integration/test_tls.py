@@ -466,9 +466,9 @@ def open_waiting(https: Any, pki: dict[str, Any]
     resumes: list[Any] = []
     gone = threading.Event()
     srv = https(later_app(resumes, gone))
-    sock = client_context(pki).wrap_socket(
-        socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT),
-        server_hostname="127.0.0.1")
+    raw = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a second request goes at once
+    sock = client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1")
     sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
     wait_until_waiting(srv, resumes)
     return srv, sock, resumes, gone
