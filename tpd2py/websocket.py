@@ -298,6 +298,8 @@ class WebSocket:
         if self._handler is not None:
             self._runner = hub.spawn(self._run)  # starts on the hub's next turn
         self._send_queued()  # the 101 head
+        if conn.ctx.draining:  # upgraded while the server shuts down (its drain came first)
+            self.close(GOING_AWAY, "server shutting down")
         if pending:
             self._feed(pending)
         self._pump()
