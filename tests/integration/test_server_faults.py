@@ -297,10 +297,14 @@ def test_out_of_file_descriptors_backs_off_and_recovers(cli_server):
         sock.close()
     assert srv.get("/").body == b"Hello, World!"
     assert srv.proc.poll() is None
-    # Regression (log flood): one line when the back-off starts, not one per 0.1 s retry
-    # (600 a minute), and one with the count when it ends.
+    # Regression (log flood): one line when a run of back-offs starts, not one per 0.1 s
+    # retry (600 a minute), and one with the count when it ends. Closing the 60 clients can
+    # free fds, let the server accept from its backlog and run out again: a second run, said
+    # once too (seen on a loaded machine). What must never happen is a line per retry.
     assert srv.wait_stderr(b"recovered after")
-    assert sum(b"backing off" in line for line in srv.stderr) == 1, srv.stderr
+    starts = sum(b"backing off" in line for line in srv.stderr)
+    ends = sum(b"recovered after" in line for line in srv.stderr)
+    assert 1 <= starts <= min(ends + 1, 3), srv.stderr
 
 
 def test_lingering_close_is_bounded_for_a_client_that_keeps_sending(server):
