@@ -59,6 +59,8 @@ _SIBLINGS = ((b"br", b".br"), (b"gzip", b".gz"))
 # file the flag changes nothing).
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _VARY = b"Vary: Accept-Encoding\r\n"
+_monotonic = time.monotonic
+_new_response = object.__new__
 
 
 class _Rep:
@@ -154,6 +156,7 @@ class StaticFiles:
         self.cache_bytes = cache_bytes
         self.revalidate_after = revalidate_after
         self.prefixes: list[bytes] = []
+        self.single_prefix: bytes | None = None
         self.entries: dict[bytes, _Entry] = {}
         self.cached_bytes = 0
 
@@ -162,10 +165,34 @@ class StaticFiles:
         be mounted under several: they share its cache)."""
         self.prefixes = sorted({*self.prefixes, prefix.rstrip("/").encode()}, key=len,
                                reverse=True)
+        self.single_prefix = self.prefixes[0] if len(self.prefixes) == 1 else None
 
     # -- one request ---------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
+        # The common request, inline (measured: 3.3 -> ~1.6 us per call): one prefix, a plain
+        # path, a fresh cached small file, no conditional, range or encoding header.
+        head = request._head
+        raw = head.path
+        prefix = self.single_prefix
+        if prefix is not None and raw.startswith(prefix) and b"%" not in raw:
+            cut = len(prefix)
+            if len(raw) > cut and raw[cut] == 47:  # "/"
+                entry = self.entries.get(raw[cut:])
+                if entry is not None and _monotonic() < entry.check_after:
+                    for name, _ in head.headers:
+                        if name in _WANTED:
+                            break
+                    else:
+                        rep = entry.reps[None]
+                        if rep.body is not None:
+                            # A new Response each time: a wrapper may add headers to it.
+                            response = _new_response(Response)
+                            response.status = 200
+                            response.reason = None
+                            response.fields = rep.fields
+                            response.body = rep.body
+                            return response
         return self._serve(request, True)
 
     def _serve(self, request: Request, retry: bool) -> Response:
