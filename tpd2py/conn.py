@@ -14,13 +14,10 @@ with it; the diagram and a table are in docs/design.md):
 - LINGERING: after an error response, half-closed, reading and dropping input for a while so
   that the close is not a reset that destroys the response (RFC 9112 §9.6).
 - CLOSED: from any state (``close``).
-How it works: deadlines are plain floats in ``deadline``, checked by the server's
-once-a-second sweep (O(1) per request). Input goes through ``gsocket.recv_nowait`` (the
-readiness rule), output through ``gsocket.send_queued`` (the one send path) and, for file
-bodies, ``gsocket.sendfile_nowait``; ``sock`` is the transport seam (a kernel socket, or
-anything with its methods, e.g. TLS). A new connection enters epoll only when it first waits.
-Switch points: ``recv``, ``flush``, ``send_file``, ``park`` and whatever a handler calls;
-``serve`` through them. ``resume``, ``close`` and the hang-up check never switch.
+How it works: ``deadline`` floats checked by the server's sweep (O(1) per request); input by
+``gsocket.recv_nowait``, output by ``send_queued`` (files: ``sendfile_nowait``); ``sock`` is the
+transport seam (a socket, or a TLS transport). A connection enters epoll when it first waits.
+Switch points: ``recv``, ``flush``, ``send_file``, ``park`` (and ``serve`` through them).
 """
 
 from __future__ import annotations
@@ -157,9 +154,8 @@ class Connection(FdRecord):
             # An idle connection keeps nothing of its last request: no buffer, no greenlet.
             ctx = self.ctx
             ex = self.ex
-            # Before a first request (a TLS handshake under way, a partial record), or when
-            # nothing was served this time, the header timeout holds (nginx's
-            # client_header_timeout); after a request, the keep-alive timeout.
+            # Before a first request (a TLS handshake, a partial record) or when nothing was
+            # served, the header timeout holds (nginx's); after a request, the keep-alive one.
             timeout = ctx.header_timeout if ex.head is None else ctx.keepalive_timeout
             ex.head = None
             buf = self.buf
@@ -309,23 +305,30 @@ class Connection(FdRecord):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         self.flush()
         make_nonblocking(sock)
+        lent = self.buf is not None and self.start == self.end  # nothing unread: the buffer
+        if lent:  # goes back to the pool while a download waits (static_bench.py slow)
+            self._give_buffer()
         offset, end = body.offset, body.offset + body.length
-        while offset < end:
-            sent = sendfile_nowait(sock, body.fd, offset, end - offset)
-            if sent < 0:
-                self._wait_writable()
-            elif not sent:
-                log.warning("file shrank while being sent to %s: closing", self.address())
-                raise CloseConnection()
-            else:
-                self.ctx.sendmsg_calls += 1
-                offset += sent
+        try:
+            while offset < end:
+                sent = sendfile_nowait(sock, body.fd, offset, end - offset)
+                if sent < 0:
+                    self._wait_writable()
+                elif not sent:
+                    log.warning("file shrank while being sent to %s: closing", self.address())
+                    raise CloseConnection()
+                else:
+                    self.ctx.sendmsg_calls += 1
+                    offset += sent
+        finally:
+            if lent and self.state is SERVING:
+                self._enter(SERVING)  # takes a buffer again
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # the tail leaves now
 
     def _send_file_by_reads(self, body: FileBody) -> None:
-        """``send_file`` for a transport sendfile cannot write (TLS): a bounded piece at a
-        time is read, queued and sent, so a download holds at most one piece. May switch."""
+        """``send_file`` where sendfile cannot write (TLS): 64 KiB read, queued, sent. May
+        switch."""
         offset, end = body.offset, body.offset + body.length
         while offset < end:
             piece = os.pread(body.fd, min(READ_PIECE, end - offset), offset)
