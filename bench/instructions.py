@@ -27,12 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 MODES = {"conn": "connection", "keep": "keepalive", "client": "client"}
 
 
-def workload(mode: str, number: int) -> None:
+def workload(mode: str, number: int, kind: str = "native") -> None:
     from bench.hello import app
     from bench.micro_conn import paths
     from tpd2py.server import Server
 
-    server = Server(app)
+    if kind == "wsgi":  # the same requests, answered by a raw WSGI hello world
+        from bench.peers.wsgi_hello import app as wsgi_app
+        from tpd2py.wsgi import WSGI
+
+        server = Server(WSGI(wsgi_app))
+    else:
+        server = Server(app)
     fn = paths(server)[MODES[mode]]
 
     def measure() -> None:
@@ -44,11 +50,11 @@ def workload(mode: str, number: int) -> None:
     server.hub.run()
 
 
-def count(mode: str, number: int) -> int:
+def count(mode: str, number: int, kind: str = "native") -> int:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
-             sys.executable, __file__, "--run", mode, str(number)],
+             sys.executable, __file__, "--run", mode, str(number), kind],
             capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
@@ -57,18 +63,22 @@ def count(mode: str, number: int) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--run":
-        workload(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--run":
+        workload(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=tuple(MODES), default="conn")
     parser.add_argument("--number", type=int, default=1000)
+    parser.add_argument("--app", choices=("native", "wsgi"), default="native",
+                        help="bench/hello.py, or a raw WSGI hello world through tpd2py.wsgi")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind")
         return 2
-    once, twice = count(args.mode, args.number), count(args.mode, 2 * args.number)
-    print(f"{args.mode}: {(twice - once) / args.number:,.0f} instructions per iteration")
+    once = count(args.mode, args.number, args.app)
+    twice = count(args.mode, 2 * args.number, args.app)
+    print(f"{args.mode} ({args.app}): {(twice - once) / args.number:,.0f} instructions per "
+          "iteration")
     return 0
 
 

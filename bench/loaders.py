@@ -81,16 +81,16 @@ def parse_wrk(output: str) -> dict:
 
 
 def wrk(port: int, path: str, connections: int, duration: float, cpu: int | None,
-        depth: int = 1, headers: tuple[str, ...] = ()) -> dict:
+        depth: int = 1, headers: tuple[str, ...] = (), scheme: str = "http") -> dict:
     """Keep-alive load with one wrk thread; depth > 1 pipelines through bench/pipeline.lua;
-    ``headers`` ("Name: value") are added to every request."""
+    ``headers`` ("Name: value") are added to every request; ``scheme="https"`` for TLS."""
     argv = [tool("wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
             "--timeout", "5s"]
     for header in headers:
         argv += ["-H", header]
     if depth > 1:
         argv += ["-s", str(PIPELINE_SCRIPT)]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(f"{scheme}://127.0.0.1:{port}{path}")
     if depth > 1:
         argv += ["--", str(depth), path]
     return parse_wrk(_run(_pinned(argv, cpu), duration + GRACE_S))

@@ -7,6 +7,9 @@ Routes (under ``prefix``, default ``/chat``):
 - ``POST /chat/send``: form fields ``name`` and ``text``; publishes ``{"name", "text", "at"}``.
 - ``GET /chat/poll?after=N``: ``tpd2py.comet.long_poll`` on the chat channel.
 - ``GET /chat/events``: ``tpd2py.comet.event_stream`` on the chat channel.
+- ``/chat/ws`` (``?mode=ws``): a WebSocket subscribed to the chat channel (the history, then
+  each message, as ``{"id", "data"}`` text frames, with no greenlet held); the page sends
+  ``{"name", "text"}`` on it instead of POSTing.
 Rules: messages are rendered by the browser with ``textContent``, never as HTML, so user text
 cannot inject markup; names and texts are trimmed to fixed lengths. Each message is encoded to
 JSON once, however many pages receive it.
@@ -14,9 +17,20 @@ JSON once, however many pages receive it.
 
 from __future__ import annotations
 
+import json
 import time
 
-from tpd2py import App, Channel, HTTPError, Request, Response, event_stream, long_poll
+from tpd2py import (
+    App,
+    Channel,
+    HTTPError,
+    Message,
+    Request,
+    Response,
+    WebSocket,
+    event_stream,
+    long_poll,
+)
 
 MAX_NAME = 40
 MAX_TEXT = 500
@@ -46,7 +60,8 @@ form { display: flex; gap: .5em; margin-top: 1em; }
 <button id="submit" type="submit">Send</button>
 </form>
 <p>Transport: <a href="?mode=sse">Server-Sent Events</a> &middot;
-<a href="?mode=poll">long polling</a> &middot; <a href="/">home</a></p>
+<a href="?mode=poll">long polling</a> &middot; <a href="?mode=ws">WebSocket</a> &middot;
+<a href="/">home</a></p>
 <script>
 (function () {
   "use strict";
@@ -84,6 +99,19 @@ form { display: flex; gap: .5em; margin-top: 1em; }
     source.onerror = function () { setStatus("connecting", "reconnecting\\u2026"); };
   }
 
+  var socket = null;
+  function viaSocket() {
+    var scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    var ws = new WebSocket(scheme + "//" + location.host + prefix + "/ws");
+    ws.onopen = function () { socket = ws; setStatus("live", "connected (WebSocket)"); };
+    ws.onmessage = function (e) { var m = JSON.parse(e.data); show(String(m.id), m.data); };
+    ws.onclose = function () {
+      socket = null;
+      setStatus("connecting", "reconnecting\\u2026");
+      setTimeout(viaSocket, 1000);
+    };
+  }
+
   async function viaPolling() {
     var version = null;
     for (;;) {
@@ -110,13 +138,20 @@ form { display: flex; gap: .5em; margin-top: 1em; }
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     localStorage.setItem("chat-name", nameInput.value);
+    if (socket !== null) {
+      socket.send(JSON.stringify({name: nameInput.value, text: textInput.value}));
+      textInput.value = "";
+      textInput.focus();
+      return;
+    }
     var body = new URLSearchParams(new FormData(form));
     fetch(prefix + "/send", {method: "POST", body: body,
                              headers: {"X-Requested-With": "fetch"}})
       .then(function (r) { if (r.ok) { textInput.value = ""; textInput.focus(); } });
   });
 
-  if (mode === "poll") { viaPolling(); } else { viaEvents(); }
+  if (mode === "poll") { viaPolling(); } else if (mode === "ws") { viaSocket(); }
+  else { viaEvents(); }
 })();
 </script>
 </body></html>
@@ -135,14 +170,19 @@ def register(app: App, chat: Channel, prefix: str = "/chat") -> list[tuple[str, 
     def chat_page(request: Request) -> Response:
         return Response(page, content_type="text/html; charset=utf-8")
 
+    def publish(name: str, text: str) -> Message | None:
+        name = " ".join(name.split())[:MAX_NAME] or "anonymous"
+        text = " ".join(text.split())[:MAX_TEXT]
+        if not text:
+            return None
+        return chat.publish({"name": name, "text": text, "at": int(time.time())})
+
     @app.route(prefix + "/send", methods=["POST"])
     def send(request: Request) -> Response | dict:
         form = request.form()
-        name = " ".join(form.get("name", "").split())[:MAX_NAME] or "anonymous"
-        text = " ".join(form.get("text", "").split())[:MAX_TEXT]
-        if not text:
+        message = publish(form.get("name", ""), form.get("text", ""))
+        if message is None:
             raise HTTPError(400, "empty message\n")
-        message = chat.publish({"name": name, "text": text, "at": int(time.time())})
         if request.header("x-requested-with") == "fetch":
             return {"version": message.version}
         return Response(b"", status=303, headers={"Location": prefix})
@@ -155,5 +195,18 @@ def register(app: App, chat: Channel, prefix: str = "/chat") -> list[tuple[str, 
     def events(request: Request) -> Response:
         return event_stream(request, chat)
 
+    @app.websocket(prefix + "/ws", max_message=4096)
+    def socket(ws: WebSocket) -> None:
+        def received(data: str | bytes) -> None:
+            try:
+                fields = json.loads(data)
+                publish(str(fields["name"]), str(fields["text"]))
+            except (ValueError, KeyError, TypeError):
+                ws.close(1003, "expected {name, text} JSON")
+
+        # The history, then every message; the handler returns and no greenlet waits.
+        ws.subscribe(chat, after=0, on_message=received)
+
     return [(prefix, "Chat (Server-Sent Events)"),
-            (prefix + "?mode=poll", "Chat (long polling)")]
+            (prefix + "?mode=poll", "Chat (long polling)"),
+            (prefix + "?mode=ws", "Chat (WebSocket)")]

@@ -364,11 +364,11 @@ def _incomplete(reply: Reply, data: bytes) -> bool:
 
 # -- the in-process server ------------------------------------------------------------------------
 
-_SERVER_LOGGERS = ("tpd2py.hub", "tpd2py.server", "tpd2py.conn")
+_SERVER_LOGGERS = ("tpd2py.hub", "tpd2py.server", "tpd2py.conn", "tpd2py.wsgi")
 # tpd2py.conn also logs the application's own errors (a handler that raised, a bad response):
 # expected by the tests that provoke them. Its other errors are the server's bugs.
 _APP_ERRORS = ("handler error", "bad HTTPError", "bad response", "error while streaming",
-               "hang-up hook")
+               "hang-up hook", "WSGI app")
 
 
 def _server_fault(record: logging.LogRecord) -> bool:
@@ -388,7 +388,8 @@ class _ThreadErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread_id and record.name in _SERVER_LOGGERS:
-            if record.name == "tpd2py.conn" and str(record.msg).startswith(_APP_ERRORS) \
+            if record.name in ("tpd2py.conn", "tpd2py.wsgi") \
+                    and str(record.msg).startswith(_APP_ERRORS) \
                     and not _server_fault(record):
                 return
             self.records.append(record)

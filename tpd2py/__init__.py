@@ -20,11 +20,13 @@ from .hub import get_hub, sleep, spawn
 from .server import Config, Server, serve
 from .threads import ThreadPool, run_in_thread
 from .urls import redirect
+from .websocket import WebSocket, WebSocketClosed
 
 __all__ = [
     "App", "Request", "Response", "Later", "HTTPError", "ProtocolError", "ConnectionClosed",
     "ClientDisconnected", "Timeout", "Overloaded", "Socket", "connect", "get_hub", "sleep",
     "spawn", "Config", "Server", "serve", "Channel", "Message", "Update", "event_stream",
-    "long_poll", "sse", "sse_event", "ThreadPool", "run_in_thread", "redirect",
+    "long_poll", "sse", "sse_event", "ThreadPool", "run_in_thread", "WebSocket",
+    "WebSocketClosed", "redirect",
 ]
 __version__ = "0.1.0"

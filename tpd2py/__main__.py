@@ -21,7 +21,7 @@ from .static import StaticFiles
 from .tls import TLSSettings
 
 
-def load_app(spec: str) -> App:
+def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (the current directory is importable, as with uvicorn)."""
     module_name, _, attr = spec.partition(":")
     if not module_name:
@@ -31,16 +31,35 @@ def load_app(spec: str) -> App:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name is None or not module_name.startswith(e.name):
-            raise  # an import inside the user's module failed: its traceback helps
-        raise SystemExit(f"tpd2py: no module named {e.name!r} (run from the directory that "
-                         f"holds it, or install it)") from None
-    app = getattr(module, attr or "app", None)
-    if app is None:
-        raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
-    if not isinstance(app, App):
-        raise SystemExit(f"tpd2py: {spec} is a {type(app).__name__}, not a tpd2py App")
-    return app
+        if e.name != module_name and not module_name.startswith(f"{e.name}."):
+            raise  # the app's own import failed: its traceback says where
+        raise SystemExit(f"tpd2py: no module named {module_name!r}") from None
+    # Without a name: "app", else "application" (the name Django's wsgi.py and gunicorn use).
+    for name in [attr] if attr else ["app", "application"]:
+        app = getattr(module, name, None)
+        if app is not None:
+            return app
+    raise SystemExit(f"tpd2py: {module_name} has no attribute {attr or 'app'!r}")
+
+
+def as_server_app(app: Any, spec: str, args: argparse.Namespace) -> Any:
+    """A tpd2py App as it is; any other callable as a WSGI app; else a one-line error."""
+    if isinstance(app, App):
+        for flag, value in (("--threads", args.threads), ("--root-path", args.root_path),
+                            ("--max-queue", args.max_queue),
+                            ("--forwarded-allow-ips", args.forwarded_allow_ips)):
+            if value:
+                raise SystemExit(f"tpd2py: {flag} is for WSGI apps; {spec} is a tpd2py App")
+        return app
+    if not callable(app):
+        raise SystemExit(f"tpd2py: {spec} is neither a tpd2py App nor a WSGI callable "
+                         f"(it is a {type(app).__name__})")
+    from .wsgi import WSGI
+
+    trusted = [a.strip() for a in (args.forwarded_allow_ips or "").split(",") if a.strip()]
+    return WSGI(app, threads=args.threads, max_queue=args.max_queue,
+                root_path=args.root_path or "",
+                trusted_proxies=trusted)
 
 
 def add_static_and_gzip(app: App, mounts: list[str], gzip: bool, level: int) -> None:
@@ -62,13 +81,20 @@ def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
     """``--certfile`` and friends; SIGHUP reloads the certificate files (for a renewer): new
     handshakes use the new ones, live connections keep theirs. Bad files: a one-line error."""
     if not args.certfile:
-        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers"):
+        for option in ("keyfile", "keyfile_password", "ca_certs", "ciphers", "sni"):
             if getattr(args, option):
                 raise SystemExit(f"tpd2py: --{option.replace('_', '-')} needs --certfile")
         return None
+    sni: dict[str, tuple[str, str | None]] = {}
+    for spec in args.sni:
+        host, eq, files = spec.partition("=")
+        cert, _, key = files.partition(",")
+        if not eq or not host or not cert:
+            raise SystemExit(f"tpd2py: --sni takes HOST=CERT[,KEY], not {spec!r}")
+        sni[host] = (cert, key or None)
     try:
         settings = TLSSettings(args.certfile, args.keyfile, args.keyfile_password,
-                               args.ca_certs, args.client_cert, args.ciphers)
+                               args.ca_certs, args.client_cert, args.ciphers, sni=sni)
     except (OSError, ValueError) as e:
         raise SystemExit(f"tpd2py: TLS: {e}") from None
     hub = get_hub()
@@ -88,8 +114,8 @@ def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
     lim = Limits()
-    p = argparse.ArgumentParser(prog="tpd2py", description="Serve a tpd2py app.")
-    p.add_argument("app", help="MODULE:APP, e.g. myapp:app")
+    p = argparse.ArgumentParser(prog="tpd2py", description="Serve a tpd2py or WSGI app.")
+    p.add_argument("app", help="MODULE:APP, e.g. myapp:app (a tpd2py App or a WSGI callable)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s)")
     p.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead of TCP")
@@ -136,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--client-cert", choices=["none", "optional", "required"], default="none",
                      help="ask for a client certificate (mutual TLS; default %(default)s)")
     tls.add_argument("--ciphers", help="OpenSSL cipher list for TLS 1.2")
+    tls.add_argument("--sni", metavar="HOST=CERT[,KEY]", action="append", default=[],
+                     help="another certificate, for clients asking for HOST (repeatable)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="WSGI apps: run the app in a pool of N threads (default: in the "
+                        "connection's greenlet; see docs/wsgi.md)")
+    p.add_argument("--max-queue", type=int, metavar="N",
+                   help="WSGI apps with --threads: requests that may wait for a thread "
+                        "(default 4 N); more are answered 503 with Retry-After")
+    p.add_argument("--root-path", metavar="PATH",
+                   help="WSGI apps: the path prefix the app is mounted under (SCRIPT_NAME)")
+    p.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   help="WSGI apps: comma-separated proxy addresses whose X-Forwarded-Proto "
+                        "sets wsgi.url_scheme")
     p.add_argument("--debug", action="store_true",
                    help="show handler tracebacks in the browser (development only, never in "
                         "production)")
@@ -170,10 +209,18 @@ def main(argv: list[str] | None = None) -> None:
         access_log = sys.stdout
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=65536)  # noqa: SIM115
-    app = load_app(args.app)
-    add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
+    if args.threads < 0:
+        raise SystemExit("tpd2py: --threads must not be negative")
+    app = as_server_app(load_app(args.app), args.app, args)
+    if isinstance(app, App):
+        add_static_and_gzip(app, args.static, args.gzip, args.gzip_level)
+    elif args.static or args.gzip:
+        raise SystemExit("tpd2py: --static and --gzip are for tpd2py Apps; a WSGI app "
+                         "serves its own files")
     settings = tls_settings(args)
     if args.debug:
+        if not isinstance(app, App):
+            raise SystemExit("tpd2py: --debug is for tpd2py Apps (a WSGI framework has its own)")
         app.debug = True
 
     def ready(address: Any) -> None:

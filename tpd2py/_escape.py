@@ -10,7 +10,8 @@ Rules:
   ``str(markupsafe.escape(value)).encode()``; the differential tests in tests/unit/test_html.py
   and test_templates.py hold us to it.
 - A str (the common case) calls markupsafe's C function directly: ``markupsafe.escape`` would
-  build a ``Markup`` only for us to turn it back into bytes. An int needs no escaping.
+  build a ``Markup`` only for us to turn it back into bytes. An int needs no escaping; a
+  ``Markup`` itself (not a subclass, which may override ``__html__``) is encoded as it is.
 - Two helpers, because the two renderers differ on one value: html.py renders ``None`` as
   nothing (docs/html.md), jinja2 renders it as ``None``. Each is written out in full rather than
   one calling the other: they run once per value of every page, and a second Python call per
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 try:  # the C function markupsafe.escape itself calls; its pure-Python twin otherwise
     from markupsafe._speedups import _escape_inner as escape_inner
@@ -44,6 +45,8 @@ def escape_bytes(value: Any) -> bytes:
         return escape_inner(value).encode()
     if type(value) is int:  # digits and "-" never need escaping
         return str(value).encode()
+    if type(value) is Markup:  # its __html__ is itself: no escape(), no new Markup
+        return str.encode(value)
     return escape(value).encode()  # __html__ objects raw, others str()ed and escaped
 
 
@@ -55,4 +58,6 @@ def text_bytes(value: Any) -> bytes:
         return b""
     if type(value) is int:  # digits and "-" never need escaping
         return str(value).encode()
+    if type(value) is Markup:  # its __html__ is itself: no escape(), no new Markup
+        return str.encode(value)
     return escape(value).encode()  # __html__ objects raw, others str()ed and escaped

@@ -1,18 +1,25 @@
 """The html.py compiler: a tree of nodes in, the source of one render function out.
 
-What it is: ``compile_page`` flattens a page into parts, ``bytes`` constants or Python expressions
-giving bytes (``%s``) or ints (``%d``), and writes ``render(_out, /, *, <holes>)``.
+What it is: ``compile_page`` flattens a page into parts, ``bytes`` constants, Python expressions
+giving bytes (``%s``) or ints (``%d``), and statement blocks (loops, and conditionals holding
+loops), and writes ``render(_out, /, *, <holes>)``: straight-line Python of the kind one would
+write by hand for speed (bench/html_floor.py holds such a hand-written function, the floor).
 
 Rules:
 - Static text is escaped and encoded here, once; adjacent constants merge into one literal.
 - A run of parts becomes one ``bytes % tuple`` expression: one allocation, one chunk. At the top
   level a constant of ``BIG_STATIC`` bytes or more, and each loop, is a chunk of its own: a big
-  constant is appended without a copy, a loop's rows are joined once.
-- Loops are list comprehensions (``enumerate`` and ``len`` only when the loop value is used);
-  conditionals are ``a if c else b``. Generated names start with ``_``; holes never do.
+  constant is appended without a copy, a loop's rows go into one list, joined once.
+- Loops are ``for`` statements appending to that list, nested loops to the same list
+  (``enumerate`` and ``len`` only when a loop value is used); a conditional is ``a if c else b``,
+  or an ``if`` statement when a branch holds a loop. Generated names start with ``_``.
+- A value is converted inline: a ``str`` by markupsafe's C escape, an ``int`` by ``b'%d'``, a
+  dynamic attribute likewise with its name; only other types call a helper (``_text``,
+  ``_attr``). Each value is evaluated once, in document order (``_v``/``_t`` hold it meanwhile).
 - A Var or loop value outside its scope is an ``HtmlDefinitionError`` here, at definition.
 
-How it works: ``_Compiler.parts`` walks the tree; ``_expression`` packs parts into source.
+How it works: ``_Compiler.parts`` walks the tree; ``_expression`` packs parts into source and
+``_Compiler.emit`` writes statements.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ from typing import Any, Protocol, TypeAlias
 
 from markupsafe import escape
 
-from tpd2py._escape import BIG_STATIC, text_bytes
+from tpd2py._escape import BIG_STATIC, escape_inner, text_bytes
 from tpd2py._html_names import RAW_TEXT_ELEMENTS, VOID_ELEMENTS
 from tpd2py._html_nodes import (
+    Compare,
     Cycle,
     Each,
     Element,
@@ -45,26 +53,64 @@ def _attr(prefix: bytes, value: Any) -> bytes:
     return b'%s="%s"' % (prefix, text_bytes(value))
 
 
-def _sized(items: Any) -> Any:
-    """A loop using loop.length or loop.last needs len(): materialize a generator, once."""
-    return items if hasattr(type(items), "__len__") else list(items)
-
-
 class _Expr:
     """Python source of a run-time value: bytes (``%s``) or an int (``%d``)."""
 
-    __slots__ = ("code", "spec", "chunk")
+    __slots__ = ("code", "spec")
 
-    def __init__(self, code: str, spec: bytes = b"%s", chunk: bool = False) -> None:
-        self.code, self.spec, self.chunk = code, spec, chunk  # chunk: a loop, its own chunk
+    def __init__(self, code: str, spec: bytes = b"%s") -> None:
+        self.code, self.spec = code, spec
 
 
-_Part: TypeAlias = "bytes | _Expr"
+class _Block:
+    """A statement-level part: a loop (``names`` set), or a conditional with a loop in a branch.
+
+    Built whole by ``_Compiler.parts`` (so a nested loop's use of an outer ``loop`` value is
+    known before the outer ``for`` line is written), written by ``_Compiler.block``.
+    """
+
+    __slots__ = ("code", "names", "body", "otherwise")
+
+    def __init__(self, code: str, names: _LoopNames | None, body: list[Any],
+                 otherwise: list[Any]) -> None:
+        self.code = code  # the condition, or the sequence of a loop
+        self.names, self.body, self.otherwise = names, body, otherwise
+
+
+class _Choice:
+    """One of two constants picked by a condition without side effects (a loop value): a run
+    holding one becomes ``(template_a if condition else template_b) % values``."""
+
+    __slots__ = ("condition", "then", "otherwise")
+
+    def __init__(self, condition: str, then: bytes, otherwise: bytes) -> None:
+        self.condition, self.then, self.otherwise = condition, then, otherwise
+
+    def code(self) -> str:
+        return f"({self.then!r} if {self.condition} else {self.otherwise!r})"
+
+
+_Part: TypeAlias = "bytes | _Expr | _Choice | _Block"
+
+
+def _text_code(code: str) -> str:
+    """Inline ``text_bytes(<code>)``: no Python call for a str or an int (see the header)."""
+    return (f"(_esc(_v).encode() if (_t := type(_v := {code})) is str else "
+            f"b'%d' % _v if _t is int else _text(_v))")
+
+
+def _attr_code(prefix: bytes, code: str) -> str:
+    """Inline ``_attr(prefix, <code>)``: no Python call for a str, an int or None."""
+    as_text, as_int = prefix + b'="%s"', prefix + b'="%d"'
+    return (f"({as_text!r} % _esc(_v).encode() if (_t := type(_v := {code})) is str"
+            f" else {as_int!r} % _v if _t is int else b'' if _v is None"
+            f" else _attr({prefix!r}, _v))")
 
 
 class _LoopNames:
     def __init__(self, number: int) -> None:
         self.item, self.index, self.length = f"_it{number}", f"_i{number}", f"_n{number}"
+        self.rows, self.add, self.seq = f"_rows{number}", f"_add{number}", f"_seq{number}"
         self.uses_index = self.uses_length = False
 
 
@@ -75,23 +121,86 @@ class _Compiler:
         self.roots: dict[Scope, str] = {page_scope: ""}  # scope -> Python name its Vars hang on
         self.loops: dict[Scope, _LoopNames] = {}
         self.count = 0
+        self.constants: dict[str, object] = {}  # comparison operands repr() cannot write back
 
     def function(self, holes: tuple[str, ...], node: Any) -> str:
         signature = f"_out, /, *, {', '.join(holes)}" if holes else "_out, /"
         lines = [f"def render({signature}):", "    _w = _out.append"]
+        self.emit(self.parts(flatten_children([node])), "_w", "    ", lines)
+        return "\n".join(lines) + "\n"
+
+    def emit(self, parts: list[_Part], write: str, indent: str, lines: list[str]) -> None:
+        """Statements writing ``parts`` with ``write``; ``_w`` (the page) only at the top."""
+        top = write == "_w"
         run: list[_Part] = []
-        for part in _merged(self.parts(flatten_children([node]))):
-            big = part.chunk if isinstance(part, _Expr) else len(part) >= BIG_STATIC
-            if big:
+        for part in _merged(parts):
+            if isinstance(part, _Block) or (top and isinstance(part, bytes)
+                                            and len(part) >= BIG_STATIC):
                 if run:
-                    lines.append(f"    _w({_expression(run)})")
+                    lines.append(f"{indent}{write}({_expression(run)})")
                     run = []
-                lines.append(f"    _w({_expression([part])})")
+                if isinstance(part, _Block):
+                    self.block(part, write, indent, lines)
+                else:
+                    lines.append(f"{indent}{write}({part!r})")
             else:
                 run.append(part)
         if run:
-            lines.append(f"    _w({_expression(run)})")
-        return "\n".join(lines) + "\n"
+            lines.append(f"{indent}{write}({_expression(run)})")
+
+    def block(self, part: _Block, write: str, indent: str, lines: list[str]) -> None:
+        names, body, otherwise = part.names, part.body, _merged(part.otherwise)
+        if names is None:  # a conditional
+            lines.append(f"{indent}if {part.code}:")
+            self.emit(body, write, indent + "    ", lines)
+            if not _merged(body):
+                lines.append(f"{indent}    pass")
+            if otherwise:
+                lines.append(f"{indent}else:")
+                self.emit(otherwise, write, indent + "    ", lines)
+            return
+        seq = part.code
+        top = write == "_w"
+        rows_write = names.add if top else write  # nested loops add to the enclosing list
+        if top:
+            lines.append(f"{indent}{names.rows} = []")
+            lines.append(f"{indent}{names.add} = {names.rows}.append")
+        if names.uses_length:
+            # loop.length, .revindex or .last need len(): a generator is made a list, once.
+            lines.append(f"{indent}{names.seq} = {seq}")
+            lines.append(f"{indent}if type({names.seq}) is not list and "
+                         f"not hasattr(type({names.seq}), '__len__'):")
+            lines.append(f"{indent}    {names.seq} = list({names.seq})")
+            lines.append(f"{indent}{names.length} = len({names.seq})")
+            seq = names.seq
+        if otherwise:
+            lines.append(f"{indent}{names.index} = -1")
+        if names.uses_index or names.uses_length or otherwise:
+            lines.append(f"{indent}for {names.index}, {names.item} in enumerate({seq}):")
+        else:
+            lines.append(f"{indent}for {names.item} in {seq}:")
+        self.emit(body, rows_write, indent + "    ", lines)
+        if not _merged(body):
+            lines.append(f"{indent}    pass")
+        if otherwise:
+            lines.append(f"{indent}if {names.index} < 0:")
+            self.emit(otherwise, write, indent + "    ", lines)
+            if top:
+                lines.append(f"{indent}else:")
+                lines.append(f"{indent}    _w(b''.join({names.rows}))")
+        elif top:
+            lines.append(f"{indent}_w(b''.join({names.rows}))")
+
+    def each(self, node: Each) -> _Block:
+        seq = self.var(node.seq)
+        self.count += 1
+        names = self.loops[node.scope] = _LoopNames(self.count)
+        self.roots[node.scope] = names.item
+        try:
+            body = self.parts(node.body)
+        finally:
+            del self.roots[node.scope], self.loops[node.scope]
+        return _Block(seq, names, body, self.parts(node.otherwise))
 
     def parts(self, children: tuple[Any, ...]) -> list[_Part]:
         parts: list[_Part] = []
@@ -101,16 +210,21 @@ class _Compiler:
             elif isinstance(child, (int, float)):
                 parts.append(str(child).encode())
             elif isinstance(child, Var):
-                parts.append(_Expr(f"_text({self.var(child)})"))
+                parts.append(_Expr(_text_code(self.var(child))))
             elif isinstance(child, Element):
                 parts.extend(self.element(child))
             elif isinstance(child, Each):
                 parts.append(self.each(child))
             elif isinstance(child, When):
-                then, otherwise = _expression(self.parts(child.then)), _expression(
-                    self.parts(child.otherwise))
-                parts.append(_Expr(f"({then} if {self.condition(child.condition)} else "
-                                   f"{otherwise})"))
+                condition = self.condition(child.condition)
+                then, otherwise = self.parts(child.then), self.parts(child.otherwise)
+                if any(isinstance(p, _Block) for p in then + otherwise):
+                    parts.append(_Block(condition, None, then, otherwise))
+                elif _pure(child.condition) and _constant(then) and _constant(otherwise):
+                    parts.append(_Choice(condition, _joined(then), _joined(otherwise)))
+                else:
+                    parts.append(_Expr(f"({_expression(then)} if {condition} else "
+                                       f"{_expression(otherwise)})"))
             elif isinstance(child, Cycle):
                 parts.append(self.cycle(child, tuple(_static_text(v) for v in child.values)))
             elif isinstance(child, LoopValue):
@@ -124,12 +238,12 @@ class _Compiler:
         for name, value in element.attrs:
             prefix = b" " + name.encode()
             if isinstance(value, Var):
-                parts.append(_Expr(f"_attr({prefix!r}, {self.var(value)})"))
+                parts.append(_Expr(_attr_code(prefix, self.var(value))))
             elif isinstance(value, Cycle):
                 parts.append(self.cycle(value, tuple(_static_attr(prefix, v)
                                                      for v in value.values)))
             elif isinstance(value, LoopValue) and value.kind in ("first", "last"):
-                parts.append(_Expr(f"({prefix!r} if {self.condition(value)} else b'')"))
+                parts.append(_Choice(self.condition(value), prefix, b""))
             elif isinstance(value, LoopValue):
                 parts += [prefix + b'="', self.loop_number(value), b'"']
             else:
@@ -142,31 +256,6 @@ class _Compiler:
         if element.tag not in VOID_ELEMENTS:
             parts.append(b"</" + element.tag.encode() + b">")
         return parts
-
-    def each(self, node: Each) -> _Expr:
-        seq = self.var(node.seq)
-        self.count += 1
-        names = self.loops[node.scope] = _LoopNames(self.count)
-        self.roots[node.scope] = names.item
-        try:
-            body = _expression(self.parts(node.body))
-        finally:
-            del self.roots[node.scope], self.loops[node.scope]
-        if names.uses_length:
-            loop = (f"for {names.length}_seq in (_sized({seq}),) "
-                    f"for {names.length} in (len({names.length}_seq),) "
-                    f"for {names.index}, {names.item} in enumerate({names.length}_seq)")
-        elif names.uses_index:
-            loop = f"for {names.index}, {names.item} in enumerate({seq})"
-        else:
-            loop = f"for {names.item} in {seq}"
-        rows = f"[{body} {loop}]"
-        if not node.otherwise:
-            return _Expr(f"b''.join({rows})", chunk=True)
-        otherwise = _expression(self.parts(node.otherwise))
-        rows_name = f"_rows{names.item[3:]}"
-        return _Expr(f"(b''.join({rows_name}) if ({rows_name} := {rows}) else {otherwise})",
-                     chunk=True)
 
     def var(self, var: Var) -> str:
         root = self.roots.get(var._scope)
@@ -186,21 +275,38 @@ class _Compiler:
         names = self.loop(value.scope)
         if value.kind in ("first", "last"):
             raise HtmlDefinitionError(f"loop.{value.kind} is a condition: use it in when()")
-        if value.kind == "length":
+        if value.kind in ("length", "revindex", "revindex0"):
             names.uses_length = True
-            return _Expr(names.length, b"%d")
-        return _Expr(names.index + (" + 1" if value.kind == "index" else ""), b"%d")
+        code = {"index": f"{names.index} + 1", "index0": names.index, "length": names.length,
+                "revindex": f"{names.length} - {names.index}",
+                "revindex0": f"{names.length} - {names.index} - 1"}[value.kind]
+        return _Expr(code, b"%d")
 
-    def condition(self, condition: Var | LoopValue) -> str:
+    def condition(self, condition: Var | LoopValue | Compare) -> str:
         if isinstance(condition, Var):
             return self.var(condition)
+        if isinstance(condition, Compare):
+            return (f"({self.operand(condition.left)} {condition.operator} "
+                    f"{self.operand(condition.right)})")
         names = self.loop(condition.scope)
         if condition.kind == "first":
             return f"{names.index} == 0"
         if condition.kind == "last":
             names.uses_length = True
             return f"{names.index} == {names.length} - 1"
-        return self.loop_number(condition).code  # index etc.: truthiness of the number
+        return f"({self.loop_number(condition).code})"  # index etc.: truthiness of the number
+
+    def operand(self, value: object) -> str:
+        """Source of one side of a comparison: a Var, a loop value, or a static constant."""
+        if isinstance(value, Var):
+            return self.var(value)
+        if isinstance(value, LoopValue):
+            return self.condition(value)
+        if type(value) in (str, int, bool, type(None)):
+            return repr(value)
+        name = f"_k{len(self.constants)}"  # a float (nan, inf) or a str subclass (Markup)
+        self.constants[name] = value
+        return name
 
     def cycle(self, cycle: Cycle, rendered: tuple[bytes, ...]) -> _Expr:
         names = self.loop(cycle.scope)
@@ -229,8 +335,23 @@ def _merged(parts: list[_Part]) -> list[_Part]:
     return merged
 
 
+def _pure(condition: object) -> bool:
+    """A condition that reads only loop counters and constants: safe to evaluate early."""
+    if isinstance(condition, Compare):
+        return _pure(condition.left) and _pure(condition.right)
+    return not isinstance(condition, Var)
+
+
+def _constant(parts: list[_Part]) -> bool:
+    return all(isinstance(part, bytes) for part in parts)
+
+
+def _joined(parts: list[_Part]) -> bytes:
+    return b"".join(part for part in parts if isinstance(part, bytes))
+
+
 def _expression(parts: list[_Part]) -> str:
-    """Python source giving the bytes of ``parts`` in one allocation."""
+    """Python source giving the bytes of ``parts`` (no blocks) in one allocation."""
     parts = _merged(parts)
     if not parts:
         return "b''"
@@ -238,11 +359,39 @@ def _expression(parts: list[_Part]) -> str:
         part = parts[0]
         if isinstance(part, bytes):
             return repr(part)
-        if part.spec == b"%s":
+        if isinstance(part, _Choice):
+            return part.code()
+        if isinstance(part, _Expr) and part.spec == b"%s":
             return part.code
-    template = b"".join(p.replace(b"%", b"%%") if isinstance(p, bytes) else p.spec for p in parts)
-    values = ", ".join(p.code for p in parts if isinstance(p, _Expr))
-    return f"{template!r} % ({values},)"
+    choices = [part for part in parts if isinstance(part, _Choice)]
+    values = ", ".join(p.code if isinstance(p, _Expr) else p.code() for p in parts
+                       if isinstance(p, _Expr) or (isinstance(p, _Choice) and p is not choices[0]))
+    if not values:  # constants around one choice: the choice of two constants
+        return _Choice(choices[0].condition, _template(parts, choices[0], True, False),
+                       _template(parts, choices[0], False, False)).code()
+    if choices:  # the first choice picks the template; its condition reads only loop counters
+        first = choices[0]
+        return (f"({_template(parts, first, True)!r} if {first.condition} else "
+                f"{_template(parts, first, False)!r}) % ({values},)")
+    return f"{_template(parts, None, True)!r} % ({values},)"
+
+
+def _template(parts: list[_Part], choice: _Choice | None, then: bool,
+              formatted: bool = True) -> bytes:
+    """The ``%`` template of a run (or, not ``formatted``, its plain bytes if it has no values);
+    ``choice`` is written in as its ``then`` or other constant."""
+    pieces = []
+    for part in parts:
+        if isinstance(part, bytes):
+            pieces.append(part.replace(b"%", b"%%") if formatted else part)
+        elif part is choice:
+            text = choice.then if then else choice.otherwise
+            pieces.append(text.replace(b"%", b"%%") if formatted else text)
+        elif isinstance(part, _Choice):
+            pieces.append(b"%s")
+        elif isinstance(part, _Expr):
+            pieces.append(part.spec)
+    return b"".join(pieces)
 
 
 class RenderFunction(Protocol):
@@ -255,9 +404,11 @@ def compile_page(name: str, scope: Scope, holes: tuple[str, ...],
 
     The source goes into linecache, so a traceback through a page shows its generated line.
     """
-    source = _Compiler(scope).function(holes, node)
+    compiler = _Compiler(scope)
+    source = compiler.function(holes, node)
     filename = f"<tpd2py.html page {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"_text": text_bytes, "_attr": _attr, "_sized": _sized}
+    namespace: dict[str, Any] = {"_text": text_bytes, "_attr": _attr, "_esc": escape_inner,
+                                 **compiler.constants}
     exec(compile(source, filename, "exec"), namespace)
     return source, namespace["render"]

@@ -29,7 +29,34 @@ class Scope:
         self.label = label
 
 
-class Var:
+class _Comparable:
+    """``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=`` against a static value, a Var or a loop value
+    build a ``Compare``, a condition for ``when()``. Hashing stays by identity."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> Compare:  # type: ignore[override]
+        return Compare(self, "==", other)
+
+    def __ne__(self, other: object) -> Compare:  # type: ignore[override]
+        return Compare(self, "!=", other)
+
+    def __lt__(self, other: object) -> Compare:
+        return Compare(self, "<", other)
+
+    def __le__(self, other: object) -> Compare:
+        return Compare(self, "<=", other)
+
+    def __gt__(self, other: object) -> Compare:
+        return Compare(self, ">", other)
+
+    def __ge__(self, other: object) -> Compare:
+        return Compare(self, ">=", other)
+
+    __hash__ = object.__hash__
+
+
+class Var(_Comparable):
     """A value known only at render time: a hole, a loop item, or an attribute/item of one."""
 
     __slots__ = ("_scope", "_code")
@@ -65,13 +92,38 @@ class Node:
     __slots__ = ()
 
 
-class LoopValue(Node):
-    """``loop.index``, ``.index0``, ``.length`` (numbers), ``.first``, ``.last`` (conditions)."""
+class LoopValue(_Comparable, Node):
+    """``loop.index``, ``.index0``, ``.revindex``, ``.revindex0``, ``.length`` (numbers),
+    ``.first``, ``.last`` (conditions)."""
 
     __slots__ = ("scope", "kind")
 
     def __init__(self, scope: Scope, kind: str) -> None:
         self.scope, self.kind = scope, kind
+
+
+class Compare(Node):
+    """``var > 3``, ``loop.index == 1``, ``user.role != "admin"``: a condition for ``when()``.
+
+    Each side is a Var, a loop value or a static str, int, float, bool or None; Python's own
+    comparison runs at render time.
+    """
+
+    __slots__ = ("left", "operator", "right")
+
+    def __init__(self, left: object, operator: str, right: object) -> None:
+        for side in (left, right):
+            if not isinstance(side, (Var, LoopValue, str, int, float, type(None))):
+                raise HtmlDefinitionError(f"cannot compare with {side!r} (a Var, a loop value, "
+                                          "or a static str, number, bool or None)")
+        self.left, self.operator, self.right = left, operator, right
+
+    def __bool__(self) -> bool:
+        raise HtmlDefinitionError("a comparison of Vars has no truth value at definition; "
+                                  "use when()")
+
+    def __repr__(self) -> str:
+        return f"Compare({self.left!r} {self.operator} {self.right!r})"
 
 
 class Cycle(Node):
@@ -91,6 +143,8 @@ class Loop:
         self.index = LoopValue(scope, "index")  # 1-based
         self.index0 = LoopValue(scope, "index0")
         self.length = LoopValue(scope, "length")
+        self.revindex = LoopValue(scope, "revindex")  # 1 in the last row
+        self.revindex0 = LoopValue(scope, "revindex0")
         self.first = LoopValue(scope, "first")
         self.last = LoopValue(scope, "last")
 
@@ -159,6 +213,6 @@ class When(Node):
 
     __slots__ = ("condition", "then", "otherwise")
 
-    def __init__(self, condition: Var | LoopValue, then: tuple[Any, ...],
+    def __init__(self, condition: Var | LoopValue | Compare, then: tuple[Any, ...],
                  otherwise: tuple[Any, ...]) -> None:
         self.condition, self.then, self.otherwise = condition, then, otherwise

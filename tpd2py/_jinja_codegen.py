@@ -1,11 +1,12 @@
 """jinja2 code generation for byte output: the second pass behind ``tpd2py.templates``.
 
 What it is: a ``jinja2.compiler.CodeGenerator`` subclass. Each template module it writes holds two
-render paths. The first is stock jinja2's, untouched (``root``, ``block_*``): every place where
-jinja2 captures output as text (macros, call/filter/set blocks, ``super()``, ``self.name()``,
-imported modules, ``Template.render``) keeps running it, so those stay stock by construction. The
-second (``tpd_root``, ``tpd_block_*``) is the streaming path: plain functions taking
-``(context, write)`` that call ``write(bytes)``.
+render paths. The first is stock jinja2's, untouched (``root``, ``block_*``, each macro's
+``def macro``): ``Template.render``, imported modules and every place where jinja2 needs a value as
+text (a macro result used as a value, filter/set blocks, recursive loops) keep running it. The
+second (``tpd_root``, ``tpd_block_*``, each macro's ``def tpd_macro``) is the streaming path:
+functions taking ``(context, write)`` that call ``write(bytes)``; a macro's byte body returns the
+bytes of its output.
 
 Rules of the byte path:
 - Static text is encoded to a UTF-8 ``bytes`` literal when the template is compiled; it is never
@@ -13,39 +14,54 @@ Rules of the byte path:
 - One ``write`` per Output node: its small static pieces and its values are merged with one
   ``bytes % tuple``; a static piece of ``BIG_STATIC`` bytes or more is written alone (no copy).
 - A non-recursive ``{% for %}`` collects its iterations and writes one joined chunk, so a
-  1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why).
-- ``loop.cycle(...)`` on a real LoopContext calls the bound method directly: ``Context.call``
-  would cost more than the rest of a table row, and here amounts to the same call. Any other
-  ``loop`` (a variable, a macro argument) takes the stock path, checked at run time.
+  1000-row table is one chunk, not 1000 tiny iovecs (bench/micro_html.py measures why); a loop
+  already inside such a list (or in a macro's byte body) writes straight into it.
+- ``{{ m(...) }}``, ``{{ caller() }}``, ``{{ super() }}`` and ``{% call m() %}`` go through the
+  ``tpd_call`` helper (``_jinja_runtime``): a macro with a byte body runs it, anything else
+  gets stock's ``Context.call``. Not with ``finalize``, in volatile autoescape or a sandbox.
+- A loop over a list or tuple whose body only reads ``loop``'s counters runs on ``enumerate`` and
+  ``len`` (``_for``); ``loop.cycle(...)`` on a real LoopContext calls the bound method directly.
+  Both are checked at run time, with stock's code as the other branch.
+- Attributes are read with the builtin ``getattr(obj, name, missing)`` first, then
+  ``environment.getattr`` if that missed (when the environment's getattr is stock's).
 - The output is byte-for-byte ``root(...)`` joined and encoded: the same nodes, in the same order,
   only the text-to-bytes step moves (UTF-8 encoding commutes with concatenation). Each dynamic value
   is written on its own source line, mapped to its template line, so tracebacks point where stock
   jinja2's do.
 
 How it works: ``visit_Template`` runs the stock pass, resets the per-pass state, then walks the same
-tree again with ``self._write`` set to the name of the current byte writer. The overrides below
-only act while ``_write`` is set and the frame has no text buffer; everything else is stock code.
-Runtime helpers the generated code imports live at the bottom of this file.
+tree again with ``self._write`` set to the name of the current byte writer. ``macro_body`` writes
+each macro twice, the second time with ``_write`` set to a local list's ``append``. The overrides
+below only act while ``_write`` is set and the frame has no text buffer; everything else is stock
+code. The generated modules import their run-time helpers from ``_jinja_runtime``.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import Environment, nodes
-from jinja2.compiler import CodeGenerator, Frame, find_undeclared
+from jinja2.compiler import CodeGenerator, Frame, MacroRef, find_undeclared
 from jinja2.idtracking import VAR_LOAD_PARAMETER
-from jinja2.runtime import Context
 
-from tpd2py._escape import BIG_STATIC, escape_bytes
+from tpd2py import _jinja_runtime
+from tpd2py._escape import BIG_STATIC
+from tpd2py._jinja_runtime import RenderBytes, text_to_bytes
 
-Write = Callable[[bytes], object]
-RenderBytes = Callable[[Context, Write], None]
+__all__ = ["BytesCodeGenerator", "RenderBytes", "text_to_bytes"]
 
 _WRITE = "tpd_write"
-_HELPERS = ("tpd_escape", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes")
+# loop.<attribute> a counted loop computes from its index and len(); and cycle(...).
+_LOOP_NUMBERS = {"index": "({i} + 1)", "index0": "{i}", "first": "({i} == 0)",
+                 "last": "({i} == len({seq}) - 1)", "length": "len({seq})",
+                 "revindex": "(len({seq}) - {i})", "revindex0": "(len({seq}) - {i} - 1)"}
+# What the body of a counted loop may hold: output, conditionals and expressions, no statement
+# that could define, call into or change anything (see _counted_loop).
+_COUNTED_BODY = (nodes.Output, nodes.TemplateData, nodes.If, nodes.Expr, nodes.Pair,
+                 nodes.Keyword)
+_HELPERS = ("tpd_escape", "tpd_esc", "tpd_str", "tpd_root_of", "tpd_block_of", "tpd_module_bytes",
+            "tpd_call", "tpd_with_bytes")
 
 
 class BytesCodeGenerator(CodeGenerator):
@@ -55,9 +71,17 @@ class BytesCodeGenerator(CodeGenerator):
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(environment, name, filename, *args, **kwargs)
         self._write: str | None = None  # name of the current byte writer; None in the stock pass
+        # True while _write appends to a local list that is joined later (a loop's rows, a
+        # macro's output) rather than to the page: a nested loop then need not join its own.
+        self._local_write = False
+        self._byte_macro_next = False  # the next buffer() starts a macro's byte body
+        self._counted: tuple[str, str] | None = None  # (sequence, index) of a counted loop
         # The loop.cycle shortcut below assumes jinja2's own getattr and call (no sandbox).
         self._stock_getattr = (type(environment).getattr is Environment.getattr
                                and not environment.sandboxed)
+        # Calls go through Context.call (not the sandbox's environment.call): the byte helpers
+        # make that very call when the callee has no byte body.
+        self._calls_direct = not environment.sandboxed
 
     # -- the second pass
 
@@ -72,7 +96,7 @@ class BytesCodeGenerator(CodeGenerator):
         have_extends = node.find(nodes.Extends) is not None
         eval_ctx = nodes.EvalContext(self.environment, self.name)
 
-        self.writeline(f"from {__name__} import {', '.join(_HELPERS)}", extra=1)
+        self.writeline(f"from {_jinja_runtime.__name__} import {', '.join(_HELPERS)}", extra=1)
         self.writeline(f"def tpd_root(context, {_WRITE}, missing=missing{envenv}):", extra=1)
         self.indent()
         self._write_commons()
@@ -207,6 +231,21 @@ class BytesCodeGenerator(CodeGenerator):
     def _write_value(self, node: nodes.Expr, frame: Frame,
                      finalize: CodeGenerator._FinalizeInfo) -> None:
         """An expression giving the bytes of ``str(escape(value))`` (or ``str(value)``)."""
+        if (isinstance(node, nodes.Call) and finalize.src is None and self._calls_direct
+                and not frame.eval_ctx.volatile and self._loop_cycle_target(node, frame) is None):
+            # A macro, caller() or super() straight into the page: its byte body, no Markup.
+            mode = _jinja_runtime.TO_ESCAPED if frame.eval_ctx.autoescape else _jinja_runtime.TO_STR
+            self._byte_call(mode, node, frame)
+            return
+        if not frame.eval_ctx.volatile and finalize.src is None:
+            # A str (most values) is escaped and encoded inline: no Python call.
+            value = self.temporary_identifier()
+            inline = "tpd_esc({}).encode()" if frame.eval_ctx.autoescape else "{}.encode()"
+            self.write(f"({inline.format(value)} if type({value} := ")
+            self.visit(node, frame)
+            helper = "tpd_escape" if frame.eval_ctx.autoescape else "tpd_str"
+            self.write(f") is str else {helper}({value}))")
+            return
         if frame.eval_ctx.volatile:
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
         elif not frame.eval_ctx.autoescape:
@@ -234,6 +273,14 @@ class BytesCodeGenerator(CodeGenerator):
             super().end_write(frame)
 
     def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        if self._counted is not None and _is_loop_cycle(node):
+            # LoopContext.cycle: args[index0 % len(args)], every argument evaluated.
+            self.write("(")
+            for arg in node.args:
+                self.visit(arg, frame)
+                self.write(", ")
+            self.write(f")[{self._counted[1]} % {len(node.args)}]")
+            return
         loop = None if forward_caller else self._loop_cycle_target(node, frame)
         if loop is None:
             super().visit_Call(node, frame, forward_caller=forward_caller)
@@ -247,6 +294,37 @@ class BytesCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
         self.write(f") if type({loop}) is LoopContext else ")
         super().visit_Call(node, frame)
+        self.write(")")
+
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        if (self._counted is not None and isinstance(node.node, nodes.Name)
+                and node.node.name == "loop"):  # _counted_loop checked the attribute
+            seq, index = self._counted
+            self.write(_LOOP_NUMBERS[node.attr].format(seq=seq, i=index))
+            return
+        if self._write is None or not self._stock_getattr or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        # Environment.getattr tries getattr(), then [], then Undefined: the builtin getattr with
+        # a default does the first try without a Python call; the object is evaluated once.
+        obj, value = self.temporary_identifier(), self.temporary_identifier()
+        self.write(f"({value} if ({value} := getattr(({obj} := ")
+        self.visit(node.node, frame)
+        self.write(f"), {node.attr!r}, missing)) is not missing else "
+                   f"environment.getattr({obj}, {node.attr!r}))")
+
+    def _byte_call(self, mode: int, node: nodes.Call, frame: Frame,
+                   forward_caller: bool = False) -> None:
+        """``tpd_call(context, mode, callee, <the call's arguments>)``, as stock ``visit_Call``
+        writes ``context.call(callee, ...)``."""
+        self.write(f"tpd_call(context, {mode}, ")
+        self.visit(node.node, frame)
+        extra_kwargs = {"caller": "caller"} if forward_caller else {}
+        if frame.loop_frame:
+            extra_kwargs["_loop_vars"] = "_loop_vars"
+        if frame.block_frame:
+            extra_kwargs["_block_vars"] = "_block_vars"
+        self.signature(node, frame, extra_kwargs or None)
         self.write(")")
 
     def _loop_cycle_target(self, node: nodes.Call, frame: Frame) -> str | None:
@@ -325,61 +403,159 @@ class BytesCodeGenerator(CodeGenerator):
             self.outdent()
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        if not self._streaming(frame) or node.recursive:
-            super().visit_For(node, frame)
+        if not self._streaming(frame) or node.recursive or self._local_write:
+            self._for(node, frame)  # already inside a joined list: write straight to it
             return
         outer = self._write
         assert outer is not None
         chunks, append = self.temporary_identifier(), self.temporary_identifier()
         self.writeline(f"{chunks} = []")
         self.writeline(f"{append} = {chunks}.append")
-        self._write = append
+        self._write, self._local_write = append, True
         try:
-            super().visit_For(node, frame)
+            self._for(node, frame)
         finally:
-            self._write = outer
+            self._write, self._local_write = outer, False
         self.writeline(f"if {chunks}:")
         self.indent()
         self.writeline(f"{outer}(b''.join({chunks}))")
         self.outdent()
 
+    def _for(self, node: nodes.For, frame: Frame) -> None:
+        """A counted loop over a list or tuple when the body allows it, else stock's loop.
 
-# -- runtime helpers imported by generated modules
+        A LoopContext costs a Python ``__next__`` per item and a property call per
+        ``loop.last``; over a list or tuple whose body only reads ``loop``'s counters (and
+        cannot change the sequence: no calls, no statements but ``if``), ``enumerate`` and
+        ``len`` give the same values. Anything else (a generator, a dict, an Undefined) takes
+        stock's loop, in the ``else`` branch, over the same evaluated sequence.
+        """
+        if self._write is None or self._counted is not None or not _counted_loop(node):
+            super().visit_For(node, frame)
+            return
+        seq, index = self.temporary_identifier(), self.temporary_identifier()
+        self.writeline(f"{seq} = ", node)
+        self.visit(node.iter, frame)
+        self.writeline(f"if type({seq}) is list or type({seq}) is tuple:")
+        self.indent()
+        loop_frame = frame.inner()
+        loop_frame.loop_frame = True
+        loop_frame.symbols.declare_parameter("loop")  # never read: every use is rewritten
+        loop_frame.symbols.analyze_node(node, for_branch="body")
+        self.writeline(f"for {index}, ", node)
+        self.visit(node.target, loop_frame)
+        self.write(f" in enumerate({seq}):")
+        self.indent()
+        self.enter_frame(loop_frame)
+        self.writeline("_loop_vars = {}")
+        self._counted = (seq, index)
+        try:
+            self.blockvisit(node.body, loop_frame)
+        finally:
+            self._counted = None
+        self.outdent()
+        self.leave_frame(loop_frame)
+        self.outdent()
+        self.writeline("else:")
+        self.indent()
+        stock_node = nodes.For(node.target, _internal_name(seq, node.lineno), node.body,
+                               node.else_, node.test, node.recursive, lineno=node.lineno,
+                               environment=self.environment)
+        super().visit_For(stock_node, frame)
+        self.outdent()
+
+    def visit_CallBlock(self, node: nodes.CallBlock, frame: Frame) -> None:
+        if not (self._streaming(frame) and self._calls_direct):
+            super().visit_CallBlock(node, frame)
+            return
+        call_frame, macro_ref = self.macro_body(node, frame)
+        self.writeline("caller = ")
+        self.macro_def(macro_ref, call_frame)
+        self.writeline(f"{self._write}(", node)
+        self._byte_call(_jinja_runtime.TO_RAW, node.call, frame, forward_caller=True)
+        self.write(")")
+
+    # -- macros and call blocks: a text body (stock) and a byte body, side by side
+
+    def macro_body(self, node: nodes.Macro | nodes.CallBlock,
+                   frame: Frame) -> tuple[Frame, MacroRef]:
+        """Stock's ``def macro(...)``, then ``def tpd_macro(...)``: the same body, to bytes."""
+        result = super().macro_body(node, frame)
+        if self.environment.is_async:
+            return result
+        saved = self._write, self._local_write
+        self._write, self._local_write = self.temporary_identifier(), True
+        self._byte_macro_next = True
+        try:
+            super().macro_body(node, frame)
+        finally:
+            (self._write, self._local_write), self._byte_macro_next = saved, False
+        return result
+
+    def func(self, name: str) -> str:
+        return super().func("tpd_macro" if self._byte_macro_next and name == "macro" else name)
+
+    def buffer(self, frame: Frame) -> None:
+        if not self._byte_macro_next:
+            super().buffer(frame)
+            return
+        # The byte body's frame keeps no text buffer, so the streaming overrides write it.
+        self._byte_macro_next = False
+        assert self._write is not None
+        frame.tpd_chunks = chunks = self.temporary_identifier()  # type: ignore[attr-defined]
+        self.writeline(f"{chunks} = []")
+        self.writeline(f"{self._write} = {chunks}.append")
+
+    def return_buffer_contents(self, frame: Frame, force_unescaped: bool = False) -> None:
+        chunks = getattr(frame, "tpd_chunks", None)
+        if chunks is None or frame.buffer is not None:
+            super().return_buffer_contents(frame, force_unescaped)
+        else:
+            self.writeline(f"return b''.join({chunks})")
+
+    def macro_def(self, macro_ref: MacroRef, frame: Frame) -> None:
+        if self.environment.is_async:
+            super().macro_def(macro_ref, frame)
+            return
+        self.write("tpd_with_bytes(")
+        super().macro_def(macro_ref, frame)
+        plain = not (macro_ref.accesses_caller or macro_ref.accesses_kwargs
+                     or macro_ref.accesses_varargs)
+        self.write(f", tpd_macro, {plain})")
 
 
-# The generated code's name for it; the same function object, so no extra call.
-tpd_escape = escape_bytes
+def _is_loop_cycle(node: nodes.Call) -> bool:
+    """``loop.cycle(a, ...)`` with positional arguments only."""
+    callee = node.node
+    return (isinstance(callee, nodes.Getattr) and callee.attr == "cycle"
+            and isinstance(callee.node, nodes.Name) and callee.node.name == "loop"
+            and bool(node.args) and not node.kwargs and node.dyn_args is None
+            and node.dyn_kwargs is None)
 
 
-def tpd_str(value: Any) -> bytes:
-    return str(value).encode()
+def _counted_loop(node: nodes.For) -> bool:
+    """Can this loop run as a counted loop (see ``BytesCodeGenerator._for``)?"""
+    if node.recursive or node.test is not None or node.else_:
+        return False
+    allowed: set[int] = set()  # the ``loop`` Name nodes read through a counter or cycle()
+    for statement in node.body:
+        for child in (statement, *statement.find_all(nodes.Node)):
+            if not isinstance(child, _COUNTED_BODY):
+                return False
+            if isinstance(child, nodes.Call):
+                if not _is_loop_cycle(child):
+                    return False
+                allowed.add(id(child.node.node))  # type: ignore[attr-defined]
+            elif (isinstance(child, nodes.Getattr) and isinstance(child.node, nodes.Name)
+                  and child.node.name == "loop" and child.attr in _LOOP_NUMBERS):
+                allowed.add(id(child.node))
+    return all(id(name) in allowed for statement in node.body
+               for name in statement.find_all(nodes.Name) if name.name == "loop")
 
 
-def text_to_bytes(render_text: Callable[[Context], Iterable[str]]) -> RenderBytes:
-    def render_bytes(context: Context, write: Write) -> None:
-        for text in render_text(context):
-            write(str.encode(text))
-    return render_bytes
-
-
-def tpd_root_of(template: Any) -> RenderBytes:
-    """The byte root of a template; a text adapter for a template compiled elsewhere."""
-    render: RenderBytes | None = getattr(template, "tpd_root_render_func", None)
-    return render if render is not None else text_to_bytes(template.root_render_func)
-
-
-def tpd_block_of(block: Callable[[Context], Iterable[str]]) -> RenderBytes:
-    """The byte twin of a text block function (see ``BytesTemplate``), or a text adapter."""
-    render: RenderBytes | None = getattr(block, "tpd_bytes", None)
-    return render if render is not None else text_to_bytes(block)
-
-
-_module_bytes: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
-
-
-def tpd_module_bytes(module: Any) -> bytes:
-    """The encoded body of a cached template module (``{% include ... without context %}``)."""
-    body = _module_bytes.get(module)
-    if body is None:
-        body = _module_bytes[module] = b"".join(text.encode() for text in module._body_stream)
-    return body
+def _internal_name(name: str, lineno: int) -> nodes.InternalName:
+    """An InternalName node (jinja2 only lets its parser make them) naming a generated local."""
+    internal = object.__new__(nodes.InternalName)
+    internal.name = name
+    internal.lineno = lineno
+    return internal

@@ -26,6 +26,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
@@ -245,6 +246,16 @@ class Later:
         self.on_hangup = on_hangup
 
 
+class Upgraded(Protocol):
+    """What owns a connection that left HTTP (``Request.upgrade``); none of these switch."""
+
+    def start(self, conn: Any, pending: bytes) -> None: ...  # once; pending: input read already
+    def on_readable(self, conn: Any) -> None: ...  # the hub's callback for each input edge
+    def expire(self) -> None: ...  # the sweep: the connection's ``deadline`` has passed
+    def drain(self) -> None: ...  # the server shuts down
+    def closed(self) -> None: ...  # the connection has closed
+
+
 def to_response(result: Any) -> Response:
     """The one place a handler's return value becomes a Response."""
     if type(result) is Response:
@@ -286,6 +297,7 @@ class RequestConnection(Protocol):
     def read_body(self) -> Iterator[bytes]: ...  # may switch to the hub
     def park(self, on_hangup: Callable[[], None] | None = None) -> None: ...  # may switch
     def unpark(self) -> None: ...
+    def upgrade(self, head: bytes, protocol: Upgraded, resume: Any) -> None: ...  # Later.attach
 
 
 class Parking:
@@ -416,6 +428,12 @@ class Request:
                 result = some_event.wait()
         """
         return Parking(self._conn, on_hangup)
+
+    def upgrade(self, head: bytes, protocol: Upgraded) -> Later:
+        """Leave HTTP: the ``Later`` to return so that, once earlier responses are sent, the
+        connection queues ``head`` (a whole 101 head) and belongs to ``protocol`` (an
+        ``Upgraded``: tpd2py.websocket). Never switches."""
+        return Later(partial(self._conn.upgrade, head, protocol), protocol.closed)
 
     def body(self) -> bytes:
         """The whole request body (b"" if none). Reads it on first call: may switch to the hub.
@@ -565,6 +583,13 @@ class App(AppFeatures):
                 self.methods.add(b"HEAD")
         if max_body_size is not None:
             self._rebuild_body_limits()
+
+    def websocket(self, pattern: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Register a WebSocket handler, ``handler(ws, **params)``: ``@app.websocket("/chat")``.
+        ``options`` are ``tpd2py.websocket.Options`` fields (docs/websocket.md)."""
+        from .websocket import route  # the feature at the edge, loaded on first use
+
+        return route(self, pattern, **options)
 
     def match(self, method: bytes, raw_path: bytes) -> tuple[Handler | None, dict[str, Any],
                                                              int, list[bytes]]:

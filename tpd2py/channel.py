@@ -120,7 +120,7 @@ def sse_event(data: Any = None, *, event: str | None = None, id: int | str | Non
 class Message:
     """One published message: its version, its data and its encodings (each made once)."""
 
-    __slots__ = ("version", "data", "event", "_json", "_sse")
+    __slots__ = ("version", "data", "event", "_json", "_sse", "_encoded")
 
     def __init__(self, version: int, data: Any, event: str | None = None) -> None:
         self.version = version
@@ -128,6 +128,19 @@ class Message:
         self.event = event
         self._json: bytes | None = None
         self._sse: bytes | None = None
+        self._encoded: dict[Any, Any] | None = None
+
+    def encoded(self, key: Any, encode: Callable[[Message], Any]) -> Any:
+        """``encode(self)``, made once per ``key`` and kept with the message: another
+        transport's framing (a WebSocket frame) is made once, however many clients get it.
+        Never switches."""
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = encode(self)
+        return value
 
     @property
     def json(self) -> bytes:
@@ -157,7 +170,7 @@ class Update:
     woken with the same version: treat it as read-only.
     """
 
-    __slots__ = ("version", "messages", "complete", "_json", "_sse", "_response")
+    __slots__ = ("version", "messages", "complete", "_json", "_sse", "_response", "_encoded")
 
     def __init__(self, version: int, messages: tuple[Message, ...] = (),
                  complete: bool = True) -> None:
@@ -167,6 +180,18 @@ class Update:
         self._json: bytes | None = None
         self._sse: bytes | None = None
         self._response: Response | None = None
+        self._encoded: dict[Any, Any] | None = None
+
+    def encoded(self, key: Any, encode: Callable[[Update], Any]) -> Any:
+        """``encode(self)``, made once per ``key`` and shared by every waiter woken with this
+        Update (see ``Message.encoded``). Never switches."""
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = encode(self)
+        return value
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -208,20 +233,22 @@ class Update:
 class _Waiter:
     """One waiter: a parked greenlet, or (``detached``) a connection parked without one.
 
-    ``target`` is the greenlet, or the detached connection's ``resume``, and becomes None once
-    the waiter has been woken: whoever clears it (publish, timeout, hang-up) is the only one to
-    wake it.
+    ``target`` is the greenlet, or the detached connection's ``resume`` (or, with ``raw``, a
+    ``watch`` callback, given the Update itself), and becomes None once the waiter has been
+    woken: whoever clears it (publish, timeout, hang-up) is the only one to wake it.
     """
 
-    __slots__ = ("channel", "target", "after", "bucket", "detached")
+    __slots__ = ("channel", "target", "after", "bucket", "detached", "raw", "every")
 
     def __init__(self, channel: Channel, target: Any, after: int,
-                 detached: bool = False) -> None:
+                 detached: bool = False, raw: bool = False) -> None:
         self.channel = channel
         self.target: Any = target
         self.after = after
         self.bucket: set[_Waiter] | None = None
         self.detached = detached
+        self.raw = raw
+        self.every = False  # a watch(every=True): stays registered, its version moves on
 
     def hang_up(self) -> None:
         """The connection's hang-up hook (runs in the hub): a greenlet gets
@@ -405,6 +432,29 @@ class Channel:
 
         return Later(attach, waiter.hang_up)
 
+    def watch(self, after: int, callback: Callable[[Update], None],
+              every: bool = False) -> Callable[[], None]:
+        """Call ``callback(update)`` once, from the hub, with the messages newer than ``after``
+        as soon as there are any (on the hub's next turn if there are already): a waiter with
+        no greenlet and no connection. With ``every``, with each Update after that too, until
+        cancelled: the waiter stays registered and only its version moves on (a WebSocket
+        subscription; nothing is made per delivery). Returns the function that cancels the
+        watch. Never switches."""
+        hub = self._bind()
+        waiter = _Waiter(self, callback, after, detached=True, raw=True)
+        waiter.every = every
+        with self._lock:
+            update = self._since_locked(after)
+            if update and every:
+                waiter.after = update.version
+            if not update or every:
+                self._waiters[waiter] = None
+        if update:
+            if not every:
+                waiter.target = None
+            hub.call_soon(callback, update)
+        return waiter.hang_up
+
     def updates(self, after: int | None, heartbeat: float | None = None,
                 request: Request | None = None) -> Iterator[Update]:
         """Yield every Update after ``after``, forever; with ``heartbeat``, also an empty Update
@@ -463,7 +513,7 @@ class Channel:
         if hub is None or not bucket:
             return
         schedule = hub.schedule
-        resume: list[tuple[Callable[[Response], None], Response]] = []
+        resume: list[tuple[Callable[[Any], None], Any]] = []
         with self._lock:
             waiters = self._waiters
             for waiter in bucket:
@@ -474,7 +524,9 @@ class Channel:
                 waiter.bucket = None
                 waiters.pop(waiter, None)
                 update = self._since_locked(waiter.after)
-                if waiter.detached:
+                if waiter.raw:
+                    resume.append((target, update))
+                elif waiter.detached:
                     resume.append((target, update.response() if update else NO_NEWS))
                 else:
                     schedule(target, update)
@@ -487,7 +539,7 @@ class Channel:
         hub = self._hub
         assert hub is not None
         schedule = hub.schedule
-        resume: list[tuple[Callable[[Response], None], Response]] = []
+        resume: list[tuple[Callable[[Any], None], Any]] = []
         with self._lock:
             self._wake_scheduled = False
             waiters = self._waiters
@@ -502,12 +554,19 @@ class Channel:
                     # Registered after the publish with the newest version: keeps waiting.
                     self._waiters[waiter] = None
                     continue
+                if waiter.every:
+                    resume.append((target, since(waiter.after)))
+                    waiter.after = version
+                    self._waiters[waiter] = None
+                    continue
                 waiter.target = None
                 bucket = waiter.bucket
                 if bucket is not None:
                     bucket.discard(waiter)
                     waiter.bucket = None
-                if waiter.detached:
+                if waiter.raw:
+                    resume.append((target, since(waiter.after)))
+                elif waiter.detached:
                     resume.append((target, since(waiter.after).response()))
                 else:
                     schedule(target, since(waiter.after))

@@ -10,6 +10,7 @@ with it; the diagram and a table are in docs/design.md):
   responses went out, the buffer is lent back if empty, and a hang-up wakes the handler.
 - DETACHED: the handler returned ``Later``: no greenlet; ``resume(response)`` from the hub
   sends the response right there when it can (then IDLE), or has the hub call ``serve``.
+- UPGRADED: the handler left HTTP (``Request.upgrade``): an ``app.Upgraded`` owns the socket.
 - LINGERING: after an error response, half-closed, reading and dropping input for a while so
   that the close is not a reset that destroys the response (RFC 9112 §9.6).
 - CLOSED: from any state (``close``).
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
 
-from .app import FileBody, Response
+from .app import FileBody, Response, Upgraded
 from .errors import (
     Cancelled,
     ClientDisconnected,
@@ -45,7 +46,7 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .exchange import BODY_DONE, DETACHED, INF, Exchange
+from .exchange import BODY_DONE, DETACHED, INF
 from .gsocket import (
     DONTWAIT,
     LAST,
@@ -76,8 +77,8 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
 
-State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED", start=0)
-IDLE, SERVING, PARKED = State.IDLE, State.SERVING, State.PARKED
+State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED UPGRADED", start=0)
+IDLE, SERVING, PARKED, UPGRADED = State.IDLE, State.SERVING, State.PARKED, State.UPGRADED
 DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSED
 
 # Exchange.later when resume() queued the response and sent part of it: serve sends the rest.
@@ -96,7 +97,7 @@ class Connection(FdRecord):
     ``on_readable`` with it, so no second object or lookup is paid per connection or request."""
 
     __slots__ = ("ctx", "sock", "peer", "state", "buf", "view", "start", "end", "scan",
-                 "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex")
+                 "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex", "upgraded")
 
     def __init__(self, ctx: Context, sock: Any, peer: Any = None) -> None:
         self.ctx = ctx
@@ -119,7 +120,7 @@ class Connection(FdRecord):
         # TCP_NODELAY only once a second write may follow an unacknowledged first one (stream,
         # partial write, mid-pipeline flush): one write per response never meets Nagle.
         self.nodelay = False
-        self.ex = Exchange()
+        self.ex = ctx.new_exchange()
         # Not in epoll until something waits on it or it goes idle (Hub.arm): no epoll_ctl for
         # a connection answered and closed at once. on_readable gets the record: this object.
         FdRecord.__init__(self, sock.fileno(), Connection.serve)  # type: ignore[arg-type]
@@ -180,14 +181,15 @@ class Connection(FdRecord):
             if not self.armed:
                 ctx.hub.arm(self)
             return
-        if state is PARKED or state is DETACHED_STATE:
+        if state is PARKED or state is DETACHED_STATE or state is UPGRADED:
             # Waiting on something else: lend the buffer back when it holds nothing unread,
-            # and watch the socket for the client hanging up.
+            # and watch the socket for the client hanging up (UPGRADED: its protocol does).
             self.state = state
             self.park_hook = hook
             if self.buf is not None and self.start == self.end:
                 self._give_buffer()
-            self.on_readable = hangup_check  # type: ignore[assignment]
+            self.on_readable = hangup_check if state is not UPGRADED \
+                else self.upgraded.on_readable  # type: ignore[assignment]
             if not self.armed:
                 self.ctx.hub.arm(self)
             if self.read_pending or self.hangup:
@@ -533,8 +535,22 @@ class Connection(FdRecord):
 
     def detach(self, on_hangup: Callable[[], None]) -> None:
         """SERVING -> DETACHED (Later's response is not ready): the connection waits for
-        ``resume`` with no greenlet. Never switches."""
-        self._enter(DETACHED_STATE, on_hangup)
+        ``resume`` with no greenlet (an upgrade's has left SERVING already). Never switches."""
+        if self.state is SERVING:
+            self._enter(DETACHED_STATE, on_hangup)
+
+    def upgrade(self, head: bytes, protocol: Upgraded, resume: Any) -> None:
+        """Leave HTTP: ``Request.upgrade``'s Later.attach; the input that came after the
+        request goes to ``protocol``. Never switches."""
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.write(self.address(), self.ex.head, 101, 0)
+        self.out.add(head)
+        self.upgraded: Upgraded = protocol
+        self.ex = None  # HTTP is over: no exchange, no head kept
+        pending = bytes(self.buf[self.start:self.end]) if self.buf is not None else b""
+        self.start = self.end
+        self._enter(UPGRADED, protocol.closed)
+        protocol.start(self, pending)
 
     def hung_up(self) -> None:
         """From the hub (hangup_check): the client is gone while PARKED or DETACHED."""
@@ -601,14 +617,15 @@ class Connection(FdRecord):
         on this client (it answers 408 or closes). Never switches."""
         worker = self.worker
         if worker is None:
-            self.close()
+            (self.upgraded.expire if self.state is UPGRADED else self.close)()
         elif self.reader is worker or self.writer is worker:
             self.ctx.hub.throw(worker, Timeout())
 
     def drain(self) -> None:
-        """Shutdown: close now unless a handler runs (it finishes; then the connection closes)."""
+        """Shutdown: close now unless a handler runs (it finishes; then the connection closes);
+        an upgraded one closes in its protocol's way. Expire likewise (its own deadlines)."""
         if self.worker is None:
-            self.close()
+            (self.upgraded.drain if self.state is UPGRADED else self.close)()
 
 
 def _call_hook(hook: Callable[[], None]) -> None:

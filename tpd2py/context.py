@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .accesslog import AccessLog
 from .headcache import HeadCache
@@ -21,6 +21,13 @@ from .wire import DateCache
 if TYPE_CHECKING:
     from .app import App
     from .hub import Hub
+
+
+class ExchangeApp(Protocol):
+    """An app that answers its requests itself: each connection gets ``new_exchange()`` in
+    place of the router's ``exchange.Exchange`` (wsgi.WSGI is one)."""
+
+    new_exchange: Callable[[], Any]
 
 
 @dataclass
@@ -60,10 +67,11 @@ class Context:
 
     __slots__ = ("hub", "config", "limits", "header_timeout", "keepalive_timeout", "app", "date",
                  "access_log", "buffers", "parse_head", "draining", "requests", "sendmsg_calls",
-                 "forget")
+                 "forget", "new_exchange")
 
-    def __init__(self, hub: Hub, config: Config, app: App, access_log: Any = None,
-                 forget: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, hub: Hub, config: Config, app: App | ExchangeApp, access_log: Any = None,
+                 forget: Callable[[Any], None] | None = None, *,
+                 new_exchange: Callable[[], Any]) -> None:
         self.hub = hub
         self.config = config
         # Read on every request: one attribute hop each instead of two. (So the config is read
@@ -71,7 +79,8 @@ class Context:
         self.limits = config.limits
         self.header_timeout = config.header_timeout
         self.keepalive_timeout = config.keepalive_timeout
-        self.app = app
+        # An App for the router's Exchange; for an ExchangeApp, what its own exchange reads.
+        self.app: Any = app
         self.date = DateCache()
         self.access_log = AccessLog(access_log, self.date) if access_log is not None else None
         self.buffers = BufferPool(config.buffer_size, config.limits.max_header_bytes)
@@ -83,6 +92,10 @@ class Context:
         self.sendmsg_calls = 0  # send and sendmsg calls on client sockets (tests, statistics)
         # Called by a connection as it closes (the server's registry); nothing by default.
         self.forget: Callable[[Any], None] = forget or _ignore
+        # What answers one connection's requests, called once per connection: the router's
+        # Exchange, or the app's own (an ExchangeApp, e.g. wsgi.WSGI). server.py passes it
+        # (this module does not import the exchange, which imports it).
+        self.new_exchange = new_exchange
 
 
 def _ignore(conn: Any) -> None:

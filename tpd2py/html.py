@@ -35,6 +35,7 @@ from tpd2py._html_names import ATTRIBUTES, ELEMENTS, RAW_TEXT_ELEMENTS, VOID_ELE
 from tpd2py._html_nodes import (
     AttrValue,
     Child,
+    Compare,
     Cycle,
     Each,
     Element,
@@ -48,8 +49,9 @@ from tpd2py._html_nodes import (
     flatten_children,
 )
 
-__all__ = ["BIG_STATIC", "DOCTYPE", "AttrValue", "Child", "Element", "HtmlDefinitionError", "Loop",
-           "Markup", "Node", "Page", "RenderFunction", "Tag", "Var", "each", "h", "page", "when"]
+__all__ = ["BIG_STATIC", "DOCTYPE", "AttrValue", "Child", "Compare", "Element",
+           "HtmlDefinitionError", "Loop", "Markup", "Node", "Page", "RenderFunction", "Tag",
+           "Var", "each", "h", "page", "when"]
 
 DOCTYPE = Markup("<!DOCTYPE html>")
 
@@ -168,9 +170,13 @@ def each(seq: Var, body: Callable[[Var], Child] | Callable[[Var, Loop], Child],
 
 
 def when(condition: Var | Node, then: Child, otherwise: Child = None) -> When:
-    """``then`` if ``condition`` is truthy at render time, else ``otherwise``."""
-    if not isinstance(condition, (Var, LoopValue)):
-        raise HtmlDefinitionError(f"when() tests a Var or loop value, not {condition!r}")
+    """``then`` if ``condition`` is truthy at render time, else ``otherwise``.
+
+    ``condition`` is a Var, a loop value, or a comparison of them (``when(p.stock > 0, ...)``).
+    """
+    if not isinstance(condition, (Var, LoopValue, Compare)):
+        raise HtmlDefinitionError(
+            f"when() tests a Var, a loop value or a comparison, not {condition!r}")
     return When(condition, flatten_children([then]), flatten_children([otherwise]))
 
 

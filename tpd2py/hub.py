@@ -39,8 +39,9 @@ with a separate worker greenlet, and 4 more when a new spare has to be made.
 Rules: a second reader or writer on one fd is a bug and raises; a greenlet or callback that
 raises never kills the hub (its error is logged). Cancellation and timeouts thrown into
 greenlets derive from ``BaseException``.
-Switch points: ``wait_readable``, ``wait_writable``, ``park`` and ``sleep`` (and ``run``, which
-is called from outside the hub). ``FdRecord`` and ``Timer`` live in ``_hub_records``.
+Switch points: ``wait_readable``, ``wait_writable``, ``wait_readable_or_writable``, ``park``
+and ``sleep`` (and ``run``, which is called from outside the hub). ``FdRecord`` and ``Timer``
+live in ``_hub_records``.
 """
 
 from __future__ import annotations
@@ -200,6 +201,25 @@ class Hub:
         try:
             self._switch_out(g)
         finally:
+            if rec.writer is g:
+                rec.writer = None
+
+    def wait_readable_or_writable(self, rec: FdRecord) -> None:
+        """Park until ``rec`` may be readable or writable, whichever comes first: for a
+        protocol that must read while it waits to write (libpq's flush, pg.py). The caller
+        retries both. May switch to the hub."""
+        if rec.reader is not None or rec.writer is not None:
+            raise HubError(f"fd {rec.fd} already has a reader or a writer")
+        if rec.closed:
+            raise ConnectionClosed()
+        if not rec.armed:
+            self.arm(rec)
+        rec.reader = rec.writer = g = greenlet.getcurrent()
+        try:
+            self._switch_out(g)
+        finally:
+            if rec.reader is g:
+                rec.reader = None
             if rec.writer is g:
                 rec.writer = None
 

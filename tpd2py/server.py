@@ -35,7 +35,8 @@ from typing import IO, Any
 
 from .app import App
 from .conn import Connection
-from .context import Config, Context
+from .context import Config, Context, ExchangeApp
+from .exchange import Exchange
 from .hub import FdRecord, Hub, get_hub
 from .watchdog import for_config
 
@@ -52,12 +53,13 @@ Transport = Callable[[Any], Any]
 
 
 class Server:
-    def __init__(self, app: App, config: Config | None = None, hub: Hub | None = None,
-                 access_log: IO[str] | None = None) -> None:
+    def __init__(self, app: App | ExchangeApp, config: Config | None = None,
+                 hub: Hub | None = None, access_log: IO[str] | None = None) -> None:
         self.app = app
         self.config = config or Config()
         self.hub = hub or get_hub()
-        self.ctx = Context(self.hub, self.config, app, access_log, self._forget)
+        self.ctx = Context(self.hub, self.config, app, access_log, self._forget,
+                           new_exchange=getattr(app, "new_exchange", Exchange))
         self.conns: dict[int, Connection] = {}
         self.listeners: list[socket.socket] = []
         self._listener_recs: list[FdRecord] = []
@@ -279,7 +281,8 @@ class Server:
         self.hub.call_later(0.05, self._check_drained, deadline)
 
 
-def serve(app: App, host: str = "127.0.0.1", port: int = 8080, unix: str | None = None,
+def serve(app: App | ExchangeApp, host: str = "127.0.0.1", port: int = 8080,
+          unix: str | None = None,
           config: Config | None = None, access_log: IO[str] | None = None,
           ready: Callable[[Any], None] | None = None,
           transport: Transport | None = None) -> None:

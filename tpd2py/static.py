@@ -321,13 +321,7 @@ class StaticFiles:
                 raise HTTPError(404)
             if segment.startswith(b".") and not self.dotfiles:
                 raise HTTPError(404)
-        real = os.path.realpath(os.path.join(self.root, *segments))
-        if not self._inside(real):
-            raise HTTPError(404)
-        try:
-            st = os.stat(real)
-        except OSError:
-            raise HTTPError(404) from None
+        real, st = self._stat_inside(os.path.join(self.root, *segments))
         if stat.S_ISDIR(st.st_mode):
             if self.index is None:
                 raise HTTPError(404)  # never a listing
@@ -336,18 +330,22 @@ class StaticFiles:
                 if query:
                     location += b"?" + query
                 raise HTTPError(301, "", headers={"Location": location.decode("latin-1")})
-            real = os.path.realpath(os.path.join(real, self.index))
-            if not self._inside(real):
-                raise HTTPError(404)
-            try:
-                st = os.stat(real)
-            except OSError:
-                raise HTTPError(404) from None
+            real, st = self._stat_inside(os.path.join(real, self.index))
         elif wants_folder:
             raise HTTPError(404)  # "file.css/" names no folder
         if not stat.S_ISREG(st.st_mode):
             raise HTTPError(404)
         return real
+
+    def _stat_inside(self, path: bytes) -> tuple[bytes, os.stat_result]:
+        """The real path and stat of ``path``, which must resolve inside the folder (404)."""
+        real = os.path.realpath(path)
+        if not self._inside(real):
+            raise HTTPError(404)
+        try:
+            return real, os.stat(real)
+        except OSError:
+            raise HTTPError(404) from None
 
     def _fd_inside(self, fd: int) -> bool:
         """Whether an opened fd is a file in the folder: a folder swapped for a symlink

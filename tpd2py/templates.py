@@ -8,8 +8,10 @@ one by one while the page streams into the body list. No ``"".join`` of the page
 Rules:
 - The output is byte-for-byte ``template.render(**ctx).encode()`` of stock jinja2 with the same
   loader and options; tests/unit/test_templates.py proves it over a corpus of templates.
-- Everything jinja2 does with text (macros, call/filter/set blocks, ``super()``, imports, and
-  ``BytesTemplate.render`` itself) runs stock jinja2 code.
+- Macros, ``caller()``, call blocks, ``super()``, includes and extends whose output goes straight
+  into the page take the byte path too; everything jinja2 needs as text (a macro result used as a
+  value, filter/set blocks, imports' module bodies, ``BytesTemplate.render`` itself) runs stock
+  jinja2 code. docs/html.md has the table.
 - Errors are jinja2's own: syntax errors name the template and line; runtime errors go through
   ``environment.handle_exception`` so the traceback shows the template file and line.
 - Never switches to the hub; async templates are refused.

@@ -89,19 +89,9 @@ class ThreadPool:
         May switch to the hub.
         """
         hub = self.hub
-        g = getcurrent()
         if not hub.running:
             return fn(*args, **kwargs)
-        if self._closed:
-            raise RuntimeError(f"{self.name} pool is shut down")
-        if self.in_flight >= self.max_threads + self.max_queue:
-            self.rejected += 1
-            raise Overloaded(retry_after=self.retry_after)
-        job = _Job(fn, args, kwargs, g)
-        self.in_flight += 1
-        if self.in_flight > len(self._threads) and len(self._threads) < self.max_threads:
-            self._start_thread()
-        self._queue.put(job)
+        job = self.start(fn, *args, **kwargs)
         try:
             done = hub.park()
         finally:
@@ -109,6 +99,30 @@ class ThreadPool:
                 job.greenlet = None  # thrown out of the wait: the result will be dropped
         if done is not job:
             raise HubError(f"run_in_thread resumed with {done!r} instead of its result")
+        return self.result(job)
+
+    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Job:
+        """Queue ``fn(*args, **kwargs)`` for a pool thread and return its job at once, with
+        ``run``'s admission control (``Overloaded``). When it is done, the hub resumes the
+        calling greenlet with the job (what its ``hub.park()`` returns; ``result(job)`` then
+        gives the value or raises); setting ``job.greenlet = None`` first drops it instead.
+        For a greenlet that serves the job while it runs (wsgi.py's thread mode). Never
+        switches; the hub must be running."""
+        if self._closed:
+            raise RuntimeError(f"{self.name} pool is shut down")
+        if self.in_flight >= self.max_threads + self.max_queue:
+            self.rejected += 1
+            raise Overloaded(retry_after=self.retry_after)
+        job = _Job(fn, args, kwargs, getcurrent())
+        self.in_flight += 1
+        if self.in_flight > len(self._threads) and len(self._threads) < self.max_threads:
+            self._start_thread()
+        self._queue.put(job)
+        return job
+
+    @staticmethod
+    def result(job: _Job) -> Any:
+        """A finished job's value, or its exception raised (once: the job forgets both)."""
         value = job.value
         job.value = None
         if job.ok:

@@ -21,8 +21,9 @@ Rules:
   The caller (gsocket.send_queued) passes the unsent plaintext again, unchanged, so nothing is
   encrypted twice or lost. Pipelined responses: one ``sendmsg`` is one write, a run of TLS
   records, one kernel send.
-- The hang-up peek: decrypted bytes pending count as input; else the kernel socket is peeked
-  (a close_notify looks like input: the next read finds the EOF).
+- The hang-up peek: decrypted bytes pending count as input; else what the kernel holds is
+  taken in and decrypted, so a close_notify is an end; plaintext found waits for the next
+  read (``peeked``), which returns it first.
 - Idle: the transport holds no buffer of its own (OpenSSL releases its record buffers when
   idle: SSL_MODE_RELEASE_BUFFERS, set by CPython).
 - Errors: a bad record, a refused version or cipher, a reset mid-handshake raise
@@ -42,7 +43,9 @@ from typing import Any, cast
 
 log = logging.getLogger("tpd2py.tls")
 
-DONTWAIT = socket.MSG_DONTWAIT
+# Plain ints: an IntFlag's | and & are Python-level calls, paid per send (profiled).
+DONTWAIT = int(socket.MSG_DONTWAIT)
+NOT_MORE = ~int(socket.MSG_MORE)
 # Ciphertext read from the kernel per call: a few TLS records (16 KiB + overhead each).
 READ_SIZE = 65536
 # Seconds a handshake may take, however its bytes trickle in (TLSSettings can change it).
@@ -62,7 +65,7 @@ class TLSTransport:
     """One TLS connection over an accepted (blocking-fd, MSG_DONTWAIT) kernel socket."""
 
     __slots__ = ("raw", "obj", "incoming", "outgoing", "unsent", "committed", "eof",
-                 "handshake_deadline")
+                 "drained", "peeked", "handshake_deadline")
 
     scheme = "https"
 
@@ -79,6 +82,8 @@ class TLSTransport:
         self.unsent = b""
         self.committed = 0
         self.eof = False
+        self.drained = False
+        self.peeked = b""
 
     # -- the socket's face ----------------------------------------------------------------------
 
@@ -106,16 +111,17 @@ class TLSTransport:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def _pull(self) -> bool:
-        """Move ciphertext from the kernel into OpenSSL: True if some came, False at EOF.
-        Raises BlockingIOError when the kernel has none."""
+    def _pull(self) -> None:
+        """Move ciphertext from the kernel into OpenSSL (an EOF is written as such). Raises
+        BlockingIOError when the kernel has none. ``drained``: this read emptied the kernel's
+        queue (a short read of a stream socket), so new bytes will bring a new edge."""
         data = self.raw.recv(READ_SIZE, DONTWAIT)
         if not data:
             self.incoming.write_eof()
             self.eof = True
-            return False
+            return
+        self.drained = len(data) < READ_SIZE
         self.incoming.write(data)
-        return True
 
     def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
@@ -142,36 +148,50 @@ class TLSTransport:
         self.eof = True  # no close_notify after a fatal error
 
     def _recv_into(self, view: Any) -> int:
+        # Exceptions are the costly part of this loop (SSLWantReadError, BlockingIOError):
+        # OpenSSL is asked only when it holds ciphertext, and the kernel only when its queue
+        # was not emptied by the last read (``drained``: then an edge will announce more).
         obj = self.obj
+        incoming = self.incoming
         size = len(view)
         total = 0
+        if self.peeked:  # plaintext the hang-up peek decrypted comes first
+            data = self.peeked
+            total = min(len(data), size)
+            view[:total] = data[:total]
+            self.peeked = data[total:]
         while total < size:
+            if not incoming.pending and not obj.pending():
+                if self.drained and not self.eof:
+                    self.drained = False  # the next call asks the kernel
+                    if total:
+                        return total
+                    self._check_handshake_deadline()
+                    raise BlockingIOError()
+                if not self.eof:
+                    try:
+                        self._pull()
+                    except BlockingIOError:
+                        if total:
+                            return total
+                        self._check_handshake_deadline()
+                        raise
             try:
                 # With a buffer, read() returns a count (typeshed says bytes).
                 n = cast(int, obj.read(size - total, view[total:] if total else view))
             except ssl.SSLWantReadError:
-                self._push_handshake_output()
+                # A partial record, or the handshake goes on: its output leaves now.
+                if self.outgoing.pending:
+                    self._push_handshake_output()
                 if self.eof:
                     if total:
                         return total
                     raise ConnectionResetError("TLS: EOF in the middle of a record") from None
-                try:
-                    self._pull()
-                except BlockingIOError:
-                    if total:
-                        return total
-                    if self.handshake_deadline and time.monotonic() > self.handshake_deadline:
-                        if obj.version() is None:
-                            raise ConnectionResetError("TLS handshake took too long") from None
-                        self.handshake_deadline = 0.0  # done: never checked again
-                    raise
                 continue
             except ssl.SSLZeroReturnError:  # close_notify: a clean end
                 return total
             except ssl.SSLEOFError:
-                if total:
-                    return total
-                return 0  # EOF without close_notify: the peer is gone all the same
+                return total  # EOF without close_notify (0: the peer is gone all the same)
             if n == 0:
                 return total
             total += n
@@ -179,14 +199,43 @@ class TLSTransport:
             self._push_handshake_output()  # e.g. TLS 1.3 session tickets after the handshake
         return total
 
+    def _check_handshake_deadline(self) -> None:
+        """A handshake fed a byte at a time must still end (the connection's header timeout
+        cuts one that sends nothing more)."""
+        if self.handshake_deadline and time.monotonic() > self.handshake_deadline:
+            if self.obj.version() is None:
+                raise ConnectionResetError("TLS handshake took too long")
+            self.handshake_deadline = 0.0  # done: never checked again
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """Only the hang-up peek (MSG_PEEK) uses this: something decrypted and pending, or the
-        kernel socket's own peek."""
-        if self.obj.pending():
+        """The hang-up peek (MSG_PEEK): b"" if the peer has closed (a close_notify or an EOF),
+        else some bytes if anything is there; BlockingIOError if nothing is. Ciphertext the
+        kernel holds is taken in and decrypted here, so that a close_notify is seen as the end
+        it is; plaintext found is kept (``peeked``) for the next read."""
+        if self.peeked or self.obj.pending():
             return b"\0"
         if self.eof:
             return b""
-        return bytes(self.raw.recv(bufsize, flags))
+        if not self.incoming.pending:
+            self._pull()  # BlockingIOError: nothing there
+            if self.eof:
+                return b""
+        try:
+            data = self.obj.read(READ_SIZE)
+        except ssl.SSLWantReadError:
+            if self.outgoing.pending:
+                self._push_handshake_output()
+            return b"\0"  # part of a record (or of the handshake): input, not an end
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self.eof = True
+            return b""
+        except ssl.SSLError as e:
+            self._refuse(e)
+            return b""
+        if not data:
+            return b""
+        self.peeked = data
+        return data[:1]
 
     def _push_handshake_output(self) -> None:
         """Handshake and alert bytes go out at once; the flight is a few KiB, which an
@@ -230,7 +279,7 @@ class TLSTransport:
         rules). The caller passes the unreported plaintext again, unchanged."""
         if self.committed:
             if self.unsent:
-                sent = self.raw.send(self.unsent, flags & ~socket.MSG_MORE | DONTWAIT)
+                sent = self.raw.send(self.unsent, (int(flags) & NOT_MORE) | DONTWAIT)
                 self.unsent = self.unsent[sent:]
                 if self.unsent:
                     raise BlockingIOError()
@@ -240,7 +289,7 @@ class TLSTransport:
         self.obj.write(data)
         cipher = self.outgoing.read()
         try:
-            sent = self.raw.send(cipher, flags | DONTWAIT)
+            sent = self.raw.send(cipher, int(flags) | DONTWAIT)
         except BlockingIOError:
             sent = 0
         if sent < len(cipher):
@@ -277,13 +326,18 @@ class TLSTransport:
 
 class TLSSettings:
     """The server's TLS: an SSLContext from a certificate chain and key, TLS 1.2 at least,
-    ALPN ``http/1.1``, no renegotiation, session tickets on; optional client certificates."""
+    ALPN ``http/1.1``, no renegotiation, session tickets on; optional client certificates;
+    more certificates chosen by SNI host name (``sni={"name": (certfile, keyfile)}``)."""
 
     def __init__(self, certfile: str, keyfile: str | None = None, password: str | None = None,
                  ca_certs: str | None = None, client_cert: str = "none",
                  ciphers: str | None = None,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 sni: dict[str, tuple[str, str | None]] | None = None) -> None:
         self.handshake_timeout = handshake_timeout
+        # Host name (lower case) -> (certfile, keyfile): chosen by the client's SNI; the main
+        # certificate answers any other name and clients that send none.
+        self.sni = {name.lower().rstrip("."): files for name, files in (sni or {}).items()}
         if client_cert not in CLIENT_CERT_MODES:
             raise ValueError(f"client_cert is one of {', '.join(CLIENT_CERT_MODES)}")
         if client_cert != "none" and not ca_certs:
@@ -293,6 +347,20 @@ class TLSSettings:
         self.context = self._make_context()
 
     def _make_context(self) -> ssl.SSLContext:
+        ctx = self._context_for(self.certfile, self.keyfile)
+        if self.sni:
+            by_name = {name: self._context_for(*files) for name, files in self.sni.items()}
+
+            def choose(obj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
+                # Runs inside the handshake (OpenSSL's callback): a dict lookup, nothing more.
+                chosen = by_name.get(name.lower()) if name else None
+                if chosen is not None:
+                    obj.context = chosen
+
+            ctx.sni_callback = choose
+        return ctx
+
+    def _context_for(self, certfile: str, keyfile: str | None) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
@@ -300,7 +368,7 @@ class TLSSettings:
         ctx.set_alpn_protocols(["http/1.1"])
         if self.ciphers:
             ctx.set_ciphers(self.ciphers)
-        ctx.load_cert_chain(self.certfile, self.keyfile, self.password)
+        ctx.load_cert_chain(certfile, keyfile, self.password)
         if self.ca_certs:
             ctx.load_verify_locations(self.ca_certs)
         ctx.verify_mode = CLIENT_CERT_MODES[self.client_cert]

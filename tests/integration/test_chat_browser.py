@@ -120,3 +120,19 @@ def test_a_message_posted_in_one_page_appears_in_the_other(
         texts = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
         assert sum("hello from the event stream page" in t for t in texts) == 1, texts
         assert sum("and back" in t for t in texts) == 1, texts
+
+
+def test_the_websocket_page_chats_with_the_event_stream_page(
+        demo_server: ServerThread, browser: Callable[[], Any]) -> None:
+    carol, dave = browser(), browser()
+    open_chat(carol, demo_server.port, "ws", "carol")
+    open_chat(dave, demo_server.port, "sse", "dave")
+
+    post(carol, "sent over the WebSocket ☃")  # goes up the socket, not by POST
+    assert wait_for_message(dave, "sent over the WebSocket") == \
+        "carol:sent over the WebSocket ☃"
+    post(dave, "<i>posted</i> by the event stream page")
+    assert wait_for_message(carol, "posted") == "dave:<i>posted</i> by the event stream page"
+    assert wait_for_message(carol, "sent over the WebSocket")  # its own, from the channel
+    texts = [li.text for li in carol.find_elements(By.CSS_SELECTOR, "#messages li")]
+    assert sum("sent over the WebSocket" in t for t in texts) == 1, texts

@@ -11,14 +11,17 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import WAIT, read_replies, read_until_close
-from tpd2py import App, Request, Response
+from tests.conftest import REPO, WAIT, read_replies, read_until_close
+from tpd2py import App, Later, Request, Response
 from tpd2py.files import FileResponse
 from tpd2py.tls import TLSSettings
 
@@ -260,8 +263,6 @@ def test_reload_serves_the_new_certificate_to_new_connections(https, pki, tmp_pa
     path = tmp_path / "live.pem"
     shutil.copy(pki["server"], path)
     settings = TLSSettings(str(path))
-    srv = https.__wrapped__ if hasattr(https, "__wrapped__") else None
-    del srv
     app = tls_app()
     from tests.conftest import RunningServer  # a server whose transport reads `settings` live
     from tpd2py.server import Config
@@ -364,8 +365,10 @@ def test_old_protocol_versions_are_refused(https, pki):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(pki["ca_pem"])
     try:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():  # deprecated versions are the point of the test
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
         ctx.set_ciphers("ALL:@SECLEVEL=0")
     except (ValueError, ssl.SSLError):
         pytest.skip("this OpenSSL cannot even offer TLS 1.0/1.1")
@@ -385,4 +388,104 @@ def test_graceful_shutdown_sends_close_notify(https, pki):
     srv.stop()
     # A close_notify reads as a clean end (b""); a bare FIN would raise SSLEOFError here.
     assert sock.recv(100) == b""
+    sock.close()
+
+
+# -- several certificates ----------------------------------------------------------------------
+
+def test_sni_chooses_the_certificate(server, pki, tmp_path):
+    other = pki["ca"].issue_cert("api.example.test")
+    other.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "api.pem"))
+    settings = TLSSettings(pki["server"], sni={"API.example.test": (str(tmp_path / "api.pem"),
+                                                                     None)})
+    srv = server(tls_app(), transport=settings.wrap)
+
+    def served_names(hostname: str) -> list[str]:
+        ctx = client_context(pki)
+        ctx.check_hostname = False
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) as raw, \
+                ctx.wrap_socket(raw, server_hostname=hostname) as sock:
+            cert = sock.getpeercert()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_until_close(sock).raw.endswith(b"hello over https")
+        return [v for k, v in cert["subjectAltName"] if k == "DNS"]
+
+    assert served_names("api.example.test") == ["api.example.test"]
+    assert "localhost" in served_names("localhost")
+    assert "localhost" in served_names("unknown.example.test")  # the main certificate
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def test_cli_serves_https(cli_server, pki):
+    srv = cli_server("bench.hello:app", "--certfile", pki["server"])
+    conn = https_conn(srv, pki)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"Hello, World!"
+    conn.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["--certfile", "/nonexistent/cert.pem"],
+    ["--keyfile", "key.pem"],
+    ["--certfile", __file__],  # not a certificate
+    ["--certfile", "CERT", "--client-cert", "required"],  # no --ca-certs
+    ["--certfile", "CERT", "--sni", "nohost"],
+])
+def test_cli_tls_mistakes_are_one_line(pki, args):
+    args = [pki["server"] if a == "CERT" else a for a in args]
+    done = subprocess.run([sys.executable, "-m", "tpd2py", "bench.hello:app", "--port", "0",
+                           *args], cwd=REPO, capture_output=True, timeout=30)
+    err = done.stderr.decode().strip()
+    assert done.returncode != 0 and err.startswith("tpd2py:") and "\n" not in err, err
+
+
+# -- waiting connections: the hang-up peek over TLS ------------------------------------------
+
+def later_app(resumes: list[Any], gone: threading.Event) -> App:
+    app = tls_app()
+
+    @app.route("/wait")
+    def wait(req: Request) -> Later:
+        return Later(lambda resume: resumes.append(resume), gone.set)
+
+    return app
+
+
+def wait_until_waiting(srv: Any, resumes: list[Any]) -> None:
+    """Until the handler has answered Later (each call is one hub turn), bounded."""
+    for _ in range(10_000):
+        if srv.call(lambda: bool(resumes)):
+            return
+    raise AssertionError("the request never reached its handler")
+
+
+def open_waiting(https: Any, pki: dict[str, Any]
+                 ) -> tuple[Any, ssl.SSLSocket, list[Any], threading.Event]:
+    """A server and a TLS client whose request waits (Later): (server, socket, resumes, gone)."""
+    resumes: list[Any] = []
+    gone = threading.Event()
+    srv = https(later_app(resumes, gone))
+    sock = client_context(pki).wrap_socket(
+        socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT),
+        server_hostname="127.0.0.1")
+    sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until_waiting(srv, resumes)
+    return srv, sock, resumes, gone
+
+
+def test_a_waiting_client_that_closes_is_noticed(https, pki):
+    _, sock, _, gone = open_waiting(https, pki)
+    sock.unwrap().close()  # close_notify, then FIN: ciphertext on the wire, then the end
+    assert gone.wait(WAIT), "the hang-up of a waiting TLS client went unnoticed"
+
+
+def test_a_request_pipelined_behind_a_waiting_one_is_kept(https, pki):
+    srv, sock, resumes, gone = open_waiting(https, pki)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # read by the hang-up peek, kept
+    srv.call(lambda: None)
+    srv.call(lambda: resumes[0](Response(b"resumed", content_type="text/plain")))
+    first, second = read_replies(sock, 2)
+    assert (first.body, second.body) == (b"resumed", b"hello over https")
+    assert not gone.is_set()
     sock.close()

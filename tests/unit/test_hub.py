@@ -3,6 +3,7 @@ closing wakes waiters, BaseException cancellation, and cross-thread wake-ups."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -546,3 +547,42 @@ def test_refresh_now_sets_and_returns_the_monotonic_clock(hub):
     before = time.monotonic()
     now = hub.refresh_now()
     assert now == hub.now and before <= now <= time.monotonic()
+
+
+@pytest.mark.parametrize("event", ["readable", "writable"])
+def test_wait_readable_or_writable_wakes_on_either(hub, event):
+    """pg.py's wait for libpq's flush: parked as reader and writer at once, woken by the first
+    of input or write space, and both slots are free again afterwards."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):  # a can neither read nor write now
+        for _ in range(100_000):
+            a.send(b"w" * 65536)
+    rec = hub.register(a.fileno())
+    result = []
+
+    def waiter():
+        hub.wait_readable_or_writable(rec)
+        result.append((rec.reader, rec.writer))
+        hub.stop()
+
+    def second():
+        for wait in (hub.wait_readable, hub.wait_writable, hub.wait_readable_or_writable):
+            with pytest.raises(HubError):
+                wait(rec)
+        result.append("refused")
+        if event == "readable":
+            b.send(b"x")
+        else:
+            with contextlib.suppress(BlockingIOError):
+                while b.recv(1 << 20):
+                    pass
+
+    hub.spawn(waiter)
+    hub.spawn(second)
+    run_until(hub)
+    assert result == ["refused", (None, None)]
+    hub.unregister(rec)
+    a.close()
+    b.close()

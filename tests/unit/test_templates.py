@@ -139,13 +139,24 @@ def test_same_bytes_as_stock_jinja2(name: str, variant: str, context: dict[str, 
     assert got == expected
 
 
+ERROR_TEMPLATES = {"macro_errors.html"}  # every branch of it raises, in stock jinja2 too
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_corpus_renders_with_a_typical_context(name: str) -> None:
     # Guards the differential test against comparing two identical errors.
     variant = {"extensions.html": "extensions", "undefined_chain.html": "chainable"}.get(
         name, "default")
     expected, got = both(variant, name, TYPICAL)
-    assert expected[0] == "ok", expected
+    assert expected[0] == ("error" if name in ERROR_TEMPLATES else "ok"), expected
+    assert got == expected
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_macro_call_errors_are_stock_errors(n: int) -> None:
+    # Too many arguments, an unknown keyword, a caller it does not take, a missing argument.
+    expected, got = both("strict", "macro_errors.html", dict(TYPICAL, n=n))
+    assert expected[0] == "error", expected
     assert got == expected
 
 
@@ -274,3 +285,52 @@ def test_template_compiled_by_stock_jinja2_still_renders_bytes() -> None:
     template = BytesTemplate.from_code(env, code, env.make_globals(None))
     assert isinstance(template, BytesTemplate)
     assert b"".join(template.chunks(r=["&", 2])) == "<&amp;><2>é".encode()
+
+
+# -- macros, caller() and super() on the byte path
+
+
+BYTE_PATH_PAGES = {
+    "lib.html": "{% macro cell(x, kind='a') %}<td class=\"{{ kind }}\">{{ x }}</td>{% endmacro %}"
+                "{% macro box() %}<div>{{ caller() }}</div>{% endmacro %}"
+                "{% macro tree(nodes) %}{% for n in nodes %}<li>{{ cell(n.name) }}"
+                "{% if n.children %}<ul>{{ tree(n.children) }}</ul>{% endif %}</li>"
+                "{% endfor %}{% endmacro %}",
+    "layout.html": "<title>{% block title %}T{% endblock %}</title>{% block body %}{% endblock %}",
+    "page.html": "{% extends 'layout.html' %}{% from 'lib.html' import cell, box, tree %}"
+                 "{% block title %}{{ super() }}/{{ title }}{% endblock %}"
+                 "{% block body %}{% for r in rows %}<tr>{{ cell(r) }}"
+                 "{{ cell(r, kind=loop.index) }}</tr>{% endfor %}"
+                 "{% call box() %}{{ cell(title) }}{% endcall %}"
+                 "<ul>{{ tree(nodes) }}</ul>{% endblock %}",
+}
+
+
+def test_macros_caller_and_super_into_the_page_never_build_text() -> None:
+    # environment.concat joins every text buffer (a macro's, a block's for super()): the byte
+    # path must not need it for a page whose macros, caller() and super() all go straight out.
+    loader = jinja2.DictLoader(BYTE_PATH_PAGES)
+    stock = jinja2.Environment(loader=loader, autoescape=True)
+    templates = Templates(loader=loader, autoescape=True)
+    context = {"title": "<t>", "rows": ["a&", "b"], "nodes": TYPICAL["tree"]}
+    expected = stock.get_template("page.html").render(**context).encode()
+
+    def no_text(parts: Any) -> str:
+        raise AssertionError("the text path ran")
+
+    templates.env.concat = no_text  # type: ignore[method-assign]
+    assert b"".join(templates.render("page.html", **context)) == expected
+    assert expected.count(b"<td") == 7
+
+
+def test_a_macro_raising_stop_iteration_is_undefined_as_in_stock() -> None:
+    # Context.call turns StopIteration into an Undefined; the byte call falls back to it.
+    def stop() -> None:
+        raise StopIteration
+
+    source = {"s.html": "{% macro m() %}before{{ stop() }}after{% endmacro %}[{{ m() }}]"}
+    stock = jinja2.Environment(loader=jinja2.DictLoader(source), autoescape=True)
+    templates = Templates(loader=jinja2.DictLoader(source), autoescape=True)
+    stock.globals["stop"] = templates.env.globals["stop"] = stop
+    expected = stock.get_template("s.html").render().encode()
+    assert b"".join(templates.render("s.html")) == expected

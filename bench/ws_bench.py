@@ -1,0 +1,280 @@
+"""WebSocket bench: idle memory, echo rate and broadcast fan-out, tpd2py next to uvicorn (with
+its ``websockets`` implementation) and granian, in one run.
+
+Usage (from the repository root, under the bench lock): ``python -m bench.ws_bench [--idle
+10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,granian] [--json out.json]``.
+
+For each server (one process pinned to CPU 0; this client pinned to CPU 1), serving the same
+routes (bench/peers/ws_tpd2py.py, bench/peers/ws_asgi.py), compression off everywhere:
+1. echo: 100 connections, each a closed loop of 32-byte text messages for ``--echo-seconds``:
+   messages per second, the server's CPU µs per message, and this client's CPU share (near
+   100 % means the client, not the server, set the pace);
+2. idle: ``--idle`` WebSockets opened to ``/idle`` (a handler waiting in ``for message in ws``)
+   and, on a fresh process, to ``/sub`` (tpd2py: ``ws.subscribe``, no greenlet; the ASGI app:
+   a task waiting in ``receive``); the server's RSS growth over their number, once the server
+   says (``/stats``) it holds them all (kernel socket buffers are not in RSS, for any server);
+3. fan-out, with the ``/sub`` sockets still open: ``POST /publish`` and time, on this side,
+   from just before the request until every socket holds the whole frame; median of 3.
+Every phase is bounded in time; a server that misses a deadline is reported as failed.
+Rules: loopback only; client sockets close with SO_LINGER 0 (no TIME_WAIT pile-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import select
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.comet_bench import control, free_port  # noqa: E402
+from bench.servers import cpu_seconds, rss_kib  # noqa: E402  (whole process trees: granian forks)
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU, CLIENT_CPU = 0, 1
+BATCH = 500
+DEADLINE = 120.0
+_LINGER_RST = struct.pack("ii", 1, 0)
+REQUEST = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n\r\n")
+MASK = b"\x01\x02\x03\x04"
+
+
+def masked_text(payload: bytes) -> bytes:
+    key = (MASK * (len(payload) // 4 + 1))[:len(payload)]
+    body = bytes(a ^ b for a, b in zip(payload, key, strict=True))
+    return bytes((0x81, 0x80 | len(payload))) + MASK + body
+
+
+def server_command(name: str, port: int) -> list[str]:
+    py = sys.executable
+    if name == "tpd2py":
+        return [py, "-m", "tpd2py", "bench.peers.ws_tpd2py:app", "--port", str(port),
+                "--keepalive-timeout", "600", "--max-connections", "30000",
+                "--log-level", "error"]
+    if name in ("uvicorn", "uvicorn-wsproto"):
+        impl = "wsproto" if name.endswith("wsproto") else "websockets"
+        return [py, "-m", "uvicorn", "bench.peers.ws_asgi:app", "--loop", "uvloop", "--http",
+                "httptools", "--ws", impl, "--ws-per-message-deflate", "false",
+                "--no-access-log", "--port", str(port), "--backlog", "4096",
+                "--log-level", "error"]
+    if name == "granian":
+        return [py, "-m", "granian", "--interface", "asgi", "--port", str(port),
+                "--workers", "1", "--backlog", "4096", "--log-level", "error",
+                "bench.peers.ws_asgi:app"]
+    raise SystemExit(f"unknown server {name!r}")
+
+
+class Server:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        argv = ["taskset", "-c", str(SERVER_CPU), *server_command(name, self.port)]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                control(self.port, "GET", "/hello")
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start") from None
+                time.sleep(0.05)
+
+    def stats(self) -> dict[str, int]:
+        status, body = control(self.port, "GET", "/stats")
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def open_sockets(port: int, path: str, count: int) -> list[socket.socket]:
+    """``count`` upgraded WebSockets, opened in batches, each handshake read whole."""
+    request = REQUEST.format(path=path).encode()
+    socks: list[socket.socket] = []
+    while len(socks) < count:
+        batch = []
+        for _ in range(min(BATCH, count - len(socks))):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(request)
+            s.setblocking(False)
+            batch.append(s)
+        pending = {s.fileno(): [s, b""] for s in batch}
+        ep = select.epoll()
+        for fd in pending:
+            ep.register(fd, select.EPOLLIN)
+        deadline = time.monotonic() + DEADLINE
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(pending)} handshakes unanswered")
+            for fd, _ in ep.poll(1.0):
+                entry = pending.get(fd)
+                if entry is None:
+                    continue
+                data = entry[0].recv(4096)
+                if not data:
+                    raise RuntimeError("closed during the handshake")
+                entry[1] += data
+                if b"\r\n\r\n" in entry[1]:
+                    if not entry[1].startswith(b"HTTP/1.1 101"):
+                        raise RuntimeError(f"handshake refused: {entry[1][:80]!r}")
+                    ep.unregister(fd)
+                    del pending[fd]
+        ep.close()
+        socks += batch
+    return socks
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    for s in socks:
+        s.close()
+
+
+def wait_stat(server: Server, key: str, count: int) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while server.stats()[key] < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: {key} never reached {count}")
+        time.sleep(0.05)
+
+
+def echo(server: Server, seconds: float, connections: int = 100) -> dict[str, float]:
+    socks = open_sockets(server.port, "/echo", connections)
+    message = masked_text(b"m" * 32)
+    reply = 2 + 32
+    ep = select.epoll()
+    got = {s.fileno(): 0 for s in socks}
+    by_fd = {s.fileno(): s for s in socks}
+    for s in socks:
+        ep.register(s.fileno(), select.EPOLLIN)
+        s.send(message)
+    count = 0
+    cpu, client = cpu_seconds(server.proc.pid), time.process_time()
+    started = time.perf_counter()
+    end = started + seconds
+    while time.perf_counter() < end:
+        for fd, _ in ep.poll(1.0):
+            s = by_fd[fd]
+            data = s.recv(65536)
+            if not data:
+                raise RuntimeError("echo socket closed")
+            total = got[fd] + len(data)
+            done, got[fd] = divmod(total, reply)
+            count += done
+            if done:
+                s.send(message * done)
+    elapsed = time.perf_counter() - started
+    cpu, client = cpu_seconds(server.proc.pid) - cpu, time.process_time() - client
+    ep.close()
+    close_all(socks)
+    return {"echo_per_s": count / elapsed, "echo_server_us": cpu / count * 1e6,
+            "echo_client_cpu": client / elapsed}
+
+
+def fan_out(server: Server, socks: list[socket.socket], rounds: int = 3) -> list[float]:
+    times = []
+    ep = select.epoll()
+    by_fd = {s.fileno(): s for s in socks}
+    for s in socks:
+        ep.register(s.fileno(), select.EPOLLIN)
+    for i in range(rounds):
+        text = b"fan-out message %04d" % i
+        frame = bytes((0x81, len(text))) + text
+        got = dict.fromkeys(by_fd, 0)
+        left = len(socks)
+        started = time.perf_counter()
+        control(server.port, "POST", "/publish", text)
+        deadline = time.monotonic() + DEADLINE
+        while left:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{left} subscribers never got the message")
+            for fd, _ in ep.poll(1.0):
+                data = by_fd[fd].recv(4096)
+                before = got[fd]
+                got[fd] = before + len(data)
+                if before < len(frame) <= got[fd]:
+                    left -= 1
+        times.append(time.perf_counter() - started)
+    ep.close()
+    return times
+
+
+def bench(name: str, idle: int, echo_seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {"server": name, "idle": idle}
+    server = Server(name)
+    try:
+        result.update(echo(server, echo_seconds))
+        base = rss_kib(server.proc.pid)
+        socks = open_sockets(server.port, "/idle", idle)
+        wait_stat(server, "idle", idle)
+        result["idle_handler_b"] = (rss_kib(server.proc.pid) - base) * 1024 / idle
+        close_all(socks)
+    finally:
+        server.stop()
+    server = Server(name)
+    try:
+        control(server.port, "POST", "/publish", b"warm-up")
+        base = rss_kib(server.proc.pid)
+        socks = open_sockets(server.port, "/sub", idle)
+        wait_stat(server, "subscribers", idle)
+        result["idle_sub_b"] = (rss_kib(server.proc.pid) - base) * 1024 / idle
+        result["fanout_s"] = statistics.median(fan_out(server, socks))
+        close_all(socks)
+    finally:
+        server.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--idle", type=int, default=10_000)
+    parser.add_argument("--echo-seconds", type=float, default=3.0)
+    parser.add_argument("--servers", default="tpd2py,uvicorn,granian")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    results = []
+    for name in args.servers.split(","):
+        try:
+            results.append(bench(name, args.idle, args.echo_seconds))
+        except (RuntimeError, OSError) as e:
+            results.append({"server": name, "failed": str(e)})
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print("| server | echo msg/s | server µs/msg | client CPU | idle B/socket (handler) "
+          "| idle B/socket (subscribed) | fan-out to all (ms) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        if "failed" in r:
+            print(f"| {r['server']} | failed: {r['failed']} | | | | | |")
+            continue
+        print(f"| {r['server']} | {r['echo_per_s']:,.0f} | {r['echo_server_us']:.1f} "
+              f"| {r['echo_client_cpu']:.0%} | {r['idle_handler_b']:,.0f} "
+              f"| {r['idle_sub_b']:,.0f} | {r['fanout_s'] * 1000:,.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
