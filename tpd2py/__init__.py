@@ -19,6 +19,7 @@ from .gsocket import Socket, connect
 from .hub import get_hub, sleep, spawn
 from .server import Config, Server, serve
 from .threads import ThreadPool, run_in_thread
+from .urls import redirect
 from .websocket import WebSocket, WebSocketClosed
 
 __all__ = [
@@ -26,6 +27,6 @@ __all__ = [
     "ClientDisconnected", "Timeout", "Overloaded", "Socket", "connect", "get_hub", "sleep",
     "spawn", "Config", "Server", "serve", "Channel", "Message", "Update", "event_stream",
     "long_poll", "sse", "sse_event", "ThreadPool", "run_in_thread", "WebSocket",
-    "WebSocketClosed",
+    "WebSocketClosed", "redirect",
 ]
 __version__ = "0.1.0"

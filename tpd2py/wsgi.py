@@ -217,6 +217,7 @@ class WSGIExchange(Exchange):
             self.body_left = BODY_CHUNKED
             self.body_limit = ctx.config.max_body_size  # read_body's limit for chunked bodies
             self.decoder = None
+            self.body_limit = ctx.config.max_body_size  # read_body's limit for a chunked body
         elif head.content_length > 0:
             if head.content_length > ctx.config.max_body_size:
                 raise ProtocolError(413, "content too large")

@@ -21,8 +21,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("args", "message"), [
     (("no_such_module:app",), b"tpd2py: no module named 'no_such_module'"),
     (("bench.hello:nothing",), b"tpd2py: bench.hello has no attribute 'nothing'"),
-    (("tpd2py.app:HTML",), b"tpd2py: tpd2py.app:HTML is neither a tpd2py App nor a WSGI "
-                           b"callable (it is a bytes)"),
+    (("tpd2py:__version__",), b"tpd2py: tpd2py:__version__ is neither a tpd2py App nor a "
+                              b"WSGI callable (it is a str)"),
     (("bench.hello:app", "--log-level", "loud"), b"invalid choice: 'loud'"),
 ])
 def test_mistakes_are_one_line(args: tuple[str, ...], message: bytes) -> None:
