@@ -178,6 +178,18 @@ _HTML_LINE = _content_type_line(HTML)
 _new_response = object.__new__
 
 
+def bare_response(status: int, fields: bytes, body: Any, reason: bytes | None = None
+                  ) -> Response:
+    """A Response from header lines the caller made and checked itself (static files, gzip
+    forms): no checks, no content-type lookup. Handlers use ``Response(...)``."""
+    response = _new_response(Response)
+    response.status = status
+    response.body = body
+    response.fields = fields
+    response.reason = reason
+    return response
+
+
 def _html_200(body: bytes) -> Response:
     """``Response(body)`` without its checks (status 200, HTML, no headers: nothing to check),
     for the handler that returns bytes or str. bench/instructions.py: ~88.7k -> ~87k

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
 
-from .app import Handler, Later, Request, Response, to_response
+from .app import Handler, Later, Request, Response, bare_response, to_response
 from .conditional import not_modified_fields, parse_etags, weak_match
 
 _Q = re.compile(rb"\s*;\s*q\s*=\s*([01](?:\.\d{0,3})?)\s*\Z", re.IGNORECASE)
@@ -320,18 +320,9 @@ def _revalidated(request: Request, gzip_fields: bytes) -> Response | None:
     tags = parse_etags(if_none_match)
     if m is None or tags is None or not weak_match(tags, b'"%s"' % m.group(2)):
         return None
-    new = Response.__new__(Response)
-    new.status = 304
-    new.reason = None
-    new.fields = not_modified_fields(gzip_fields)
-    new.body = b""
-    return new
+    return bare_response(304, not_modified_fields(gzip_fields), b"")
 
 
 def _with_fields(response: Response, fields: bytes, body: Any = None) -> Response:
-    new = Response.__new__(Response)
-    new.status = response.status
-    new.reason = response.reason
-    new.fields = fields
-    new.body = response.body if body is None else body
-    return new
+    return bare_response(response.status, fields, response.body if body is None else body,
+                         response.reason)

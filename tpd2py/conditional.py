@@ -212,6 +212,20 @@ PARTIAL = 206
 RANGE_NOT_SATISFIABLE = 416
 
 
+def fields_named(headers: list[tuple[bytes, bytes]], names: frozenset[bytes]
+                 ) -> dict[bytes, bytes] | None:
+    """The request's fields among ``names`` (lower case), or None when there is none (the
+    common request: one pass, nothing made). A field sent on several lines is one
+    comma-separated list (RFC 9110 §5.3)."""
+    found: dict[bytes, bytes] | None = None
+    for name, value in headers:
+        if name in names:
+            if found is None:
+                found = {}
+            found[name] = found[name] + b", " + value if name in found else value
+    return found
+
+
 def decide(method: bytes, headers: dict[bytes, bytes], etag: bytes, mtime: int, size: int
            ) -> tuple[int, tuple[int, int] | None]:
     """What to answer for a GET/HEAD of a ``size``-byte representation, given the request's

@@ -32,6 +32,7 @@ from .conditional import (
     RANGE_HEADERS,
     RANGE_NOT_SATISFIABLE,
     decide,
+    fields_named,
     format_http_date,
     not_modified_fields,
 )
@@ -59,6 +60,12 @@ def content_disposition(name: str) -> str:
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
                        for c in name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def strong_etag(inode: int, size: int, mtime_ns: int, suffix: bytes = b"") -> bytes:
+    """The strong entity tag of a file's bytes: inode, size and mtime (the representation
+    changes only with one of them; a suffix names a compressed form of it)."""
+    return b'"%x-%x-%x%s"' % (inode, size, mtime_ns, suffix)
 
 
 def content_range(offset: int, count: int, size: int) -> bytes:
@@ -104,16 +111,13 @@ def FileResponse(path: str | os.PathLike[str], content_type: str | None = None,
 
 def _conditional(response: Response, request: Request, info: os.stat_result) -> Response:
     """Validators on ``response`` (a whole file), then the request's conditions applied."""
-    etag = b'"%x-%x-%x"' % (info.st_ino, info.st_size, info.st_mtime_ns)
+    etag = strong_etag(info.st_ino, info.st_size, info.st_mtime_ns)
     mtime = min(int(info.st_mtime), int(time.time()))  # never after Date (RFC 9110 §8.8.2.1)
     validators = b"ETag: %s\r\nLast-Modified: %s\r\n" % (etag, format_http_date(mtime))
     response.fields += validators + b"Accept-Ranges: bytes\r\n"
     head = request._head
-    wanted: dict[bytes, bytes] = {}
-    for name, value in head.headers:
-        if name in RANGE_HEADERS:
-            wanted.setdefault(name, value)
-    if not wanted:
+    wanted = fields_named(head.headers, RANGE_HEADERS)
+    if wanted is None:
         return response
     body: FileBody = response.body
     status, span = decide(head.method, wanted, etag, mtime, body.length)

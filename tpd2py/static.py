@@ -36,7 +36,7 @@ import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from .app import FileBody, Request, Response
+from .app import FileBody, Request, Response, bare_response
 from .compress import compressible, gzip_bytes, negotiate
 from .conditional import (
     NOT_MODIFIED,
@@ -45,11 +45,12 @@ from .conditional import (
     RANGE_HEADERS,
     RANGE_NOT_SATISFIABLE,
     decide,
+    fields_named,
     format_http_date,
     not_modified_fields,
 )
 from .errors import HTTPError
-from .files import content_range, guess_content_type, range_not_satisfiable
+from .files import content_range, guess_content_type, range_not_satisfiable, strong_etag
 
 # Request headers the file server reads; everything else is skipped in one pass.
 _WANTED = RANGE_HEADERS | {b"accept-encoding"}
@@ -93,21 +94,12 @@ class _Entry:
         self.cached_bytes = sum(len(r.body) for r in reps.values() if r.body is not None)
 
 
-def _response(status: int, fields: bytes, body: Any) -> Response:
-    response = Response.__new__(Response)
-    response.status = status
-    response.reason = None
-    response.fields = fields
-    response.body = body
-    return response
-
-
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _etag(key: tuple[int, int, int], suffix: bytes = b"") -> bytes:
-    return b'"%x-%x-%x%s"' % (key[0], key[1], key[2], suffix)
+    return strong_etag(*key, suffix)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -186,7 +178,8 @@ class StaticFiles:
                     else:
                         rep = entry.reps[None]
                         if rep.body is not None:
-                            # A new Response each time: a wrapper may add headers to it.
+                            # A new Response each time (a wrapper may add headers to it):
+                            # app.bare_response, inline.
                             response = _new_response(Response)
                             response.status = 200
                             response.reason = None
@@ -204,20 +197,12 @@ class StaticFiles:
         entry = self.entries.get(key)
         if entry is None or now >= entry.check_after:
             entry = self._refresh(key, head.path, entry, now, head.query)
-        wanted: dict[bytes, bytes] | None = None
-        for name, value in head.headers:
-            if name in _WANTED:
-                if wanted is None:
-                    wanted = {}
-                if name in wanted:  # several field lines: one list (RFC 9110 §5.3)
-                    wanted[name] += b", " + value
-                else:
-                    wanted[name] = value
+        wanted = fields_named(head.headers, _WANTED)
         if wanted is None:
             rep = entry.reps[None]
             if rep.body is not None:
                 # A new Response each time: a wrapper may add headers to what it gets.
-                return _response(200, rep.fields, rep.body)
+                return bare_response(200, rep.fields, rep.body)
             return self._open(rep, entry, None, request, retry)
         rep = entry.reps[None]
         if entry.offered:
@@ -227,7 +212,7 @@ class StaticFiles:
             status, span = decide(head.method, wanted, rep.etag, entry.mtime, rep.size)
             if status != PROCEED:
                 if status == NOT_MODIFIED:
-                    return _response(304, rep.not_modified_fields, b"")
+                    return bare_response(304, rep.not_modified_fields, b"")
                 if status == PARTIAL:
                     assert span is not None
                     return self._partial(rep, entry, span, request, retry)
@@ -235,14 +220,14 @@ class StaticFiles:
                     return range_not_satisfiable(rep.size)
                 raise HTTPError(status)
         if rep.body is not None:
-            return _response(200, rep.fields, rep.body)
+            return bare_response(200, rep.fields, rep.body)
         return self._open(rep, entry, None, request, retry)
 
     def _partial(self, rep: _Rep, entry: _Entry, span: tuple[int, int],
                  request: Request, retry: bool) -> Response:
         offset, count = span
         if rep.body is not None:
-            return _response(206, rep.fields + content_range(offset, count, rep.size),
+            return bare_response(206, rep.fields + content_range(offset, count, rep.size),
                              rep.body[offset:offset + count])
         return self._open(rep, entry, span, request, retry)
 
@@ -267,9 +252,9 @@ class StaticFiles:
                     raise HTTPError(503, headers={"Retry-After": "1"})
                 return self._serve(request, False)
             if span is None:
-                return _response(200, rep.fields, FileBody(fd, 0, rep.size))
+                return bare_response(200, rep.fields, FileBody(fd, 0, rep.size))
             offset, count = span
-            return _response(206, rep.fields + content_range(offset, count, rep.size),
+            return bare_response(206, rep.fields + content_range(offset, count, rep.size),
                              FileBody(fd, offset, count))
         except BaseException:
             if fd >= 0:

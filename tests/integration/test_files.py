@@ -182,3 +182,16 @@ def test_file_response_with_the_request_answers_conditions_and_ranges(server, tm
     # Without the request: no validators, no ranges (the handler did not ask for them).
     plain = srv.get("/plain", {"Range": "bytes=0-0"})
     assert plain.status == 200 and plain.header("ETag") is None
+
+
+def test_file_response_reads_if_match_sent_on_two_lines_as_one_list(server, tmp_path):
+    # Regression: FileResponse took the first If-Match line only (a wrong 412), where the
+    # folder mount joined the lines (RFC 9110 §5.3); both now share conditional.fields_named.
+    (tmp_path / "f.txt").write_bytes(b"data\n")
+    app = App()
+    app.route("/f")(lambda req: FileResponse(tmp_path / "f.txt", request=req))
+    srv = server(app)
+    etag = srv.get("/f").header("ETag")
+    ex = srv.exchange(b'GET /f HTTP/1.1\r\nHost: t\r\nIf-Match: "other"\r\nIf-Match: %s\r\n'
+                      b"Connection: close\r\n\r\n" % etag.encode())
+    assert ex.final[0].status == 200 and ex.final[0].body == b"data\n"
