@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> None:
         elif args.static or args.gzip:
             raise SystemExit("tpd2py: --static and --gzip are for tpd2py Apps; a WSGI app "
                              "serves its own files")
+        if args.debug:  # here, so that the workers' apps get it too
+            if not isinstance(app, App):
+                raise SystemExit("tpd2py: --debug is for tpd2py Apps (a WSGI framework has "
+                                 "its own)")
+            app.debug = True
         return app
 
     if production_requested(args):
@@ -228,10 +233,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(status)
     app = make_app()
     settings = tls_settings(args)
-    if args.debug:
-        if not isinstance(app, App):
-            raise SystemExit("tpd2py: --debug is for tpd2py Apps (a WSGI framework has its own)")
-        app.debug = True
 
     def ready(address: Any) -> None:
         if args.unix:

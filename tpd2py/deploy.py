@@ -129,6 +129,8 @@ def _preface(args: argparse.Namespace) -> Callable[[Server], None] | None:
 def _with_stats(make_app: Callable[[], App], stats: Stats) -> Callable[[], App]:
     def make() -> App:
         app = make_app()
+        if not isinstance(app, App):
+            raise SystemExit("tpd2py: --stats-path and --health-path are for tpd2py Apps")
         stats.install(app)
         return app
     return make
@@ -137,7 +139,8 @@ def _with_stats(make_app: Callable[[], App], stats: Stats) -> Callable[[], App]:
 def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[], App]:
     def make() -> App:
         app = make_app()
-        app.wrap(proxy)  # last: outermost, so every other wrapper sees the client
+        if isinstance(app, App):  # a WSGI app reads its proxies itself (trusted_proxies)
+            app.wrap(proxy)  # last: outermost, so every other wrapper sees the client
         return app
     return make
 

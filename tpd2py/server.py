@@ -141,9 +141,7 @@ class Server:
             self._accept_failed(e)
             return
         if self._backoffs:
-            log.warning("accept: recovered after %d back-offs in %.1f s", self._backoffs,
-                        time.monotonic() - self._backoff_since)
-            self._backoffs = 0
+            self._recovered()
         # The C socket type: no Python-level __init__/close per connection.
         # Left in blocking mode: the connection passes MSG_DONTWAIT on every recv and send
         # instead (one ioctl less per connection; gsocket.py, DONTWAIT).
@@ -155,6 +153,11 @@ class Server:
         if len(self.conns) >= self.config.max_connections:
             self._pause_accepting(True)
         conn.serve()
+
+    def _recovered(self) -> None:
+        log.warning("accept: recovered after %d back-offs in %.1f s", self._backoffs,
+                    time.monotonic() - self._backoff_since)
+        self._backoffs = 0
 
     def _accept_failed(self, e: OSError) -> None:
         if e.errno in _ACCEPT_EXHAUSTED:
@@ -177,6 +180,8 @@ class Server:
         except OSError as e:
             self._accept_failed(e)
             return
+        if self._backoffs:  # the preface path missed this: back-offs were never said to end
+            self._recovered()
         preface = self.preface
         assert preface is not None  # registered only when set
         self.hub.spawn(preface, self, _socket.socket(family, type_, proto, fd), addr, transport)
