@@ -17,6 +17,7 @@ from .compress import Gzip
 from .deploy import add_production_options, production_requested, run_production
 from .http11 import Limits
 from .hub import get_hub
+from .proxy import DEFAULT_TRUSTED
 from .server import Config, serve
 from .static import StaticFiles
 from .tls import TLSSettings
@@ -56,7 +57,9 @@ def as_server_app(app: Any, spec: str, args: argparse.Namespace) -> Any:
                          f"(it is a {type(app).__name__})")
     from .wsgi import WSGI
 
-    trusted = [a.strip() for a in (args.forwarded_allow_ips or "").split(",") if a.strip()]
+    # The same proxies as a tpd2py App's (deploy's --proxy-headers: loopback by default).
+    spec = args.forwarded_allow_ips or (DEFAULT_TRUSTED if args.proxy_headers else "")
+    trusted = [a.strip() for a in spec.split(",") if a.strip()]
     return WSGI(app, threads=args.threads, max_queue=args.max_queue,
                 root_path=args.root_path or "",
                 trusted_proxies=trusted)
