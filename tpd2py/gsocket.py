@@ -110,8 +110,10 @@ def can_sendfile(sock: Any) -> bool:
 
 def make_nonblocking(sock: Any) -> None:
     """Set O_NONBLOCK on the socket's fd, for the calls that have no MSG_DONTWAIT (sendfile).
-    Two fcntl calls: done once per file response, not per request."""
-    os.set_blocking(sock.fileno(), False)
+    Once set it stays: a later file response on the connection costs one fcntl, not two."""
+    fd = sock.fileno()
+    if os.get_blocking(fd):
+        os.set_blocking(fd, False)
 
 
 def peek_hangup(rec: FdRecord, sock: Any) -> bool:

@@ -117,32 +117,29 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
     @functools.wraps(fn)
     def handler(request: Request, **params: Any) -> Any:
         try:
-            return run(request, params)
+            try:
+                result = None
+                for hook in app.before_hooks:
+                    result = hook(request)
+                    if result is not None:
+                        break
+                else:
+                    result = fn(request, **params)
+                if type(result) is app.later_type:
+                    return result
+                response = app.to_response(result)
+            except Exception as e:  # noqa: BLE001 - mapped by _fail, re-raised when unmapped
+                response = _fail(app, fn, request, e)
+            try:
+                for after in app.after_hooks:
+                    replaced = after(request, response)
+                    if replaced is not None:
+                        response = app.to_response(replaced)
+            except Exception as e:  # noqa: BLE001
+                response = _fail(app, fn, request, e)
+            return response
         finally:
             SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
-
-    def run(request: Request, params: dict[str, Any]) -> Any:
-        try:
-            result = None
-            for hook in app.before_hooks:
-                result = hook(request)
-                if result is not None:
-                    break
-            else:
-                result = fn(request, **params)
-            if type(result) is app.later_type:
-                return result
-            response = app.to_response(result)
-        except Exception as e:  # noqa: BLE001 - mapped by _fail, re-raised when unmapped
-            response = _fail(app, fn, request, e)
-        try:
-            for after in app.after_hooks:
-                replaced = after(request, response)
-                if replaced is not None:
-                    response = app.to_response(replaced)
-        except Exception as e:  # noqa: BLE001
-            response = _fail(app, fn, request, e)
-        return response
 
     return handler
 
@@ -151,9 +148,14 @@ def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler
     """A handler for the router's own 404/405/501 when the app has a page for it: the error
     goes through the same wrapper as a handler's (before-hooks, the page, after-hooks), so a
     session or a security header works there too."""
+    key = (status, tuple(allowed))
+    cached = app.error_handlers.get(key)
+    if cached is not None:
+        return cached  # made once per (status, Allow): a scanner's 404s make no closures
     headers = {"Allow": ", ".join(m.decode() for m in allowed)} if allowed else None
 
     def no_route(request: Request) -> Response:
         raise HTTPError(status, headers=headers)
 
-    return wrap_handler(app, no_route)
+    handler = app.error_handlers[key] = wrap_handler(app, no_route)
+    return handler

@@ -67,6 +67,8 @@ class AppFeatures:
         self.before_hooks: list[Callable[[Any], Any]] = []
         self.after_hooks: list[Callable[[Any, Any], Any]] = []
         self.error_pages: dict[int, Handler] = {}
+        # The router's own 404/405/501 handlers, made on first use (hooks.router_error_handler).
+        self.error_handlers: dict[tuple[int, tuple[bytes, ...]], Handler] = {}
         # The handler the router holds -> its route's request body limit (bytes).
         self.body_limits: dict[Handler | None, int] = {}
         self._debug = False

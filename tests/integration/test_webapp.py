@@ -562,3 +562,18 @@ def test_hooks_pages_and_body_limits_compose_with_gzip() -> None:
                                    (b"/late", 20, 200), (b"/late", 21, 413)):
             reply = raw(server, post(path, size))
             assert reply.startswith(b"HTTP/1.1 %d " % status), (path, size, reply[:100])
+
+
+def test_the_routers_error_handler_is_made_once_per_status():
+    # Regression: every unrouted request of an app with an error page built a new wrapped
+    # handler (functools.wraps, closures): scanners' 404s paid it each time.
+    from tpd2py import App
+
+    app = App()
+    app.route("/x", methods=["GET"])(lambda req: b"x")
+    app.error(404)(lambda req, error: b"not here")
+    app.error(405)(lambda req, error: b"not so")
+    first = app.match(b"GET", b"/nope")[0]
+    assert first is not None and app.match(b"GET", b"/other")[0] is first
+    assert app.match(b"POST", b"/x")[0] is app.match(b"POST", b"/x")[0]
+    assert app.match(b"POST", b"/x")[0] is not first
