@@ -240,14 +240,14 @@ class _Compiler:
             if isinstance(value, Var):
                 parts.append(_Expr(_attr_code(prefix, self.var(value))))
             elif isinstance(value, Cycle):
-                parts.append(self.cycle(value, tuple(_static_attr(prefix, v)
+                parts.append(self.cycle(value, tuple(_attr(prefix, v)
                                                      for v in value.values)))
             elif isinstance(value, LoopValue) and value.kind in ("first", "last"):
                 parts.append(_Choice(self.condition(value), prefix, b""))
             elif isinstance(value, LoopValue):
                 parts += [prefix + b'="', self.loop_number(value), b'"']
             else:
-                parts.append(_static_attr(prefix, value))
+                parts.append(_attr(prefix, value))
         parts.append(b">")
         if element.tag in RAW_TEXT_ELEMENTS:
             parts += [str(child).encode() for child in element.children]
@@ -315,14 +315,6 @@ class _Compiler:
 
 def _static_text(value: object) -> bytes:
     return b"" if value is None or isinstance(value, bool) else escape(value).encode()
-
-
-def _static_attr(prefix: bytes, value: object) -> bytes:
-    if value is None or value is False:
-        return b""
-    if value is True:
-        return prefix
-    return b'%s="%s"' % (prefix, escape(value).encode())
 
 
 def _merged(parts: list[_Part]) -> list[_Part]:

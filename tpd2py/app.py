@@ -35,7 +35,14 @@ from .contract import Later, Parking, RequestConnection, Upgraded
 from .cookies import cookie_mapping
 from .errors import HTTPError
 from .headers import Headers  # re-exported: app.Headers is the request's header view
-from .webapp import SESSIONS, AppFeatures, ResponseFeatures, check_route, tuple_response
+from .webapp import (
+    ROUTE_PARAM,
+    SESSIONS,
+    AppFeatures,
+    ResponseFeatures,
+    check_route,
+    tuple_response,
+)
 from .wire import error_body
 
 if TYPE_CHECKING:
@@ -425,7 +432,6 @@ class Request:
             raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") from None
 
 
-_PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
 
 
 class _Route:
@@ -436,7 +442,7 @@ class _Route:
         self.handlers: dict[bytes, Handler] = {}
         self.converters: dict[str, Callable[[str], Any]] = {}
         parts, pos = [], 0
-        for m in _PARAM.finditer(pattern):
+        for m in ROUTE_PARAM.finditer(pattern):
             parts.append(re.escape(pattern[pos:m.start()]))
             kind, name = m.group(1), m.group(2)
             if kind == "path":

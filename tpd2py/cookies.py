@@ -33,7 +33,6 @@ _COOKIE_VALUE = re.compile(r'([!#-+\--:<-\[\]-~]*)\Z|"([!#-+\--:<-\[\]-~]*)"\Z')
 _AV_VALUE = re.compile(r"[ -:<-~]*\Z")
 _SAMESITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
 # 1970-01-01: an Expires in the past makes browsers that ignore Max-Age drop the cookie too.
-_EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 # More cookies than this in one header is not a browser (RFC 6265 §6.1 asks browsers for at
 # least 50 per domain); the rest are ignored rather than parsed.
 MAX_COOKIES = 200
@@ -155,6 +154,5 @@ def delete_cookie_line(name: str, *, path: str | None = "/", domain: str | None 
                        secure: bool = False, httponly: bool = False,
                        samesite: str | None = "Lax") -> bytes:
     """A ``Set-Cookie`` value that removes the cookie (same name, path and domain as set)."""
-    line = set_cookie_line(name, "", max_age=0, path=path, domain=domain, secure=secure,
-                           httponly=httponly, samesite=samesite)
-    return line.replace(b"; Max-Age=0", b"; Max-Age=0; Expires=" + _EPOCH.encode(), 1)
+    return set_cookie_line(name, "", max_age=0, expires=0, path=path, domain=domain,
+                           secure=secure, httponly=httponly, samesite=samesite)

@@ -67,10 +67,7 @@ _READY = [Ready(((b & (select.POLLIN | select.POLLERR | select.POLLHUP) != 0) * 
                 | ((b & (select.POLLOUT | select.POLLERR | select.POLLHUP) != 0) * 2))
           for b in range(32)]
 _OK = pq.ConnStatus.OK
-_IDLE = pq.TransactionStatus.IDLE
 _ACTIVE = pq.TransactionStatus.ACTIVE
-_INTRANS = pq.TransactionStatus.INTRANS
-_INERROR = pq.TransactionStatus.INERROR
 # psycopg's own "a wait with a timeout expired" (Connection.notifies catches it).
 _WaitTimeout: type[Exception] = getattr(pg_errors, "_WaitTimeout", pg_errors.OperationalError)
 

@@ -33,11 +33,11 @@ from urllib.parse import urlencode, urlsplit
 
 from .app import App
 from .server import Config, Server
+from .urls import REDIRECT_STATUSES
 
 __all__ = ["TestServer", "Client", "TestResponse"]
 
 WAIT = 10.0  # seconds any start, stop or request may take before the test fails
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class TestResponse:
@@ -118,7 +118,7 @@ class Client:
         for _ in range(10):
             response = self._once(method, path, body, sent)
             location = response.header("Location")
-            if not follow_redirects or response.status not in REDIRECTS or location is None:
+            if not follow_redirects or response.status not in REDIRECT_STATUSES or location is None:
                 return response
             path = urlsplit(location)._replace(scheme="", netloc="").geturl() or "/"
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):

@@ -39,7 +39,8 @@ __all__ = ["AppFeatures", "ResponseFeatures", "check_route", "tuple_response", "
 
 
 # The router's parameter syntax (app.py's _Route compiles the same).
-_PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
+# The router's parameter syntax (app.py's _Route compiles routes with it; url_for builds URLs).
+ROUTE_PARAM = re.compile(r"<(?:(path|int):)?([A-Za-z_][A-Za-z0-9_]*)>")
 _INT_MAX = 10**18 - 1  # the router's <int:...> takes at most 18 digits
 
 
@@ -188,11 +189,11 @@ def check_route(pattern: str, fn: Handler) -> None:
     matches), a parameter named twice, or a handler that cannot take the request and the
     route's parameters fail here, at definition time, rather than as a 404 or a 500 on the
     first request."""
-    literal = _PARAM.sub("", pattern)
+    literal = ROUTE_PARAM.sub("", pattern)
     if "<" in literal or ">" in literal:
         raise ValueError(f"route {pattern!r}: {literal[literal.find('<'):]!r} is not a "
                          "parameter; write <name>, <int:name> or <path:name>")
-    params = [name for _, name in _PARAM.findall(pattern)]
+    params = [name for _, name in ROUTE_PARAM.findall(pattern)]
     if len(set(params)) != len(params):
         raise ValueError(f"route {pattern!r} names a parameter twice")
     try:
@@ -245,7 +246,7 @@ def build_url(pattern: str, params: dict[str, Any]) -> str:
     """The path that ``pattern`` matches with ``params``; the rest of ``params`` become the
     query string. Raises ValueError for a missing or unfit parameter."""
     parts, pos, used = [], 0, set()
-    for m in _PARAM.finditer(pattern):
+    for m in ROUTE_PARAM.finditer(pattern):
         kind, name = m.group(1), m.group(2)
         if name not in params:
             raise ValueError(f"url for {pattern!r} needs {name}=")

@@ -45,7 +45,6 @@ from .wsframe import (
     CLOSE,
     GOING_AWAY,
     INTERNAL_ERROR,
-    NO_STATUS,
     NORMAL,
     PING,
     POLICY,
@@ -582,8 +581,7 @@ class WebSocket:
         """A Close frame came: answer it (echoing the code) unless we sent ours, then end."""
         if self._state == OPEN:
             self.close_code, self.close_reason = code, reason
-            self._conn.out.add(encode_frame(CLOSE, close_payload(code) if code != NO_STATUS
-                                            else b""))
+            self._conn.out.add(encode_frame(CLOSE, close_payload(code)))  # b"" for NO_STATUS
         self._linger()
 
     def _fail(self, code: int, reason: str) -> None:
