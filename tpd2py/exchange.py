@@ -249,6 +249,14 @@ class Exchange:
                          allowed: list[bytes]) -> bool:
         """No route (404, 405 with Allow, 501): the body is framed as in ``handle``, with the
         server's limit, so that an unread one is drained or closed on. May switch to the hub."""
+        self._frame_body(conn, head)
+        extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
+        return self.answer_error(conn, status, extra)
+
+    def _frame_body(self, conn: Connection, head: RequestHead) -> None:
+        """The body's framing with the server's limit (413 past it), and the request counted:
+        what ``handle`` does inline on the router's hot path, for the other exchanges (no
+        route; WSGI). Never switches."""
         ctx = conn.ctx
         if head.chunked:
             self.body_left = BODY_CHUNKED
@@ -262,8 +270,6 @@ class Exchange:
             self.body_left = BODY_DONE
         conn.deadline = INF
         ctx.requests += 1
-        extra = b"Allow: %s\r\n" % b", ".join(allowed) if allowed else b""
-        return self.answer_error(conn, status, extra)
 
     def _wait_later(self, conn: Connection, later: Later) -> Response | None:
         """Later's response if it is ready; else the connection detaches (None). May switch

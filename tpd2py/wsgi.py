@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .errors import ClientDisconnected, ClientTimeout, CloseConnection, Overloaded, ProtocolError
-from .exchange import BODY_CHUNKED, BODY_DONE, INF, Connection, Exchange
+from .exchange import BODY_DONE, Connection, Exchange
 from .http11 import RequestHead
 from .threads import ThreadPool
 from .wsgi_call import CLOSE_DELIMITED, Call, FileWrapper, ThreadCall
@@ -208,24 +208,11 @@ class WSGIExchange(Exchange):
         """Call the app for ``head`` and queue its response. May switch to the hub."""
         ctx = conn.ctx
         adapter: WSGI = ctx.app
-        # The request's state, as Exchange.handle sets it (not shared: that is the router's
-        # hot path, kept free of calls).
+        # The request's state, as Exchange.handle sets it.
         self.head = head
         self.response_started = self.continue_sent = False
         self.keep_alive = head.keep_alive and not head.must_close and not ctx.draining
-        if head.chunked:
-            self.body_left = BODY_CHUNKED
-            self.body_limit = ctx.config.max_body_size  # read_body's limit for chunked bodies
-            self.decoder = None
-            self.body_limit = ctx.config.max_body_size  # read_body's limit for a chunked body
-        elif head.content_length > 0:
-            if head.content_length > ctx.config.max_body_size:
-                raise ProtocolError(413, "content too large")
-            self.body_left = head.content_length
-        else:
-            self.body_left = BODY_DONE
-        conn.deadline = INF
-        ctx.requests += 1
+        self._frame_body(conn, head)
         threaded = adapter.threads > 0
         call = ThreadCall(self, conn, head) if threaded else Call(self, conn, head)
         if self.body_left == BODY_DONE:
