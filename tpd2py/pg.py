@@ -308,75 +308,48 @@ class Pool:
         with self.connection(timeout) as conn, conn.pipeline():
             yield conn
 
-    def fetch(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> list:
-        """All rows of one statement. May switch to the hub."""
+    def _with_conn(self, use: Callable[[HubConnection], Any]) -> Any:
+        """``use(conn)`` on a pooled connection, given back after: ``connection()``'s
+        handling without a generator per statement. May switch to the hub."""
         conn = self.getconn()
         try:
-            return conn.statement_cursor.execute(query, params, prepare=prepare).fetchall()
+            return use(conn)
         except psycopg.OperationalError as exc:
             _raise_if_broken(conn, exc)
             raise
         finally:
             self.putconn(conn)
+
+    def fetch(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> list:
+        """All rows of one statement. May switch to the hub."""
+        return self._with_conn(lambda conn: conn.statement_cursor.execute(
+            query, params, prepare=prepare).fetchall())
 
     def fetchrow(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> Any:
         """The first row of one statement, or None. May switch to the hub."""
-        conn = self.getconn()
-        try:
-            return conn.statement_cursor.execute(query, params, prepare=prepare).fetchone()
-        except psycopg.OperationalError as exc:
-            _raise_if_broken(conn, exc)
-            raise
-        finally:
-            self.putconn(conn)
+        return self._with_conn(lambda conn: conn.statement_cursor.execute(
+            query, params, prepare=prepare).fetchone())
 
     def fetchval(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> Any:
         """The first column of the first row, or None. May switch to the hub."""
-        conn = self.getconn()
-        try:
-            cur = conn.tuple_cursor
-            row = cur.execute(query, params, prepare=prepare).fetchone()
-            return None if row is None else row[0]
-        except psycopg.OperationalError as exc:
-            _raise_if_broken(conn, exc)
-            raise
-        finally:
-            self.putconn(conn)
+        row = self._with_conn(lambda conn: conn.tuple_cursor.execute(
+            query, params, prepare=prepare).fetchone())
+        return None if row is None else row[0]
 
     def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> int:
         """Run one statement; the number of rows it touched. May switch to the hub."""
-        conn = self.getconn()
-        try:
-            return conn.statement_cursor.execute(query, params, prepare=prepare).rowcount
-        except psycopg.OperationalError as exc:
-            _raise_if_broken(conn, exc)
-            raise
-        finally:
-            self.putconn(conn)
+        return int(self._with_conn(lambda conn: conn.statement_cursor.execute(
+            query, params, prepare=prepare).rowcount))
 
     def executemany(self, query: Any, params_seq: Iterable[Any]) -> None:
         """Run one statement per parameter set, pipelined (psycopg's executemany): one round
         trip, not one per row. May switch to the hub."""
-        conn = self.getconn()
-        try:
-            conn.statement_cursor.executemany(query, params_seq)
-        except psycopg.OperationalError as exc:
-            _raise_if_broken(conn, exc)
-            raise
-        finally:
-            self.putconn(conn)
+        self._with_conn(lambda conn: conn.statement_cursor.executemany(query, params_seq))
 
     def fetch_each(self, query: Any, params_seq: Sequence[Any]) -> list:
         """One statement per parameter set, pipelined; the first row of each (or None), in
         order. For a batch of independent reads. May switch to the hub."""
-        conn = self.getconn()
-        try:
-            return fetch_each(conn, query, params_seq)
-        except psycopg.OperationalError as exc:
-            _raise_if_broken(conn, exc)
-            raise
-        finally:
-            self.putconn(conn)
+        return self._with_conn(lambda conn: fetch_each(conn, query, params_seq))
 
     # -- life -----------------------------------------------------------------------------------
 
