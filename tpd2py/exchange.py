@@ -239,11 +239,17 @@ class Exchange:
                 and type(body) not in _FIXED_BODIES:
             # After a streamed response: what its generator left unread. The response is out,
             # so bad framing or a stalled body can only close the connection.
-            try:
-                self.finish_body(conn)
-            except (ProtocolError, ClientTimeout, ClientDisconnected):
-                self.keep_alive = False  # its response stays queued: it is sent, then the close
+            self._drain_after_stream(conn)
         return self.keep_alive
+
+    def _drain_after_stream(self, conn: Connection) -> None:
+        """What a streamed response's producer left of the request body, read and dropped;
+        a body that fails now can only close the connection (the response is out, it stays
+        queued and is sent, then the close). May switch to the hub."""
+        try:
+            self.finish_body(conn)
+        except (ProtocolError, ClientTimeout, ClientDisconnected):
+            self.keep_alive = False
 
     def _answer_unrouted(self, conn: Connection, head: RequestHead, status: int,
                          allowed: list[bytes]) -> bool:

@@ -41,7 +41,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from .errors import ClientDisconnected, ClientTimeout, CloseConnection, Overloaded, ProtocolError
+from .errors import ClientDisconnected, CloseConnection, Overloaded
 from .exchange import BODY_DONE, Connection, Exchange
 from .http11 import RequestHead
 from .threads import ThreadPool
@@ -263,7 +263,7 @@ class WSGIExchange(Exchange):
                 raise CloseConnection()
         if call.pending:
             conn.out.extend(call.pending)
-        deferred = getattr(call, "deferred_file", None)  # thread mode's file body
+        deferred = call.deferred_file  # thread mode's file body
         if deferred is not None:
             try:
                 conn.send_file(deferred)
@@ -275,10 +275,7 @@ class WSGIExchange(Exchange):
         if self.body_left != BODY_DONE and self.keep_alive:
             # After a streamed response: what the app left unread. The response is out, so
             # bad framing or a stalled body can only close the connection.
-            try:
-                self.finish_body(conn)
-            except (ProtocolError, ClientTimeout, ClientDisconnected):
-                self.keep_alive = False
+            self._drain_after_stream(conn)
         return self.keep_alive
 
 

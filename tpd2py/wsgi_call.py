@@ -227,6 +227,7 @@ class Call:
     framing = UNSENT
     written = 0  # body bytes queued
     pending: Any = ()  # chunks queued in the thread, not yet handed to the hub (ThreadCall)
+    deferred_file: FileBody | None = None  # a file body sent by the greenlet (ThreadCall)
     failure = False  # the app failed (logged)
     io_failed = False  # a send to the client failed
     overflow = False
