@@ -98,7 +98,14 @@ def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
     with this window, by a compressor that keeps no context: the same bytes for all of them."""
     data = message.json if encode is None else encode(message)
     opcode = TEXT if encode is None or isinstance(data, str) else BINARY
-    payload = data.encode() if isinstance(data, str) else bytes(data)
+    return _data_frame(opcode, data.encode() if isinstance(data, str) else bytes(data),
+                       window_bits)
+
+
+def _data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
+    """A whole message's frame, deflated (RSV1) when permessage-deflate was negotiated with
+    this window and the payload is worth it. The compressor keeps no context (a Deflater
+    without takeover makes a new one per message), so nothing is kept per socket."""
     if window_bits is not None and len(payload) > 64:
         return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
                             rsv1=True)
@@ -138,7 +145,7 @@ class WebSocket:
     """One WebSocket connection: what a handler gets, and the connection's protocol."""
 
     __slots__ = ("request", "params", "subprotocol", "close_code", "close_reason", "_handler",
-                 "_options", "_deflate", "_deflater", "_conn", "_hub", "_state", "_parser",
+                 "_options", "_deflate", "_conn", "_hub", "_state", "_parser",
                  "_inbox", "_waiter", "_flushing", "_blocked", "_watches", "_on_message",
                  "_last_input", "_ping_due", "_partial_since", "_runner", "_error")
 
@@ -153,7 +160,6 @@ class WebSocket:
         self._handler = handler
         self._options = options
         self._deflate = deflate
-        self._deflater: Deflater | None = None
         self._conn: Any = None
         self._hub: Any = None
         self._state = CONNECTING
@@ -403,11 +409,8 @@ class WebSocket:
             opcode, payload = TEXT, data.encode()
         else:
             opcode, payload = BINARY, bytes(data)
-        if self._deflate is not None and len(payload) > 64:
-            if self._deflater is None:
-                self._deflater = Deflater(self._deflate.server_window_bits, takeover=False)
-            return encode_frame(opcode, self._deflater.deflate(payload), rsv1=True)
-        return encode_frame(opcode, payload)
+        return _data_frame(opcode, payload, None if self._deflate is None
+                           else self._deflate.server_window_bits)
 
     def _cancel_watches(self) -> None:
         watches, self._watches = self._watches, None
