@@ -117,10 +117,28 @@ def sse_event(data: Any = None, *, event: str | None = None, id: int | str | Non
     return b"".join(parts)
 
 
-class Message:
+class _EncodedOnce:
+    """``encoded(key, encode)`` for Message and Update: ``encode(self)``, made once per
+    ``key`` and kept with the object, so another transport's framing (a WebSocket frame) is
+    made once however many clients get it. Never switches."""
+
+    __slots__ = ("_encoded",)
+    _encoded: dict[Any, Any] | None
+
+    def encoded(self, key: Any, encode: Callable[[Any], Any]) -> Any:
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = encode(self)
+        return value
+
+
+class Message(_EncodedOnce):
     """One published message: its version, its data and its encodings (each made once)."""
 
-    __slots__ = ("version", "data", "event", "_json", "_sse", "_encoded")
+    __slots__ = ("version", "data", "event", "_json", "_sse")
 
     def __init__(self, version: int, data: Any, event: str | None = None) -> None:
         self.version = version
@@ -129,18 +147,6 @@ class Message:
         self._json: bytes | None = None
         self._sse: bytes | None = None
         self._encoded: dict[Any, Any] | None = None
-
-    def encoded(self, key: Any, encode: Callable[[Message], Any]) -> Any:
-        """``encode(self)``, made once per ``key`` and kept with the message: another
-        transport's framing (a WebSocket frame) is made once, however many clients get it.
-        Never switches."""
-        cache = self._encoded
-        if cache is None:
-            cache = self._encoded = {}
-        value = cache.get(key)
-        if value is None:
-            value = cache[key] = encode(self)
-        return value
 
     @property
     def json(self) -> bytes:
@@ -161,7 +167,7 @@ class Message:
         return f"Message({self.version}, {self.data!r})"
 
 
-class Update:
+class Update(_EncodedOnce):
     """What a waiter gets: the messages after its version, and the version to ask from next.
 
     Falsy when empty (a timeout or heartbeat). ``complete`` is False when the channel no longer
@@ -170,7 +176,7 @@ class Update:
     woken with the same version: treat it as read-only.
     """
 
-    __slots__ = ("version", "messages", "complete", "_json", "_sse", "_response", "_encoded")
+    __slots__ = ("version", "messages", "complete", "_json", "_sse", "_response")
 
     def __init__(self, version: int, messages: tuple[Message, ...] = (),
                  complete: bool = True) -> None:
@@ -181,17 +187,6 @@ class Update:
         self._sse: bytes | None = None
         self._response: Response | None = None
         self._encoded: dict[Any, Any] | None = None
-
-    def encoded(self, key: Any, encode: Callable[[Update], Any]) -> Any:
-        """``encode(self)``, made once per ``key`` and shared by every waiter woken with this
-        Update (see ``Message.encoded``). Never switches."""
-        cache = self._encoded
-        if cache is None:
-            cache = self._encoded = {}
-        value = cache.get(key)
-        if value is None:
-            value = cache[key] = encode(self)
-        return value
 
     def __len__(self) -> int:
         return len(self.messages)
