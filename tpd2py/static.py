@@ -162,7 +162,7 @@ class StaticFiles:
     # -- one request ---------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
-        # The common request, inline (measured: 3.3 -> ~1.6 us per call): one prefix, a plain
+        # The common request, inline (timeit in one process: 3.3 -> 2.6-3.0 us): one prefix, a plain
         # path, a fresh cached small file, no conditional, range or encoding header.
         head = request._head
         raw = head.path
