@@ -479,6 +479,8 @@ class App(AppFeatures):
         # (b"/prefix/", route) of each mount, longest prefix first: matched on the raw path
         # before any pattern (a mount owns its prefix; only exact routes come before it).
         self._mounts: list[tuple[bytes, _Route]] = []
+        # Exact routes a mount pinned for paths it answers from memory (``pin``).
+        self._pinned: dict[bytes, tuple[_Route, Handler]] = {}
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",), *, name: str | None = None,
               max_body_size: int | None = None) -> Callable[[Handler], Handler]:
@@ -497,7 +499,7 @@ class App(AppFeatures):
         (a function of the handler that returns a new handler; ``compress.Gzip`` is one). The
         wrapping happens here, once: a request pays only for the wrappers it runs through."""
         self._wrappers.append(wrapper)
-        for route in self._all.values():
+        for route in (*self._all.values(), *(r for r, _ in self._pinned.values())):
             for name, fn in route.handlers.items():
                 route.handlers[name] = wrapper(fn)
         self._rebuild_body_limits()  # keyed by the handlers the router holds
@@ -507,11 +509,13 @@ class App(AppFeatures):
         called as ``handler(request)``: it reads ``request.raw_path`` itself (no decoding
         happens before it sees the path). A mount is matched on the raw path's prefix, after
         exact routes and before patterns. A handler with a ``mounted_at(prefix)`` method is
-        told its prefix first (``static.StaticFiles``)."""
+        told its prefix first, one with ``routed_by(app, prefix)`` the app after
+        (``static.StaticFiles`` pins the files it answers from memory: ``pin``)."""
         if not prefix.startswith("/") or "<" in prefix:
             raise ValueError("a mount prefix is a plain path starting with '/'")
         prefix = prefix.rstrip("/")
         mounted_at = getattr(handler, "mounted_at", None)
+        routed_by = getattr(handler, "routed_by", None)
         if mounted_at is not None:
             mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
         if prefix:
@@ -524,6 +528,34 @@ class App(AppFeatures):
         self._all[prefix + "/*"] = route  # so that wrap() reaches it too
         self._mounts.append(((prefix + "/").encode(), route))
         self._mounts.sort(key=lambda m: -len(m[0]))
+        for path, (_, pinned) in list(self._pinned.items()):
+            if path.startswith((prefix + "/").encode()):
+                self.unpin(path, pinned)  # the new mount owns it now
+        if routed_by is not None:
+            routed_by(self, prefix)
+
+    def pin(self, raw_path: bytes, handler: Handler) -> None:
+        """For a mount: route GET of ``raw_path`` (a path under its prefix) straight to
+        ``handler``, as an exact route (the router's fast path), until ``unpin``. An exact
+        route of the app's own comes first: the pin is then not made. Never switches."""
+        if raw_path in self.exact:
+            return
+        route = _Route("/")  # not parsed as a pattern: the path is taken as it is
+        route.pattern = raw_path.decode("latin-1")
+        fn = handler
+        for wrapper in self._wrappers:
+            fn = wrapper(fn)
+        route.handlers[b"GET"] = fn
+        self.exact[raw_path] = route
+        self._pinned[raw_path] = (route, handler)
+
+    def unpin(self, raw_path: bytes, handler: Handler) -> None:
+        """Undo ``pin(raw_path, handler)`` (nothing if that pin is gone). Never switches."""
+        route, pinned = self._pinned.get(raw_path, (None, None))
+        if pinned is handler:
+            del self._pinned[raw_path]
+            if self.exact.get(raw_path) is route:
+                del self.exact[raw_path]
 
     def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",), *,
                   name: str | None = None, max_body_size: int | None = None) -> None:
