@@ -6,6 +6,8 @@ with it; the diagram and a table are in docs/design.md):
 - SERVING: ``serve`` runs in the loop's own greenlet with a pooled input buffer; the
   ``Exchange`` runs each complete request's handler and queues its response in one SendBuf,
   flushed only when no complete request is left (pipelined responses share one sendmsg).
+  While a handler runs, the buffer is lent back if nothing was read past its request (a
+  handler waiting on a database holds none); ``recv`` takes one again when needed.
 - PARKED: a handler waits on something other than its client (``Request.park``): the queued
   responses went out, the buffer is lent back if empty, and a hang-up wakes the handler.
 - DETACHED: the handler returned ``Later``: no greenlet; ``resume(response)`` from the hub
@@ -378,6 +380,8 @@ class Connection(Waiting):
         header_timeout = ctx.header_timeout
         parse = ctx.parse_head
         out = self.out
+        free = ctx.buffers.free
+        pool_size = ctx.buffers.size
         self.worker = getcurrent()
         self._enter(SERVING)
         try:  # a bug below must not leave the connection open and forgotten
@@ -405,6 +409,8 @@ class Connection(Waiting):
                             self._enter(IDLE)
                             return
                         self.start = self.end = self.scan = 0
+                        if self.buf is None:  # lent back while the last handler ran (below)
+                            self.buf, self.view = ctx.buffers.take()
                         n = recv_nowait(self, self.sock, self.view)  # type: ignore[arg-type]
                         if n <= 0:
                             if n == 0:
@@ -422,8 +428,18 @@ class Connection(Waiting):
                             self.close()
                             return
                         continue
-                    head, self.start = result
+                    head, start = result
+                    self.start = start
                     self.scan = 0
+                    if start == self.end:
+                        # Nothing read past this request: its buffer goes back to the pool
+                        # while the handler runs, so a handler that waits (a database, a
+                        # lock) holds none; recv takes one again if the body or the next
+                        # request needs it. The common case moves IDLE's give here.
+                        buf = self.buf
+                        if len(buf) == pool_size and len(free) < MAX_POOLED:  # type: ignore[arg-type]
+                            free.append((buf, self.view))  # type: ignore[arg-type]
+                            self.buf = self.view = None
                     handoffs = hub.handoffs
                     outcome = ex.handle(self, head)
                     if not self.armed and hub.handoffs != handoffs:
@@ -501,6 +517,8 @@ class Connection(Waiting):
         self._enter(LINGERING)
         self.deadline = self.ctx.hub.now + LINGER_SECONDS
         discarded = 0
+        if self.buf is None:  # lent back while the handler ran: reading needs one
+            self.buf, self.view = self.ctx.buffers.take()
         try:
             while discarded < LINGER_BYTES and self.buf is not None:
                 self.start = self.end = 0

@@ -127,7 +127,9 @@ def test_idle_serving_idle_on_a_keep_alive_request(rig: Callable[[App], Rig]) ->
     app.route("/look")(lambda req: seen.append((r.conn.state, r.conn.on_readable,
                                                 r.conn.buf is not None)) or b"looked")
     r.serve(get("/look"))
-    assert seen == [(State.SERVING, None, True)]
+    # Nothing was read past the request: its buffer went back to the pool while the
+    # handler ran (a handler that waits holds none).
+    assert seen == [(State.SERVING, None, False)]
     assert r.replies(1)[0].body == b"looked"
     conn = r.conn
     assert conn.state is State.IDLE and conn.on_readable is Connection.serve
@@ -135,6 +137,30 @@ def test_idle_serving_idle_on_a_keep_alive_request(rig: Callable[[App], Rig]) ->
     r.client.sendall(GET)  # the next request: the hub calls serve from the edge
     r.settle()
     assert r.replies(1)[0].body == b"hello" and conn.state is State.IDLE
+
+
+def test_a_handler_keeps_the_buffer_while_a_pipelined_request_waits_in_it(
+        rig: Callable[[App], Rig]) -> None:
+    app = hello_app()
+    seen = []
+    r = rig(app)
+    app.route("/look")(lambda req: seen.append(r.conn.buf is not None) or b"looked")
+    r.serve(get("/look") + get("/look") + GET)
+    assert seen == [True, True]  # the requests after it were in the buffer
+    assert [x.body for x in r.replies(3)] == [b"looked", b"looked", b"hello"]
+    assert r.conn.state is State.IDLE and r.conn.buf is None
+
+
+def test_a_body_that_comes_after_the_buffer_was_lent_is_read(
+        rig: Callable[[App], Rig]) -> None:
+    app = hello_app()
+    r = rig(app)
+    app.route("/echo", methods=["POST"])(lambda req: req.body())
+    r.serve(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+    r.client.sendall(b"hello")  # the body, after the head was parsed alone
+    r.settle()
+    assert r.replies(1)[0].body == b"hello"
+    assert r.conn.state is State.IDLE and r.conn.buf is None
 
 
 def test_serving_parked_serving_flushes_earlier_responses_and_lends_the_buffer(
