@@ -27,7 +27,8 @@ Rules:
   taken in and decrypted, so a close_notify is an end; plaintext found waits for the next
   read (``peeked``), which returns it first.
 - Idle: the transport holds no buffer of its own (OpenSSL releases its record buffers when
-  idle: SSL_MODE_RELEASE_BUFFERS, set by CPython).
+  idle: SSL_MODE_RELEASE_BUFFERS, set by CPython). The memory BIOs keep the largest capacity
+  they ever needed, so ciphertext goes through them a record at a time (RECORD).
 - Errors: a bad record, a refused version or cipher, a reset mid-handshake raise
   ``ssl.SSLError``/``OSError``: the connection closes (logged at debug, never a traceback).
 - Closing sends close_notify when the peer is still there, without waiting for its answer.
@@ -48,8 +49,13 @@ log = logging.getLogger("tpd2py.tls")
 # Plain ints: an IntFlag's | and & are Python-level calls, paid per send (profiled).
 DONTWAIT = int(socket.MSG_DONTWAIT)
 NOT_MORE = ~int(socket.MSG_MORE)
-# Ciphertext read from the kernel per call: a few TLS records (16 KiB + overhead each).
-READ_SIZE = 65536
+# OpenSSL's memory BIOs never give back capacity (a BUF_MEM only grows, by a third more than
+# asked): whatever one ever held at once stays allocated while the connection lives, idle or
+# not. So ciphertext moves through them a record at a time at most (docs/tls.md, "Memory"):
+# a read takes one full record (16 KiB of plaintext + 256 bytes of overhead) or less, and a
+# send encrypts at most RECORD bytes of plaintext before draining the outgoing BIO.
+RECORD = 16384
+READ_SIZE = RECORD + 1024
 # Seconds a handshake may take, however its bytes trickle in (TLSSettings can change it).
 HANDSHAKE_TIMEOUT = 10.0
 # Plaintext encrypted per send: bounded, so that a large response is not copied whole.
@@ -319,8 +325,15 @@ class TLSTransport:
             done, self.committed = self.committed, 0
             return done
         data = memoryview(data)[:WRITE_SIZE]
-        self.obj.write(data)
-        cipher = self.outgoing.read()
+        if len(data) <= RECORD:
+            self.obj.write(data)
+            cipher = self.outgoing.read()
+        else:  # a record at a time, the BIO drained after each (see RECORD)
+            obj, outgoing, pieces = self.obj, self.outgoing, []
+            for start in range(0, len(data), RECORD):
+                obj.write(data[start:start + RECORD])
+                pieces.append(outgoing.read())
+            cipher = b"".join(pieces)
         try:
             sent = self.raw.send(cipher, int(flags) | DONTWAIT)
         except BlockingIOError:

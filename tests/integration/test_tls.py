@@ -134,6 +134,58 @@ def test_large_bodies_and_files_through_the_tls_send_path(https, pki):
     conn.close()
 
 
+class WatchedBIO:
+    """A MemoryBIO that remembers the most ciphertext it held at once: OpenSSL never gives
+    back a memory BIO's capacity, so that is what the connection keeps while it lives."""
+
+    def __init__(self, bio: ssl.MemoryBIO) -> None:
+        self.bio, self.most = bio, 0
+
+    @property
+    def pending(self) -> int:
+        return self.bio.pending
+
+    def write(self, data: Any) -> int:
+        n = self.bio.write(data)
+        self.most = max(self.most, self.bio.pending)
+        return n
+
+    def write_eof(self) -> None:
+        self.bio.write_eof()
+
+    def read(self, size: int = -1) -> bytes:
+        self.most = max(self.most, self.bio.pending)  # OpenSSL filled it; only reads drain it
+        return self.bio.read(size)
+
+
+def test_the_memory_bios_never_hold_more_than_a_record(server, pki, tmp_path):
+    """Regression: a 1 MiB upload and an 8 MiB download went through the BIOs 64 KiB and
+    256 KiB at a time, and every connection that had done it kept ~430 KiB while idle."""
+    from tpd2py import tls
+
+    settings = TLSSettings(pki["server"])
+    watched: list[Any] = []
+
+    def wrap(raw: Any) -> Any:
+        transport = settings.wrap(raw)
+        transport.incoming, transport.outgoing = (WatchedBIO(transport.incoming),
+                                                  WatchedBIO(transport.outgoing))
+        watched.append(transport)
+        return transport
+
+    srv = server(tls_app(tmp_path), transport=wrap)
+    conn = https_conn(srv, pki)
+    conn.request("POST", "/echo", body=b"u" * 1_000_000)
+    assert conn.getresponse().read() == b"u" * 1_000_000
+    for path in ("/big", "/file"):
+        conn.request("GET", path)
+        assert conn.getresponse().read() == BIG
+    conn.close()
+    [transport] = watched
+    assert 0 < transport.incoming.most <= tls.READ_SIZE
+    assert 0 < transport.outgoing.most <= tls.RECORD + 256
+
+
 def test_a_slow_reader_gets_every_byte(https, pki):
     srv = https()
     raw = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)
