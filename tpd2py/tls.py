@@ -277,23 +277,34 @@ class TLSTransport:
         return data[:1]
 
     def _push_handshake_output(self) -> None:
-        """Handshake and alert bytes go out at once; the flight is a few KiB, which an
-        accepted socket's send buffer holds. If it did not fit, the handshake cannot go on
-        without a write wait a read has no way to ask for: close (it never happened in the
-        tests; logged at debug)."""
+        """Handshake and alert bytes go out at once: a read has no way to wait for write
+        space. During a handshake nothing else is in the socket's send buffer, so a flight
+        that does not fit is larger than the buffer itself (a long certificate chain; an
+        accepted socket starts with 16 KiB, tcp_wmem): the buffer is grown to hold it, once
+        (SO_SNDBUF, up to the kernel's wmem_max). Only a flight larger than that closes the
+        connection (logged at debug)."""
         data = self.unsent + self.outgoing.read()
         if not data:
             return
-        try:
-            sent = self.raw.send(data, DONTWAIT)
-        except BlockingIOError:
-            sent = 0
+        sent = self._send_now(data)
+        if sent < len(data) and not self.committed:
+            with contextlib.suppress(OSError):
+                size = self.raw.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                    max(size, 2 * len(data)))
+            sent += self._send_now(memoryview(data)[sent:])
         if sent < len(data):
             if self.committed:  # application data is waiting too: the next send sends it
                 self.unsent = data[sent:]
                 return
             raise ConnectionResetError("TLS: handshake output did not fit the socket")
         self.unsent = b""
+
+    def _send_now(self, data: Any) -> int:
+        try:
+            return int(self.raw.send(data, DONTWAIT))
+        except BlockingIOError:
+            return 0
 
     # -- output -----------------------------------------------------------------------------------
 

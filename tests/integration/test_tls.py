@@ -412,6 +412,31 @@ def test_a_reset_mid_handshake_is_quiet(https, pki):
     assert https_get(srv, pki) == b"hello over https"
 
 
+def test_a_handshake_flight_larger_than_the_send_buffer_goes_out(server, pki, tmp_path):
+    """Regression: a certificate chain of ~28 KiB to a client with a small window, through a
+    4 KiB send buffer, reset the connection (a read cannot wait for write space); the
+    transport now grows the buffer to hold the flight."""
+    leaf = pki["ca"].issue_cert("localhost", "127.0.0.1")
+    filler = b"".join(trustme.CA().cert_pem.bytes() for _ in range(40))
+    chain = tmp_path / "long-chain.pem"
+    chain.write_bytes(leaf.private_key_and_cert_chain_pem.bytes() + filler)
+    settings = TLSSettings(str(chain))
+
+    def wrap(raw: Any) -> Any:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # as if congested
+        return settings.wrap(raw)
+
+    srv = server(tls_app(), transport=wrap)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the flight stays unacked
+    raw.settimeout(WAIT)
+    raw.connect(("127.0.0.1", srv.port))
+    sock = client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert [r.body for r in read_replies(sock, 1)] == [b"hello over https"]
+    sock.close()
+
+
 def test_old_protocol_versions_are_refused(https, pki):
     srv = https()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
