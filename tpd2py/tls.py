@@ -190,9 +190,10 @@ class TLSTransport:
                             return total
                         self._check_deadlines()
                         raise
+            want = size - total
             try:
                 # With a buffer, read() returns a count (typeshed says bytes).
-                n = cast(int, obj.read(size - total, view[total:] if total else view))
+                n = cast(int, obj.read(want, view[total:] if total else view))
             except ssl.SSLWantReadError:
                 # A partial record, or the handshake goes on: its output leaves now.
                 if self.outgoing.pending:
@@ -212,6 +213,11 @@ class TLSTransport:
                 return self._peer_closed(total)
             total += n
             self.partial_deadline = 0.0
+            if n < want and drained and not incoming.pending and not self.eof:
+                # The common end of a request: a read returns one record's plaintext, so a
+                # short one left OpenSSL nothing decrypted (no pending() call needed), and
+                # the kernel was emptied by this call.
+                return total
         if self.outgoing.pending:
             self._push_handshake_output()  # e.g. TLS 1.3 session tickets after the handshake
         return total
@@ -314,6 +320,8 @@ class TLSTransport:
     def sendmsg(self, chunks: list[Any], ancdata: Any = (), flags: int = 0) -> int:
         if len(chunks) == 1:
             return self._send(chunks[0], flags)
+        if sum(map(len, chunks)) <= WRITE_SIZE:  # a response or a few: joined whole
+            return self._send(b"".join(chunks), flags)
         plain, size = [], 0
         for chunk in chunks:  # at most WRITE_SIZE bytes joined: never a whole large body
             room = WRITE_SIZE - size
@@ -335,11 +343,11 @@ class TLSTransport:
                     raise BlockingIOError()
             done, self.committed = self.committed, 0
             return done
-        data = memoryview(data)[:WRITE_SIZE]
         if len(data) <= RECORD:
             self.obj.write(data)
             cipher = self.outgoing.read()
         else:  # a record at a time, the BIO drained after each (see RECORD)
+            data = memoryview(data)[:WRITE_SIZE]
             obj, outgoing, pieces = self.obj, self.outgoing, []
             for start in range(0, len(data), RECORD):
                 obj.write(data[start:start + RECORD])
