@@ -135,15 +135,6 @@ class TLSTransport:
         self.incoming.write(data)
         return len(data) < READ_SIZE
 
-    def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
-        BlockingIOError when nothing can be read yet. Runs handshake steps as needed."""
-        try:
-            return self._recv_into(view)
-        except ssl.SSLError as e:
-            self._refuse(e)
-            raise
-
     def _refuse(self, error: ssl.SSLError) -> None:
         """After a TLS error: the alert OpenSSL wrote goes out (best effort); a plain HTTP
         request on this port gets a plain 400 saying so, not a silent close."""
@@ -159,7 +150,9 @@ class TLSTransport:
             pass
         self.eof = True  # no close_notify after a fatal error
 
-    def _recv_into(self, view: Any) -> int:
+    def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
+        BlockingIOError when nothing can be read yet. Runs handshake steps as needed."""
         # Exceptions are the costly part of this loop (SSLWantReadError, BlockingIOError):
         # OpenSSL is asked only when it holds ciphertext, and the kernel is not asked again
         # once this call's read emptied it (``drained``: an edge will announce more).
@@ -209,6 +202,9 @@ class TLSTransport:
                 return self._peer_closed(total)
             except ssl.SSLEOFError:
                 return total  # EOF without close_notify (0: the peer is gone all the same)
+            except ssl.SSLError as e:
+                self._refuse(e)
+                raise
             if n == 0:  # close_notify (Python's ssl returns 0 for it)
                 return self._peer_closed(total)
             total += n
@@ -314,14 +310,11 @@ class TLSTransport:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def send(self, data: Any, flags: int = 0) -> int:
-        return self._send(data, flags)
-
     def sendmsg(self, chunks: list[Any], ancdata: Any = (), flags: int = 0) -> int:
         if len(chunks) == 1:
-            return self._send(chunks[0], flags)
+            return self.send(chunks[0], flags)
         if sum(map(len, chunks)) <= WRITE_SIZE:  # a response or a few: joined whole
-            return self._send(b"".join(chunks), flags)
+            return self.send(b"".join(chunks), flags)
         plain, size = [], 0
         for chunk in chunks:  # at most WRITE_SIZE bytes joined: never a whole large body
             room = WRITE_SIZE - size
@@ -330,9 +323,9 @@ class TLSTransport:
                 break
             plain.append(chunk)
             size += len(chunk)
-        return self._send(b"".join(plain), flags)
+        return self.send(b"".join(plain), flags)
 
-    def _send(self, data: Any, flags: int) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:
         """Plaintext reported sent only once its ciphertext is all in the kernel (module
         rules). The caller passes the unreported plaintext again, unchanged."""
         if self.committed:
