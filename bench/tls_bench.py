@@ -18,6 +18,7 @@ Targets (issue: HTTPS): keep-alive >= 1.5x uvicorn, ahead of granian, >= 0.6x ng
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import ssl
@@ -36,7 +37,7 @@ from bench.files_bench import start  # noqa: E402
 NGINX = """
 daemon off; master_process on; worker_processes 1; pid {dir}/nginx-{port}.pid;
 error_log stderr warn; worker_rlimit_nofile 65536;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 30000; }}
 http {{
     access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
     ssl_session_cache shared:SSL:10m; ssl_session_tickets on; ssl_protocols TLSv1.2 TLSv1.3;
@@ -49,6 +50,9 @@ http {{
 }}
 """
 NAMES = ["tpd2py", "uvicorn", "granian", "nginx"]
+# Not TLS: tpd2py over plain HTTP, for the keep-alive point only (--only ... tpd2py-http):
+# the ceiling the TLS transport works under (what is left when OpenSSL costs nothing).
+PLAIN = "tpd2py-http"
 
 
 def make_cert(work: Path, kind: str) -> tuple[Path, Path]:
@@ -65,6 +69,9 @@ def make_cert(work: Path, kind: str) -> tuple[Path, Path]:
 def argv_for(name: str, port: int, work: Path, cert: Path, key: Path) -> list[str]:
     py = sys.executable
     host = ["--host", "127.0.0.1", "--port", str(port)]
+    if name == PLAIN:
+        return [py, "-m", "tpd2py", "bench.hello:app", *host, "--max-connections", "20000",
+                "--keepalive-timeout", "300"]
     if name == "tpd2py":
         return [py, "-m", "tpd2py", "bench.hello:app", *host, "--certfile", str(cert),
                 "--keyfile", str(key), "--max-connections", "20000",
@@ -174,9 +181,11 @@ def main() -> int:
     parser.add_argument("--key", choices=["ec", "rsa"], default="ec")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--only", nargs="*", default=NAMES, choices=NAMES)
+    parser.add_argument("--only", nargs="*", default=NAMES, choices=[*NAMES, PLAIN])
     parser.add_argument("--idle", type=int, default=0,
                         help="instead: RSS per idle TLS connection with this many held")
+    parser.add_argument("--keepalive-only", action="store_true",
+                        help="only the keep-alive point (with tpd2py-http: the plain ceiling)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     args = parser.parse_args()
@@ -195,7 +204,7 @@ def main() -> int:
         idle(args, work, cert, key, env)
         return 0
     names = args.only
-    points = ["keepalive", "handshakes", "full", "resumed"]
+    points = ["keepalive", "cpu_us", "handshakes", "full", "resumed"]
     rows: dict[tuple[str, str], list[float]] = {}
     print(f"TLS, {args.key} key; server on cpu {args.server_cpu}, load on cpu {args.client_cpu};"
           f" commit {machine.commit()}; load average {os.getloadavg()[0]:.2f}")
@@ -206,21 +215,29 @@ def main() -> int:
             proc = start(argv_for(name, port, work, cert, key), port, args.server_cpu, env,
                          machine.ROOT)
             try:
-                got = {
-                    "keepalive": loaders.wrk(port, "/", 100, args.duration, args.client_cpu,
-                                             scheme="https")["rps"],
-                    "handshakes": loaders.wrk(port, "/", 50, args.duration, args.client_cpu,
-                                              headers=("Connection: close",),
-                                              scheme="https")["rps"],
-                    "full": s_time(port, "new", args.duration, args.client_cpu),
-                    "resumed": s_time(port, "reuse", args.duration, args.client_cpu),
-                }
+                scheme = "http" if name == PLAIN else "https"
+                cpu_before = servers.cpu_seconds(proc.pid)
+                got = {"keepalive": loaders.wrk(port, "/", 100, args.duration, args.client_cpu,
+                                                scheme=scheme)["rps"]}
+                # The server's CPU per keep-alive request (its whole process tree): steadier
+                # than req/s when other processes take part of the server's core.
+                got["cpu_us"] = (servers.cpu_seconds(proc.pid) - cpu_before) * 1e6 / max(
+                    got["keepalive"] * round(args.duration), 1)
+                if name != PLAIN and not args.keepalive_only:
+                    got["handshakes"] = loaders.wrk(port, "/", 50, args.duration,
+                                                    args.client_cpu,
+                                                    headers=("Connection: close",),
+                                                    scheme="https")["rps"]
+                    got["full"] = s_time(port, "new", args.duration, args.client_cpu)
+                    got["resumed"] = s_time(port, "reuse", args.duration, args.client_cpu)
+                for point in points:
+                    got.setdefault(point, float("nan"))
             finally:
                 proc.terminate()
                 proc.wait(10)
             for point, value in got.items():
                 rows.setdefault((name, point), []).append(value)
-            print(f"round {round_no} {name:8s} " + "  ".join(
+            print(f"round {round_no} {name:11s} " + "  ".join(
                 f"{p} {got[p]:9,.0f}/s" for p in points), flush=True)
     print(f"\n| server ({args.key}) | " + " | ".join(points) + " |")
     print("| --- |" + " ---: |" * len(points))
@@ -229,7 +246,7 @@ def main() -> int:
         print(f"| {name} | " + " | ".join(f"{med[(name, p)]:,.0f}" for p in points) + " |")
     if "tpd2py" in names:
         for peer in names:
-            if peer != "tpd2py":
+            if peer != "tpd2py" and not math.isnan(med[(peer, "keepalive")]):
                 print(f"tpd2py/{peer}: " + ", ".join(
                     f"{p} {med[('tpd2py', p)] / med[(peer, p)]:.2f}x" for p in points))
     return 0

@@ -3,6 +3,7 @@ non-blocking SSLSocket behind the same seam, on the same server and app.
 
 Usage (from the repo root; needs wrk and the openssl command):
   .venv/bin/python bench/tls_transports.py [--rounds 3] [--duration 5]
+  .venv/bin/python bench/tls_transports.py --old-tls OLD/tpd2py/tls.py   # A/B of two tls.py
 
 Each round starts the hello-world server once per transport (the order alternates), pinned to
 --server-cpu, and runs wrk -c100 over https (keep-alive) and wrk -c50 with `Connection: close`
@@ -83,13 +84,21 @@ class SSLSocketTransport:
         self.sock.close()
 
 
-def serve(kind: str, port: int, cert: str, key: str) -> None:
+def serve(kind: str, port: int, cert: str, key: str, old_tls: str | None = None) -> None:
     from bench.hello import app
     from tpd2py.server import Config, Server
     from tpd2py.tls import TLSSettings
 
+    if kind == "sslobject-old":  # tpd2py/tls.py of another checkout (it imports no tpd2py)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("old_tls", old_tls or "")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        TLSSettings = module.TLSSettings  # noqa: N806
     settings = TLSSettings(cert, key)
-    transport = settings.wrap if kind == "sslobject" else \
+    transport = settings.wrap if kind.startswith("sslobject") else \
         (lambda raw: SSLSocketTransport(raw, settings.context))
     server = Server(app, Config(keepalive_timeout=300, max_connections=20000))
     server.listen_tcp("127.0.0.1", port, transport=transport)
@@ -102,13 +111,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--serve", choices=["sslobject", "sslsocket"])
+    parser.add_argument("--serve", choices=["sslobject", "sslsocket", "sslobject-old"])
+    parser.add_argument("--old-tls", help="A/B instead: this tls.py (another checkout's) "
+                        "against ours, both SSLObject")
     parser.add_argument("--port", type=int)
     parser.add_argument("--cert")
     parser.add_argument("--key")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.cert, args.key)
+        serve(args.serve, args.port, args.cert, args.key, args.old_tls)
         return 0
     if not 1 <= args.rounds <= 10:
         parser.error("--rounds must be 1..10")
@@ -116,18 +127,25 @@ def main() -> int:
     cert, key = make_cert(work, "ec")
     env = dict(os.environ, PYTHONPATH=str(machine.ROOT))
     rows: dict[tuple[str, str], list[float]] = {}
+    compared = ["sslobject-old", "sslobject"] if args.old_tls else ["sslobject", "sslsocket"]
     print(f"server on cpu {args.server_cpu}, wrk on cpu {args.client_cpu}; commit "
           f"{machine.commit()}; load average {os.getloadavg()[0]:.2f}")
     for round_no in range(1, args.rounds + 1):
-        kinds = ["sslobject", "sslsocket"] if round_no % 2 else ["sslsocket", "sslobject"]
+        kinds = [*compared] if round_no % 2 else [*reversed(compared)]
         for kind in kinds:
             port = servers.free_port()
+            extra = ["--old-tls", str(Path(args.old_tls).resolve())] if args.old_tls else []
             proc = start([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                          "--cert", str(cert), "--key", str(key)], port, args.server_cpu, env,
-                         machine.ROOT)
+                          "--cert", str(cert), "--key", str(key), *extra], port,
+                         args.server_cpu, env, machine.ROOT)
             try:
+                cpu_before = servers.cpu_seconds(proc.pid)
                 keep = loaders.wrk(port, "/", 100, args.duration, args.client_cpu,
                                    scheme="https")["rps"]
+                # Server CPU per keep-alive request: steadier than req/s on a shared machine.
+                rows.setdefault((kind, "us"), []).append(
+                    (servers.cpu_seconds(proc.pid) - cpu_before) * 1e6
+                    / max(keep * round(args.duration), 1))
                 shake = loaders.wrk(port, "/", 50, args.duration, args.client_cpu,
                                     headers=("Connection: close",), scheme="https")["rps"]
             finally:
@@ -135,12 +153,15 @@ def main() -> int:
                 proc.wait(10)
             rows.setdefault((kind, "keepalive"), []).append(keep)
             rows.setdefault((kind, "handshakes"), []).append(shake)
-            print(f"round {round_no} {kind:9s} keep-alive {keep:9,.0f}/s  handshakes "
-                  f"{shake:7,.0f}/s", flush=True)
+            print(f"round {round_no} {kind:13s} keep-alive {keep:9,.0f}/s "
+                  f"({rows[(kind, 'us')][-1]:.1f} us CPU each)  handshakes {shake:7,.0f}/s",
+                  flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
-    print("\n| transport | keep-alive req/s | handshakes/s |\n| --- | ---: | ---: |")
-    for kind in ("sslobject", "sslsocket"):
-        print(f"| {kind} | {med[(kind, 'keepalive')]:,.0f} | {med[(kind, 'handshakes')]:,.0f} |")
+    print("\n| transport | keep-alive req/s | CPU us per request | handshakes/s |\n"
+          "| --- | ---: | ---: | ---: |")
+    for kind in compared:
+        print(f"| {kind} | {med[(kind, 'keepalive')]:,.0f} | {med[(kind, 'us')]:.1f} | "
+              f"{med[(kind, 'handshakes')]:,.0f} |")
     return 0
 
 

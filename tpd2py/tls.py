@@ -27,7 +27,8 @@ Rules:
   taken in and decrypted, so a close_notify is an end; plaintext found waits for the next
   read (``peeked``), which returns it first.
 - Idle: the transport holds no buffer of its own (OpenSSL releases its record buffers when
-  idle: SSL_MODE_RELEASE_BUFFERS, set by CPython).
+  idle: SSL_MODE_RELEASE_BUFFERS, set by CPython). The memory BIOs keep the largest capacity
+  they ever needed, so ciphertext goes through them a record at a time (RECORD).
 - Errors: a bad record, a refused version or cipher, a reset mid-handshake raise
   ``ssl.SSLError``/``OSError``: the connection closes (logged at debug, never a traceback).
 - Closing sends close_notify when the peer is still there, without waiting for its answer.
@@ -48,8 +49,13 @@ log = logging.getLogger("tpd2py.tls")
 # Plain ints: an IntFlag's | and & are Python-level calls, paid per send (profiled).
 DONTWAIT = int(socket.MSG_DONTWAIT)
 NOT_MORE = ~int(socket.MSG_MORE)
-# Ciphertext read from the kernel per call: a few TLS records (16 KiB + overhead each).
-READ_SIZE = 65536
+# OpenSSL's memory BIOs never give back capacity (a BUF_MEM only grows, by a third more than
+# asked): whatever one ever held at once stays allocated while the connection lives, idle or
+# not. So ciphertext moves through them a record at a time at most (docs/tls.md, "Memory"):
+# a read takes one full record (16 KiB of plaintext + 256 bytes of overhead) or less, and a
+# send encrypts at most RECORD bytes of plaintext before draining the outgoing BIO.
+RECORD = 16384
+READ_SIZE = RECORD + 1024
 # Seconds a handshake may take, however its bytes trickle in (TLSSettings can change it).
 HANDSHAKE_TIMEOUT = 10.0
 # Plaintext encrypted per send: bounded, so that a large response is not copied whole.
@@ -129,15 +135,6 @@ class TLSTransport:
         self.incoming.write(data)
         return len(data) < READ_SIZE
 
-    def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
-        BlockingIOError when nothing can be read yet. Runs handshake steps as needed."""
-        try:
-            return self._recv_into(view)
-        except ssl.SSLError as e:
-            self._refuse(e)
-            raise
-
     def _refuse(self, error: ssl.SSLError) -> None:
         """After a TLS error: the alert OpenSSL wrote goes out (best effort); a plain HTTP
         request on this port gets a plain 400 saying so, not a silent close."""
@@ -153,7 +150,9 @@ class TLSTransport:
             pass
         self.eof = True  # no close_notify after a fatal error
 
-    def _recv_into(self, view: Any) -> int:
+    def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Decrypted bytes into ``view``; 0 at the end of the stream (close_notify or EOF);
+        BlockingIOError when nothing can be read yet. Runs handshake steps as needed."""
         # Exceptions are the costly part of this loop (SSLWantReadError, BlockingIOError):
         # OpenSSL is asked only when it holds ciphertext, and the kernel is not asked again
         # once this call's read emptied it (``drained``: an edge will announce more).
@@ -184,9 +183,10 @@ class TLSTransport:
                             return total
                         self._check_deadlines()
                         raise
+            want = size - total
             try:
                 # With a buffer, read() returns a count (typeshed says bytes).
-                n = cast(int, obj.read(size - total, view[total:] if total else view))
+                n = cast(int, obj.read(want, view[total:] if total else view))
             except ssl.SSLWantReadError:
                 # A partial record, or the handshake goes on: its output leaves now.
                 if self.outgoing.pending:
@@ -202,10 +202,18 @@ class TLSTransport:
                 return self._peer_closed(total)
             except ssl.SSLEOFError:
                 return total  # EOF without close_notify (0: the peer is gone all the same)
+            except ssl.SSLError as e:
+                self._refuse(e)
+                raise
             if n == 0:  # close_notify (Python's ssl returns 0 for it)
                 return self._peer_closed(total)
             total += n
             self.partial_deadline = 0.0
+            if n < want and drained and not incoming.pending and not self.eof:
+                # The common end of a request: a read returns one record's plaintext, so a
+                # short one left OpenSSL nothing decrypted (no pending() call needed), and
+                # the kernel was emptied by this call.
+                return total
         if self.outgoing.pending:
             self._push_handshake_output()  # e.g. TLS 1.3 session tickets after the handshake
         return total
@@ -271,17 +279,22 @@ class TLSTransport:
         return data[:1]
 
     def _push_handshake_output(self) -> None:
-        """Handshake and alert bytes go out at once; the flight is a few KiB, which an
-        accepted socket's send buffer holds. If it did not fit, the handshake cannot go on
-        without a write wait a read has no way to ask for: close (it never happened in the
-        tests; logged at debug)."""
+        """Handshake and alert bytes go out at once: a read has no way to wait for write
+        space. During a handshake nothing else is in the socket's send buffer, so a flight
+        that does not fit is larger than the buffer itself (a long certificate chain; an
+        accepted socket starts with 16 KiB, tcp_wmem): the buffer is grown to hold it, once
+        (SO_SNDBUF, up to the kernel's wmem_max). Only a flight larger than that closes the
+        connection (logged at debug)."""
         data = self.unsent + self.outgoing.read()
         if not data:
             return
-        try:
-            sent = self.raw.send(data, DONTWAIT)
-        except BlockingIOError:
-            sent = 0
+        sent = self._send_now(data)
+        if sent < len(data) and not self.committed:
+            with contextlib.suppress(OSError):
+                size = self.raw.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                    max(size, 2 * len(data)))
+            sent += self._send_now(memoryview(data)[sent:])
         if sent < len(data):
             if self.committed:  # application data is waiting too: the next send sends it
                 self.unsent = data[sent:]
@@ -289,14 +302,19 @@ class TLSTransport:
             raise ConnectionResetError("TLS: handshake output did not fit the socket")
         self.unsent = b""
 
-    # -- output -----------------------------------------------------------------------------------
+    def _send_now(self, data: Any) -> int:
+        try:
+            return int(self.raw.send(data, DONTWAIT))
+        except BlockingIOError:
+            return 0
 
-    def send(self, data: Any, flags: int = 0) -> int:
-        return self._send(data, flags)
+    # -- output -----------------------------------------------------------------------------------
 
     def sendmsg(self, chunks: list[Any], ancdata: Any = (), flags: int = 0) -> int:
         if len(chunks) == 1:
-            return self._send(chunks[0], flags)
+            return self.send(chunks[0], flags)
+        if sum(map(len, chunks)) <= WRITE_SIZE:  # a response or a few: joined whole
+            return self.send(b"".join(chunks), flags)
         plain, size = [], 0
         for chunk in chunks:  # at most WRITE_SIZE bytes joined: never a whole large body
             room = WRITE_SIZE - size
@@ -305,9 +323,9 @@ class TLSTransport:
                 break
             plain.append(chunk)
             size += len(chunk)
-        return self._send(b"".join(plain), flags)
+        return self.send(b"".join(plain), flags)
 
-    def _send(self, data: Any, flags: int) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:
         """Plaintext reported sent only once its ciphertext is all in the kernel (module
         rules). The caller passes the unreported plaintext again, unchanged."""
         if self.committed:
@@ -318,9 +336,16 @@ class TLSTransport:
                     raise BlockingIOError()
             done, self.committed = self.committed, 0
             return done
-        data = memoryview(data)[:WRITE_SIZE]
-        self.obj.write(data)
-        cipher = self.outgoing.read()
+        if len(data) <= RECORD:
+            self.obj.write(data)
+            cipher = self.outgoing.read()
+        else:  # a record at a time, the BIO drained after each (see RECORD)
+            data = memoryview(data)[:WRITE_SIZE]
+            obj, outgoing, pieces = self.obj, self.outgoing, []
+            for start in range(0, len(data), RECORD):
+                obj.write(data[start:start + RECORD])
+                pieces.append(outgoing.read())
+            cipher = b"".join(pieces)
         try:
             sent = self.raw.send(cipher, int(flags) | DONTWAIT)
         except BlockingIOError:

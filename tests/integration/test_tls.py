@@ -134,6 +134,58 @@ def test_large_bodies_and_files_through_the_tls_send_path(https, pki):
     conn.close()
 
 
+class WatchedBIO:
+    """A MemoryBIO that remembers the most ciphertext it held at once: OpenSSL never gives
+    back a memory BIO's capacity, so that is what the connection keeps while it lives."""
+
+    def __init__(self, bio: ssl.MemoryBIO) -> None:
+        self.bio, self.most = bio, 0
+
+    @property
+    def pending(self) -> int:
+        return self.bio.pending
+
+    def write(self, data: Any) -> int:
+        n = self.bio.write(data)
+        self.most = max(self.most, self.bio.pending)
+        return n
+
+    def write_eof(self) -> None:
+        self.bio.write_eof()
+
+    def read(self, size: int = -1) -> bytes:
+        self.most = max(self.most, self.bio.pending)  # OpenSSL filled it; only reads drain it
+        return self.bio.read(size)
+
+
+def test_the_memory_bios_never_hold_more_than_a_record(server, pki, tmp_path):
+    """Regression: a 1 MiB upload and an 8 MiB download went through the BIOs 64 KiB and
+    256 KiB at a time, and every connection that had done it kept ~430 KiB while idle."""
+    from tpd2py import tls
+
+    settings = TLSSettings(pki["server"])
+    watched: list[Any] = []
+
+    def wrap(raw: Any) -> Any:
+        transport = settings.wrap(raw)
+        transport.incoming, transport.outgoing = (WatchedBIO(transport.incoming),
+                                                  WatchedBIO(transport.outgoing))
+        watched.append(transport)
+        return transport
+
+    srv = server(tls_app(tmp_path), transport=wrap)
+    conn = https_conn(srv, pki)
+    conn.request("POST", "/echo", body=b"u" * 1_000_000)
+    assert conn.getresponse().read() == b"u" * 1_000_000
+    for path in ("/big", "/file"):
+        conn.request("GET", path)
+        assert conn.getresponse().read() == BIG
+    conn.close()
+    [transport] = watched
+    assert 0 < transport.incoming.most <= tls.READ_SIZE
+    assert 0 < transport.outgoing.most <= tls.RECORD + 256
+
+
 def test_a_slow_reader_gets_every_byte(https, pki):
     srv = https()
     raw = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)
@@ -358,6 +410,31 @@ def test_a_reset_mid_handshake_is_quiet(https, pki):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
     sock.close()  # RST
     assert https_get(srv, pki) == b"hello over https"
+
+
+def test_a_handshake_flight_larger_than_the_send_buffer_goes_out(server, pki, tmp_path):
+    """Regression: a certificate chain of ~28 KiB to a client with a small window, through a
+    4 KiB send buffer, reset the connection (a read cannot wait for write space); the
+    transport now grows the buffer to hold the flight."""
+    leaf = pki["ca"].issue_cert("localhost", "127.0.0.1")
+    filler = b"".join(trustme.CA().cert_pem.bytes() for _ in range(40))
+    chain = tmp_path / "long-chain.pem"
+    chain.write_bytes(leaf.private_key_and_cert_chain_pem.bytes() + filler)
+    settings = TLSSettings(str(chain))
+
+    def wrap(raw: Any) -> Any:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # as if congested
+        return settings.wrap(raw)
+
+    srv = server(tls_app(), transport=wrap)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the flight stays unacked
+    raw.settimeout(WAIT)
+    raw.connect(("127.0.0.1", srv.port))
+    sock = client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert [r.body for r in read_replies(sock, 1)] == [b"hello over https"]
+    sock.close()
 
 
 def test_old_protocol_versions_are_refused(https, pki):
