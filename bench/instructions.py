@@ -12,6 +12,7 @@ one iteration, start-up excluded. Modes:
 Client-side work is included in `conn` and `keep`. Kernel work is not counted.
 `--app static --mode keep`: the keep-alive request is `GET /static/one.txt` for a 1 KiB file
 from a `StaticFiles` mount (bench/peers/static_tpd2py.py, the site of bench/static_bench.py).
+`--app json --mode keep`: `GET /json` of bench/techempower/tpd2py_app.py (no database needed).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def workload(mode: str, number: int, kind: str = "native") -> None:
 
         server = Server(static_app)
         keepalive = b"GET /static/one.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    elif kind == "json":  # TechEmpower's json test on bench/techempower/tpd2py_app.py
+        from bench.techempower.tpd2py_app import make_app
+
+        server = Server(make_app(None))  # type: ignore[arg-type]  # /json needs no database
+        keepalive = b"GET /json HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
     elif kind == "wsgi":  # the same requests, answered by a raw WSGI hello world
         from bench.peers.wsgi_hello import app as wsgi_app
         from tpd2py.wsgi import WSGI
@@ -86,9 +92,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=tuple(MODES), default="conn")
     parser.add_argument("--number", type=int, default=1000)
-    parser.add_argument("--app", choices=("native", "wsgi", "static"), default="native",
-                        help="bench/hello.py, a raw WSGI hello world through tpd2py.wsgi, or "
-                        "(keep) a 1 KiB file from a StaticFiles mount")
+    parser.add_argument("--app", choices=("native", "wsgi", "static", "json"),
+                        default="native",
+                        help="bench/hello.py, a raw WSGI hello world through tpd2py.wsgi, "
+                        "(keep) a 1 KiB file from a StaticFiles mount, or (keep) the "
+                        "TechEmpower json test")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is missing: apt-get install valgrind")
