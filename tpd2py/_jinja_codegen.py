@@ -45,8 +45,9 @@ from jinja2 import Environment, nodes
 from jinja2.compiler import CodeGenerator, Frame, MacroRef, find_undeclared
 from jinja2.idtracking import VAR_LOAD_PARAMETER
 
-from tpd2py import _jinja_runtime
+from tpd2py import _jinja_filters, _jinja_runtime
 from tpd2py._escape import BIG_STATIC
+from tpd2py._jinja_filters import ByteFilterCalls
 from tpd2py._jinja_runtime import RenderBytes, text_to_bytes
 
 __all__ = ["BytesCodeGenerator", "RenderBytes", "text_to_bytes"]
@@ -64,7 +65,7 @@ _HELPERS = ("tpd_escape", "tpd_esc", "tpd_str", "tpd_root_of", "tpd_block_of", "
             "tpd_call", "tpd_with_bytes")
 
 
-class BytesCodeGenerator(CodeGenerator):
+class BytesCodeGenerator(ByteFilterCalls):
     """Stock jinja2 code plus a byte-writing twin of the root and block functions."""
 
     def __init__(self, environment: Environment, name: str | None, filename: str | None,
@@ -97,6 +98,8 @@ class BytesCodeGenerator(CodeGenerator):
         eval_ctx = nodes.EvalContext(self.environment, self.name)
 
         self.writeline(f"from {_jinja_runtime.__name__} import {', '.join(_HELPERS)}", extra=1)
+        self.writeline(f"from {_jinja_filters.__name__} import BYTE_FILTERS as tpd_byte_filters, "
+                       "quote_qs as tpd_qs")
         self.writeline(f"def tpd_root(context, {_WRITE}, missing=missing{envenv}):", extra=1)
         self.indent()
         self._write_commons()
@@ -150,6 +153,8 @@ class BytesCodeGenerator(CodeGenerator):
 
         pairs = ", ".join(f"{name!r}: tpd_block_{name}" for name in self.blocks)
         self.writeline(f"tpd_blocks = {{{pairs}}}", extra=1)
+        for name in sorted(self._byte_filters):  # read when a function runs, so defined after
+            self.writeline(f"tpd_fs_{name}, tpd_fb_{name} = tpd_byte_filters[{name!r}][:2]")
         debug_info = "&".join(f"{k}={v}" for k, v in self.debug_info)
         self.writeline(f"tpd_debug_info = {debug_info!r}")
 
@@ -238,6 +243,7 @@ class BytesCodeGenerator(CodeGenerator):
             self._byte_call(mode, node, frame)
             return
         if not frame.eval_ctx.volatile and finalize.src is None:
+            byte_filter = self._byte_filter(node, frame)
             # A str (most values) is escaped and encoded inline: no Python call.
             value = self.temporary_identifier()
             inline = "tpd_esc({}).encode()" if frame.eval_ctx.autoescape else "{}.encode()"
@@ -245,6 +251,8 @@ class BytesCodeGenerator(CodeGenerator):
             self.visit(node, frame)
             helper = "tpd_escape" if frame.eval_ctx.autoescape else "tpd_str"
             self.write(f") is str else {helper}({value}))")
+            if byte_filter:
+                self.write(")")
             return
         if frame.eval_ctx.volatile:
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
