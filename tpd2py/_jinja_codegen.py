@@ -529,7 +529,9 @@ class BytesCodeGenerator(ByteFilterCalls):
         super().macro_def(macro_ref, frame)
         plain = not (macro_ref.accesses_caller or macro_ref.accesses_kwargs
                      or macro_ref.accesses_varargs)
-        self.write(f", tpd_macro, {plain})")
+        named = not (macro_ref.accesses_kwargs or macro_ref.accesses_varargs
+                     or any(arg.name == "caller" for arg in macro_ref.node.args))
+        self.write(f", tpd_macro, {plain}, {named})")
 
 
 def _is_loop_cycle(node: nodes.Call) -> bool:
