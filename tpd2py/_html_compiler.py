@@ -16,6 +16,9 @@ Rules:
 - A value is converted inline: a ``str`` by markupsafe's C escape, an ``int`` by ``b'%d'``, a
   dynamic attribute likewise with its name; only other types call a helper (``_text``,
   ``_attr``). Each value is evaluated once, in document order (``_v``/``_t`` hold it meanwhile).
+- A value whose type is declared (``Var[T]``, see ``_html_nodes.value_kind``) skips the tests
+  it does not need: a declared int is ``%d`` in the run's template, a declared str or int
+  attribute is written into the template around its value (docs/html.md has the contract).
 - A Var or loop value outside its scope is an ``HtmlDefinitionError`` here, at definition.
 
 How it works: ``_Compiler.parts`` walks the tree; ``_expression`` packs parts into source and

@@ -22,6 +22,8 @@ Rules of the byte path:
 - A loop over a list or tuple whose body only reads ``loop``'s counters runs on ``enumerate`` and
   ``len`` (``_for``); ``loop.cycle(...)`` on a real LoopContext calls the bound method directly.
   Both are checked at run time, with stock's code as the other branch.
+- ``{{ value|f(...) }}`` for one of jinja2's hot filters (urlencode, xmlattr, format, join...)
+  calls its byte twin when the environment's filter is still jinja2's (``_jinja_filters``).
 - Attributes are read with the builtin ``getattr(obj, name, missing)`` first, then
   ``environment.getattr`` if that missed (when the environment's getattr is stock's).
 - The output is byte-for-byte ``root(...)`` joined and encoded: the same nodes, in the same order,
