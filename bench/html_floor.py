@@ -14,13 +14,19 @@ last. Rendered three ways to the very same bytes (asserted):
 Target (issue 15): html >= 0.85x the floor. Both html rows are reported; --check exits 1 if
 the declared-type page misses it (the plain-Var page stays near 0.73x: it tests each value's
 type). All are timed in turn within each repeat with thread_time, best repeat kept.
-``--source`` prints html.py's generated functions.
+``--source`` prints html.py's generated functions. ``--instructions`` counts each renderer's
+instructions per render with valgrind (callgrind, N and 2N renders, the difference over N):
+repeatable where timings move with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,13 +140,50 @@ def thread_us(render: Callable[[], object], number: int) -> float:
     return (time.thread_time() - start) / number * 1e6
 
 
+def counted_renderers() -> dict[str, Callable[[dict[str, Any]], Any]]:
+    return {"floor": lambda ctx: floor([], **ctx),
+            "html": lambda ctx: catalogue_page.chunks(**ctx),
+            "html-typed": lambda ctx: typed_catalogue_page.chunks(**ctx)}
+
+
+def instructions(label: str, number: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+             sys.executable, __file__, "--run", label, str(number)],
+            capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise SystemExit(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--run":  # under valgrind: render N times
+        render, ctx = counted_renderers()[sys.argv[2]], catalogue_context()
+        for _ in range(int(sys.argv[3])):
+            render(ctx)
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--number", type=int, default=100, help="renders per repeat")
     ap.add_argument("--repeat", type=int, default=15, help="repeats; the best is kept")
     ap.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
     ap.add_argument("--source", action="store_true", help="print html.py's generated function")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per render with valgrind instead")
     args = ap.parse_args()
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("valgrind is missing: apt-get install valgrind")
+            return 2
+        per = {}
+        for label in counted_renderers():
+            once, twice = instructions(label, 10), instructions(label, 20)
+            per[label] = (twice - once) / 10
+        for label, count in per.items():
+            print(f"{label}: {count:,.0f} instructions per render "
+                  f"({per['floor'] / count:.2f}x of the floor's count)")
+        return 0
     if args.source:
         print(catalogue_page.source)
         print(typed_catalogue_page.source)
