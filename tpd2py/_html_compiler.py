@@ -421,16 +421,23 @@ def _expression(parts: list[_Part], split: bool = True) -> str:
         if isinstance(part, _Expr) and part.spec == b"%s":
             return part.code
     choices = [part for part in parts if isinstance(part, _Choice)]
-    values = ", ".join(p.code if isinstance(p, _Expr) else p.code() for p in parts
-                       if isinstance(p, _Expr) or (isinstance(p, _Choice) and p is not choices[0]))
+    dynamic = [p for p in parts
+               if isinstance(p, _Expr) or (isinstance(p, _Choice) and p is not choices[0])]
+    values = ", ".join(p.code if isinstance(p, _Expr) else p.code() for p in dynamic)
     if not values:  # constants around one choice: the choice of two constants
         return _Choice(choices[0].condition, _template(parts, choices[0], True, False),
                        _template(parts, choices[0], False, False)).code()
+    if len(dynamic) == 1 and (isinstance(dynamic[0], _Choice) or dynamic[0].spec == b"%s"):
+        # One value that is always bytes: ``template % value`` needs no 1-tuple. (An int for
+        # %d keeps its tuple: a declared int that is a tuple must not be taken apart.)
+        values = f"({values})"
+    else:
+        values = f"({values},)"
     if choices:  # the first choice picks the template; its condition reads only loop counters
         first = choices[0]
         return (f"({_template(parts, first, True)!r} if {first.condition} else "
-                f"{_template(parts, first, False)!r}) % ({values},)")
-    return f"{_template(parts, None, True)!r} % ({values},)"
+                f"{_template(parts, first, False)!r}) % {values}")
+    return f"{_template(parts, None, True)!r} % {values}"
 
 
 def _template(parts: list[_Part], choice: _Choice | None, then: bool,
