@@ -231,7 +231,8 @@ class BytesCodeGenerator(ByteFilterCalls):
         for value in values:
             self.newline(value)  # one line per value: tracebacks name its template line
             self._write_value(value, frame, finalize)
-            self.write(",")
+            if len(values) > 1:  # a single value is always bytes: no 1-tuple needed
+                self.write(",")
         self.outdent()
         self.writeline("))")
 
