@@ -16,6 +16,9 @@ Rules:
 - A value is converted inline: a ``str`` by markupsafe's C escape, an ``int`` by ``b'%d'``, a
   dynamic attribute likewise with its name; only other types call a helper (``_text``,
   ``_attr``). Each value is evaluated once, in document order (``_v``/``_t`` hold it meanwhile).
+- A value whose type is declared (``Var[T]``, see ``_html_nodes.value_kind``) skips the tests
+  it does not need: a declared int is ``%d`` in the run's template, a declared str or int
+  attribute is written into the template around its value (docs/html.md has the contract).
 - A Var or loop value outside its scope is an ``HtmlDefinitionError`` here, at definition.
 
 How it works: ``_Compiler.parts`` walks the tree; ``_expression`` packs parts into source and
@@ -42,6 +45,7 @@ from tpd2py._html_nodes import (
     Var,
     When,
     flatten_children,
+    value_kind,
 )
 
 
@@ -53,6 +57,13 @@ def _attr(prefix: bytes, value: Any) -> bytes:
     return b'%s="%s"' % (prefix, text_bytes(value))
 
 
+def _attr_text(value: Any, label: str) -> bytes:
+    """The value of an attribute declared str that is not a str (a Markup is fine)."""
+    if value is None or type(value) is bool:
+        raise TypeError(f"{label} is declared str, but is {value!r}")
+    return text_bytes(value)
+
+
 class _Expr:
     """Python source of a run-time value: bytes (``%s``) or an int (``%d``)."""
 
@@ -60,6 +71,17 @@ class _Expr:
 
     def __init__(self, code: str, spec: bytes = b"%s") -> None:
         self.code, self.spec = code, spec
+
+
+class _Cond(_Expr):
+    """``when(condition, then, otherwise)`` with values in a branch: its code, and its parts,
+    so that a run starting with it can become two whole templates (see ``_expression``)."""
+
+    __slots__ = ("condition", "then", "otherwise")
+
+    def __init__(self, condition: str, then: list[Any], otherwise: list[Any]) -> None:
+        super().__init__(f"({_expression(then)} if {condition} else {_expression(otherwise)})")
+        self.condition, self.then, self.otherwise = condition, then, otherwise
 
 
 class _Block:
@@ -97,6 +119,37 @@ def _text_code(code: str) -> str:
     """Inline ``text_bytes(<code>)``: no Python call for a str or an int (see the header)."""
     return (f"(_esc(_v).encode() if (_t := type(_v := {code})) is str else "
             f"b'%d' % _v if _t is int else _text(_v))")
+
+
+def _typed_text(code: str, kind: str | None) -> _Expr:
+    """A text value whose type is declared (see ``value_kind``): a str is tested for (a Markup
+    is a str too, and must not be escaped again), an int is not: it goes straight into the
+    ``%`` template as ``%d``, which is the declaration's promise (docs/html.md)."""
+    if kind == "int":
+        return _Expr(code, b"%d")
+    if kind == "int?":
+        return _Expr(f"(b'%d' % _v if (_v := {code}) is not None else b'')")
+    if kind in ("str", "str?"):
+        return _Expr(f"(_esc(_v).encode() if type(_v := {code}) is str else _text(_v))")
+    return _Expr(_text_code(code))
+
+
+def _typed_attr(prefix: bytes, code: str, kind: str | None, label: str) -> list[_Part]:
+    """A dynamic attribute whose type is declared: one that cannot be None is written into the
+    ``%`` template around its value, with no bytes of its own."""
+    if kind == "int":
+        return [prefix + b'="', _Expr(code, b"%d"), b'"']
+    if kind == "str":
+        return [prefix + b'="', _Expr(f"(_esc(_v).encode() if type(_v := {code}) is str else "
+                                      f"_attr_text(_v, {label!r}))"), b'"']
+    if kind == "int?":
+        template = prefix + b'="%d"'
+        return [_Expr(f"({template!r} % _v if (_v := {code}) is not None else b'')")]
+    if kind == "str?":
+        template = prefix + b'="%s"'
+        return [_Expr(f"({template!r} % _esc(_v).encode() if type(_v := {code}) is str "
+                      f"else b'' if _v is None else _attr({prefix!r}, _v))")]
+    return [_Expr(_attr_code(prefix, code))]
 
 
 def _attr_code(prefix: bytes, code: str) -> str:
@@ -210,7 +263,7 @@ class _Compiler:
             elif isinstance(child, (int, float)):
                 parts.append(str(child).encode())
             elif isinstance(child, Var):
-                parts.append(_Expr(_text_code(self.var(child))))
+                parts.append(_typed_text(self.var(child), value_kind(child._type)))
             elif isinstance(child, Element):
                 parts.extend(self.element(child))
             elif isinstance(child, Each):
@@ -223,8 +276,7 @@ class _Compiler:
                 elif _pure(child.condition) and _constant(then) and _constant(otherwise):
                     parts.append(_Choice(condition, _joined(then), _joined(otherwise)))
                 else:
-                    parts.append(_Expr(f"({_expression(then)} if {condition} else "
-                                       f"{_expression(otherwise)})"))
+                    parts.append(_Cond(condition, then, otherwise))
             elif isinstance(child, Cycle):
                 parts.append(self.cycle(child, tuple(_static_text(v) for v in child.values)))
             elif isinstance(child, LoopValue):
@@ -238,7 +290,8 @@ class _Compiler:
         for name, value in element.attrs:
             prefix = b" " + name.encode()
             if isinstance(value, Var):
-                parts.append(_Expr(_attr_code(prefix, self.var(value))))
+                parts += _typed_attr(prefix, self.var(value), value_kind(value._type),
+                                     repr(value))
             elif isinstance(value, Cycle):
                 parts.append(self.cycle(value, tuple(_attr(prefix, v)
                                                      for v in value.values)))
@@ -342,11 +395,23 @@ def _joined(parts: list[_Part]) -> bytes:
     return b"".join(part for part in parts if isinstance(part, bytes))
 
 
-def _expression(parts: list[_Part]) -> str:
-    """Python source giving the bytes of ``parts`` (no blocks) in one allocation."""
+def _expression(parts: list[_Part], split: bool = True) -> str:
+    """Python source giving the bytes of ``parts`` (no blocks) in one allocation.
+
+    A run whose first value is a ``when`` is two runs, one per branch, each one template:
+    ``(tpl_a % (a, rest) if c else tpl_b % (b, rest))`` rather than ``tpl % ((x if c else
+    y), rest)``, which builds the branch's bytes only to copy them (nothing is evaluated before
+    the condition in either form).
+    """
     parts = _merged(parts)
     if not parts:
         return "b''"
+    first = next((part for part in parts if not isinstance(part, bytes)), None)
+    if split and isinstance(first, _Cond) and not any(isinstance(p, _Choice) for p in parts):
+        at = parts.index(first)
+        before, after = parts[:at], parts[at + 1:]
+        return (f"({_expression(before + first.then + after, False)} if {first.condition} "
+                f"else {_expression(before + first.otherwise + after, False)})")
     if len(parts) == 1:
         part = parts[0]
         if isinstance(part, bytes):
@@ -356,16 +421,23 @@ def _expression(parts: list[_Part]) -> str:
         if isinstance(part, _Expr) and part.spec == b"%s":
             return part.code
     choices = [part for part in parts if isinstance(part, _Choice)]
-    values = ", ".join(p.code if isinstance(p, _Expr) else p.code() for p in parts
-                       if isinstance(p, _Expr) or (isinstance(p, _Choice) and p is not choices[0]))
+    dynamic = [p for p in parts
+               if isinstance(p, _Expr) or (isinstance(p, _Choice) and p is not choices[0])]
+    values = ", ".join(p.code if isinstance(p, _Expr) else p.code() for p in dynamic)
     if not values:  # constants around one choice: the choice of two constants
         return _Choice(choices[0].condition, _template(parts, choices[0], True, False),
                        _template(parts, choices[0], False, False)).code()
+    if len(dynamic) == 1 and (isinstance(dynamic[0], _Choice) or dynamic[0].spec == b"%s"):
+        # One value that is always bytes: ``template % value`` needs no 1-tuple. (An int for
+        # %d keeps its tuple: a declared int that is a tuple must not be taken apart.)
+        values = f"({values})"
+    else:
+        values = f"({values},)"
     if choices:  # the first choice picks the template; its condition reads only loop counters
         first = choices[0]
         return (f"({_template(parts, first, True)!r} if {first.condition} else "
-                f"{_template(parts, first, False)!r}) % ({values},)")
-    return f"{_template(parts, None, True)!r} % ({values},)"
+                f"{_template(parts, first, False)!r}) % {values}")
+    return f"{_template(parts, None, True)!r} % {values}"
 
 
 def _template(parts: list[_Part], choice: _Choice | None, then: bool,
@@ -401,6 +473,7 @@ def compile_page(name: str, scope: Scope, holes: tuple[str, ...],
     filename = f"<tpd2py.html page {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict[str, Any] = {"_text": text_bytes, "_attr": _attr, "_esc": escape_inner,
+                                 "_attr_text": _attr_text,
                                  **compiler.constants}
     exec(compile(source, filename, "exec"), namespace)
     return source, namespace["render"]

@@ -13,9 +13,14 @@ to the scope's root name (``.name``, ``['id']``); the compiler gives each scope 
 
 from __future__ import annotations
 
+import collections.abc
 import keyword
+import types
+import typing
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
+
+T = TypeVar("T")
 
 
 class HtmlDefinitionError(ValueError):
@@ -56,24 +61,30 @@ class _Comparable:
     __hash__ = object.__hash__
 
 
-class Var(_Comparable):
-    """A value known only at render time: a hole, a loop item, or an attribute/item of one."""
+class Var(_Comparable, Generic[T]):
+    """A value known only at render time: a hole, a loop item, or an attribute/item of one.
 
-    __slots__ = ("_scope", "_code")
+    ``Var[T]`` declares the hole's type (``Var[list[Product]]``); the declaration follows
+    ``each`` and attributes (``p.price`` of a dataclass field ``price: int`` is an int), and the
+    compiler uses it (see ``value_kind``). A plain ``Var`` is of unknown type.
+    """
 
-    def __init__(self, scope: Scope, code: str) -> None:
+    __slots__ = ("_scope", "_code", "_type")
+
+    def __init__(self, scope: Scope, code: str, declared: Any = None) -> None:
         self._scope = scope
         self._code = code  # Python source relative to the scope's root name
+        self._type = declared  # the declared type, or None
 
-    def __getattr__(self, name: str) -> Var:
+    def __getattr__(self, name: str) -> Var[Any]:
         if name.startswith("_") or not name.isidentifier() or keyword.iskeyword(name):
             raise AttributeError(name)
-        return Var(self._scope, f"{self._code}.{name}")
+        return Var(self._scope, f"{self._code}.{name}", member_type(self._type, name))
 
-    def __getitem__(self, key: str | int) -> Var:
+    def __getitem__(self, key: str | int) -> Var[Any]:
         if type(key) not in (str, int):
             raise HtmlDefinitionError(f"Var keys are str or int, not {key!r}")
-        return Var(self._scope, f"{self._code}[{key!r}]")
+        return Var(self._scope, f"{self._code}[{key!r}]", item_type(self._type, key))
 
     def __bool__(self) -> bool:
         raise HtmlDefinitionError(f"{self!r} has no truth value at definition; use when()")
@@ -84,6 +95,66 @@ class Var(_Comparable):
     def __repr__(self) -> str:
         return f"Var({self._scope.label}{'' if self._code.startswith(('.', '[')) else ':'}" \
                f"{self._code})"
+
+
+# -- declared types: what a Var[T] says of the values below it
+
+
+def declared_type(annotation: Any) -> Any:
+    """The T of a hole annotated ``Var[T]``; None for ``Var`` or anything else."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) is Var else ()
+    return args[0] if len(args) == 1 else None
+
+
+def member_type(owner: Any, name: str) -> Any:
+    """The annotation of attribute ``name`` in class ``owner`` (a dataclass field...), or None."""
+    if not isinstance(owner, type):
+        return None
+    try:
+        return typing.get_type_hints(owner).get(name)
+    except Exception:  # an annotation that does not resolve: the value is of unknown type
+        return None
+
+
+_SEQUENCES = {list, set, frozenset, collections.abc.Sequence, collections.abc.Iterable,
+              collections.abc.Collection, collections.abc.Set, collections.abc.Iterator,
+              collections.abc.MutableSequence, dict, collections.abc.Mapping}
+
+
+def element_type(sequence: Any) -> Any:
+    """The type of what ``each`` gets from a ``list[T]``, ``tuple[T, ...]``, ``dict[T, V]``..."""
+    origin, args = typing.get_origin(sequence), typing.get_args(sequence)
+    if origin in _SEQUENCES and args:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
+
+
+def item_type(container: Any, key: str | int) -> Any:
+    """The type of ``container[key]`` for a ``dict[K, V]``, ``list[T]``, ``tuple[A, B]``..."""
+    origin, args = typing.get_origin(container), typing.get_args(container)
+    if origin in (dict, collections.abc.Mapping) and len(args) == 2:
+        return args[1]
+    if type(key) is not int:
+        return None
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return args[key] if -len(args) <= key < len(args) else None
+    return element_type(container) if origin not in (set, frozenset) else None
+
+
+def value_kind(declared: Any) -> str | None:
+    """What the compiler can use of a declared type: "str", "int", "str?" or "int?" (with
+    None allowed); None for anything else (the value is converted as of unknown type)."""
+    if declared in (str, int):
+        return declared.__name__
+    if typing.get_origin(declared) in (typing.Union, types.UnionType):
+        args = typing.get_args(declared)
+        if len(args) == 2 and type(None) in args:
+            other = args[0] if args[1] is type(None) else args[1]
+            if other in (str, int):
+                return f"{other.__name__}?"
+    return None
 
 
 class Node:

@@ -22,6 +22,8 @@ Rules of the byte path:
 - A loop over a list or tuple whose body only reads ``loop``'s counters runs on ``enumerate`` and
   ``len`` (``_for``); ``loop.cycle(...)`` on a real LoopContext calls the bound method directly.
   Both are checked at run time, with stock's code as the other branch.
+- ``{{ value|f(...) }}`` for one of jinja2's hot filters (urlencode, xmlattr, format, join...)
+  calls its byte twin when the environment's filter is still jinja2's (``_jinja_filters``).
 - Attributes are read with the builtin ``getattr(obj, name, missing)`` first, then
   ``environment.getattr`` if that missed (when the environment's getattr is stock's).
 - The output is byte-for-byte ``root(...)`` joined and encoded: the same nodes, in the same order,
@@ -45,8 +47,9 @@ from jinja2 import Environment, nodes
 from jinja2.compiler import CodeGenerator, Frame, MacroRef, find_undeclared
 from jinja2.idtracking import VAR_LOAD_PARAMETER
 
-from tpd2py import _jinja_runtime
+from tpd2py import _jinja_filters, _jinja_runtime
 from tpd2py._escape import BIG_STATIC
+from tpd2py._jinja_filters import ByteFilterCalls
 from tpd2py._jinja_runtime import RenderBytes, text_to_bytes
 
 __all__ = ["BytesCodeGenerator", "RenderBytes", "text_to_bytes"]
@@ -64,7 +67,7 @@ _HELPERS = ("tpd_escape", "tpd_esc", "tpd_str", "tpd_root_of", "tpd_block_of", "
             "tpd_call", "tpd_with_bytes")
 
 
-class BytesCodeGenerator(CodeGenerator):
+class BytesCodeGenerator(ByteFilterCalls):
     """Stock jinja2 code plus a byte-writing twin of the root and block functions."""
 
     def __init__(self, environment: Environment, name: str | None, filename: str | None,
@@ -97,6 +100,8 @@ class BytesCodeGenerator(CodeGenerator):
         eval_ctx = nodes.EvalContext(self.environment, self.name)
 
         self.writeline(f"from {_jinja_runtime.__name__} import {', '.join(_HELPERS)}", extra=1)
+        self.writeline(f"from {_jinja_filters.__name__} import BYTE_FILTERS as tpd_byte_filters, "
+                       "quote_qs as tpd_qs")
         self.writeline(f"def tpd_root(context, {_WRITE}, missing=missing{envenv}):", extra=1)
         self.indent()
         self._write_commons()
@@ -150,6 +155,8 @@ class BytesCodeGenerator(CodeGenerator):
 
         pairs = ", ".join(f"{name!r}: tpd_block_{name}" for name in self.blocks)
         self.writeline(f"tpd_blocks = {{{pairs}}}", extra=1)
+        for name in sorted(self._byte_filters):  # read when a function runs, so defined after
+            self.writeline(f"tpd_fs_{name}, tpd_fb_{name} = tpd_byte_filters[{name!r}][:2]")
         debug_info = "&".join(f"{k}={v}" for k, v in self.debug_info)
         self.writeline(f"tpd_debug_info = {debug_info!r}")
 
@@ -224,7 +231,8 @@ class BytesCodeGenerator(CodeGenerator):
         for value in values:
             self.newline(value)  # one line per value: tracebacks name its template line
             self._write_value(value, frame, finalize)
-            self.write(",")
+            if len(values) > 1:  # a single value is always bytes: no 1-tuple needed
+                self.write(",")
         self.outdent()
         self.writeline("))")
 
@@ -238,6 +246,7 @@ class BytesCodeGenerator(CodeGenerator):
             self._byte_call(mode, node, frame)
             return
         if not frame.eval_ctx.volatile and finalize.src is None:
+            byte_filter = self._byte_filter(node, frame)
             # A str (most values) is escaped and encoded inline: no Python call.
             value = self.temporary_identifier()
             inline = "tpd_esc({}).encode()" if frame.eval_ctx.autoescape else "{}.encode()"
@@ -245,6 +254,8 @@ class BytesCodeGenerator(CodeGenerator):
             self.visit(node, frame)
             helper = "tpd_escape" if frame.eval_ctx.autoescape else "tpd_str"
             self.write(f") is str else {helper}({value}))")
+            if byte_filter:
+                self.write(")")
             return
         if frame.eval_ctx.volatile:
             self.write("(tpd_escape if context.eval_ctx.autoescape else tpd_str)(")
@@ -521,7 +532,9 @@ class BytesCodeGenerator(CodeGenerator):
         super().macro_def(macro_ref, frame)
         plain = not (macro_ref.accesses_caller or macro_ref.accesses_kwargs
                      or macro_ref.accesses_varargs)
-        self.write(f", tpd_macro, {plain})")
+        named = not (macro_ref.accesses_kwargs or macro_ref.accesses_varargs
+                     or any(arg.name == "caller" for arg in macro_ref.node.args))
+        self.write(f", tpd_macro, {plain}, {named})")
 
 
 def _is_loop_cycle(node: nodes.Call) -> bool:

@@ -10,9 +10,10 @@ Rules:
   helper makes the stock call (``Context.call``) and encodes its result.
 - A macro's arguments are bound by jinja2's own ``Macro.__call__`` (defaults, ``caller``,
   ``varargs``/``kwargs`` and its errors), run over the macro's attributes by ``_Binder``, whose
-  ``_invoke`` hands the bound arguments back instead of running the text body. The common call
-  (positional arguments only, no caller, varargs or kwargs) skips it: the missing arguments are
-  filled with ``missing`` as ``Macro.__call__`` would.
+  ``_invoke`` hands the bound arguments back instead of running the text body. The common calls
+  skip it: positional arguments only to a macro without caller, varargs or kwargs (the missing
+  arguments are filled with ``missing`` as ``Macro.__call__`` would), and keyword arguments and
+  a ``caller`` to one without varargs or kwargs (``_bind``, jinja2's binding for that case).
 - A macro body that raises ``StopIteration`` is an Undefined value in stock jinja2
   (``Context.call``): the byte call then makes the stock call, which gives that Undefined.
 
@@ -78,16 +79,43 @@ def tpd_module_bytes(module: Any) -> bytes:
 # -- macros, caller() and super() on the byte path
 
 
-def tpd_with_bytes(macro: Macro, body: Callable[..., bytes], plain: bool) -> Macro:
+def tpd_with_bytes(macro: Macro, body: Callable[..., bytes], plain: bool,
+                   named: bool = False) -> Macro:
     """Give a macro just defined its byte body (same parameters, returns the output's bytes).
 
-    ``plain``: it takes no ``caller``, ``varargs`` or ``kwargs``, so a positional-only call needs
-    no binding beyond filling in ``missing`` (the compiler knows, from the macro's body).
+    What the compiler knows of its parameters, from its body: ``plain``, it takes no
+    ``caller``, ``varargs`` or ``kwargs``, so a positional-only call needs no binding beyond
+    filling in ``missing``; ``named``, it takes no ``varargs`` or ``kwargs`` and has no explicit
+    ``caller`` parameter, so ``_bind`` can bind keyword arguments and a ``caller``.
     """
     attributes = macro.__dict__
     attributes["tpd_bytes"] = body
     attributes["tpd_plain"] = plain
+    attributes["tpd_named"] = named
     return macro
+
+
+def _bind(macro: Macro, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
+    """The arguments ``Macro.__call__`` would bind for a ``named`` macro (see tpd_with_bytes),
+    or None if the call is one it refuses (``_Binder`` then raises jinja2's own error).
+
+    As jinja2 binds: the positional arguments, then each remaining parameter from the keywords
+    (``missing`` if absent, for the body to fill in its default), then ``caller`` if the body
+    uses it (an Undefined if none was given); a keyword left over is an error.
+    """
+    arguments = [*args]
+    used = 0
+    for name in macro.arguments[len(args):]:
+        value = kwargs.get(name, missing)
+        if value is not missing:
+            used += 1
+        arguments.append(value)
+    if macro.caller:
+        caller = kwargs.get("caller")
+        used += "caller" in kwargs
+        arguments.append(caller if caller is not None else
+                         macro._environment.undefined("No caller defined", name="caller"))
+    return arguments if used == len(kwargs) else None
 
 
 class _Binder(Macro):
@@ -118,10 +146,15 @@ def tpd_call(context: Context, mode: int, callee: Any, /, *args: Any, **kwargs: 
                 kwargs.pop("_loop_vars", None)
                 kwargs.pop("_block_vars", None)
             count = callee._argument_count
-            if not kwargs and attributes["tpd_plain"] and len(args) <= count:
-                arguments: Any = (args if len(args) == count
-                                  else args + (missing,) * (count - len(args)))
-            else:
+            arguments: Any = None
+            if len(args) > count:
+                pass
+            elif not kwargs and attributes["tpd_plain"]:
+                arguments = (args if len(args) == count
+                             else args + (missing,) * (count - len(args)))
+            elif attributes["tpd_named"]:
+                arguments = _bind(callee, args, kwargs)
+            if arguments is None:
                 binder = _Binder.__new__(_Binder)
                 binder.__dict__ = attributes
                 arguments = binder(*args, **kwargs)

@@ -46,6 +46,8 @@ from tpd2py._html_nodes import (
     Scope,
     Var,
     When,
+    declared_type,
+    element_type,
     flatten_children,
 )
 
@@ -161,7 +163,7 @@ def each(seq: Var, body: Callable[[Var], Child] | Callable[[Var, Loop], Child],
     if not isinstance(seq, Var):
         raise HtmlDefinitionError(f"each() iterates over a Var, not {seq!r}")
     scope = Scope(f"each({seq!r})")
-    item = Var(scope, "")
+    item: Var[Any] = Var(scope, "", element_type(seq._type))
     params = len(inspect.signature(body).parameters)
     if params not in (1, 2):
         raise HtmlDefinitionError("each() body takes (item) or (item, loop)")
@@ -202,6 +204,17 @@ class Page:
         return f"<Page {self.name}({', '.join(self.holes)})>"
 
 
+def _hole_type(define: Callable[..., Child], name: str) -> Any:
+    """The T of a hole annotated ``Var[T]`` (see Var), or None."""
+    annotation = define.__annotations__.get(name)
+    if isinstance(annotation, str):  # postponed evaluation: evaluated as typing would
+        try:
+            annotation = eval(annotation, define.__globals__)  # noqa: S307
+        except Exception:  # a name that does not resolve: the hole is of unknown type
+            return None
+    return declared_type(annotation)
+
+
 def page(define: Callable[..., Child]) -> Page:
     """Decorator: call ``define`` once with a Var per parameter (the holes) and compile it."""
     holes = []
@@ -213,5 +226,5 @@ def page(define: Callable[..., Child]) -> Page:
                 f"{param}")
         holes.append(param.name)
     scope = Scope(define.__name__)
-    node = define(**{name: Var(scope, name) for name in holes})
+    node = define(**{name: Var(scope, name, _hole_type(define, name)) for name in holes})
     return Page(define.__name__, tuple(holes), node, scope)
