@@ -267,6 +267,11 @@ class Channel:
     ``history`` is how many recent messages are kept (at least; up to twice that between trims).
     """
 
+    # A backend's channel (redis_channel.py) may be behind a client's version (another
+    # worker read it first): such waiters wait for it. Here a newer version is from before a
+    # restart and wakes with ``complete=False`` on the next publish.
+    _ahead_waits = False
+
     def __init__(self, history: int = DEFAULT_HISTORY, name: str = "") -> None:
         if history < 1:
             raise ValueError("a channel keeps at least one message")
@@ -323,6 +328,30 @@ class Channel:
         else:
             hub.call_soon_threadsafe(self._wake)
         return message
+
+    def _receive(self, messages: list[Message]) -> None:
+        """The backend seam: add ``messages`` whose versions a backend gave (a Redis stream's
+        ids), consecutive and newer than ours, and wake waiters as ``publish`` does. A first
+        version past ``version + 1`` (the backend trimmed what this process never saw) starts
+        the history anew, so a client behind it gets ``complete=False``. Never switches."""
+        with self._lock:
+            kept = self._messages
+            if messages[0].version != self._version + 1:
+                kept = self._messages = []
+            kept.extend(messages)
+            if len(kept) >= 2 * self.history:
+                del kept[: len(kept) - self.history]
+            self._version = messages[-1].version
+            self._updates = {}
+            hub = self._hub
+            if hub is None or not self._waiters or self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+            in_hub_thread = threading.get_ident() == self._thread
+        if in_hub_thread:
+            hub.call_soon(self._wake)
+        else:
+            hub.call_soon_threadsafe(self._wake)
 
     # -- reading (never switches) ---------------------------------------------------------------
 
@@ -541,11 +570,12 @@ class Channel:
             self._waiters = {}
             version = self._version
             since = self._since_locked
+            ahead_waits = self._ahead_waits
             for waiter in waiters:
                 target = waiter.target
                 if target is None:
                     continue
-                if waiter.after == version:
+                if waiter.after == version or (ahead_waits and waiter.after > version):
                     # Registered after the publish with the newest version: keeps waiting.
                     self._waiters[waiter] = None
                     continue
