@@ -33,6 +33,7 @@ class RedisServer:
         self.binary = binary
         self.owned = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="tpd2py-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = str(self.dir / "redis.sock")
         self.persist = persist
         self.proc: subprocess.Popen[str] | None = None
@@ -50,17 +51,19 @@ class RedisServer:
                                 text=True)
         ready = threading.Event()
         seen: list[str] = []
+        started: list[bool] = []
 
         def read() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 seen.append(line)
                 if "ready to accept connections" in line.lower():
+                    started.append(True)
                     ready.set()
-            ready.set()
+            ready.set()  # EOF: it exited
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(WAIT) or proc.poll() is not None:
+        if not ready.wait(WAIT) or not started:
             proc.kill()
             raise RuntimeError("redis-server did not start:\n" + "".join(seen[-20:]))
         self.proc = proc

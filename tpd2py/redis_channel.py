@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -382,10 +383,11 @@ class _Link:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return text
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, ConnectionClosed):
+        return str(exc) or "the connection was lost"
+    return str(exc) or type(exc).__name__
 
 
 _links: dict[tuple[Hub, Any], _Link] = {}
