@@ -118,8 +118,8 @@ def main() -> int:
             latencies, burst_ms = fn(redis.socket, args.messages, args.burst)
             rows.append((name, statistics.median(latencies),
                          sorted(latencies)[int(len(latencies) * 0.99)], burst_ms))
-        print("| transport | latency median µs | p99 µs | burst of %d, ms |\n| --- | ---: | ---: "
-              "| ---: |" % args.burst)
+        print(f"| transport | latency median µs | p99 µs | burst of {args.burst}, ms |\n"
+              "| --- | ---: | ---: | ---: |")
         for name, median, p99, burst_ms in rows:
             print(f"| {name} | {median:.0f} | {p99:.0f} | {burst_ms:.0f} |")
     finally:
