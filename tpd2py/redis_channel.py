@@ -41,15 +41,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 from greenlet import getcurrent
 
 from .channel import DEFAULT_HISTORY, Channel, Message, Update
-from .errors import ConnectionClosed, HTTPError, Timeout
-from .gsocket import Socket
+from .errors import ConnectionClosed, HTTPError, HubError, Timeout
+from .gsocket import Socket, send_queued
 from .hub import Hub, get_hub
 from .sendbuf import SendBuf
 
@@ -135,9 +135,12 @@ def _version_of(ident: bytes) -> int | None:
 
 class _Connection:
     """One RESP connection on the hub: commands out through one SendBuf, replies parsed by
-    hiredis. ``request`` + ``reply`` for one greenlet; ``pipelined`` for many."""
+    hiredis. Commands are sent at once when the socket takes them; when it is full, one writer
+    greenlet waits for space, so a caller only ever waits for its reply (the reply reader
+    wakes callers from that one park). ``on_error`` hears of a failed send."""
 
-    def __init__(self, hub: Hub, address: str | tuple[str, int]) -> None:
+    def __init__(self, hub: Hub, address: str | tuple[str, int],
+                 on_error: Callable[[_Connection, BaseException], None]) -> None:
         if isinstance(address, str):
             raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
@@ -145,10 +148,11 @@ class _Connection:
                                 socket.SOCK_STREAM)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.hub = hub
+        self.on_error = on_error
         self.sock = Socket(raw, hub, timeout=CONNECT_TIMEOUT)
         self.parser = hiredis.Reader()
         self.out = SendBuf()
-        self.flushing = False
+        self.writing = False
         self.pending: collections.deque[Any] = collections.deque()
         try:
             self.sock.connect(address)
@@ -161,16 +165,28 @@ class _Connection:
         self.sock.close()
 
     def send(self, *args: Any) -> None:
-        """Queue one command and send what is queued (unless another greenlet is sending
-        it already). May switch to the hub."""
-        self.out.add(hiredis.pack_command(args))
-        if self.flushing:
+        """Queue one command and send it now if the socket takes it. Never switches; a send
+        error closes the connection and is reported to ``on_error``."""
+        out = self.out
+        out.add(hiredis.pack_command(args))
+        if self.writing:
             return
-        self.flushing = True
+        try:
+            if send_queued(self.sock.sock, out, 0):
+                return
+        except OSError as e:
+            self.on_error(self, e)
+            return
+        self.writing = True
+        self.hub.spawn(self._write)
+
+    def _write(self) -> None:
         try:
             self.sock.flush(self.out)
+        except (OSError, ConnectionClosed) as e:
+            self.on_error(self, e)
         finally:
-            self.flushing = False
+            self.writing = False
 
     def reply(self) -> Any:
         """The next reply (a Redis error reply raises RedisError). May switch to the hub."""
@@ -252,11 +268,7 @@ class _Link:
             raise RedisUnavailable(self.label, self.down_reason or "not connected yet")
         me = getcurrent()
         commands.pending.append(me)
-        try:
-            commands.send(*args)
-        except (OSError, ConnectionClosed) as e:
-            self._break(e, me)
-            raise RedisUnavailable(self.label, _reason(e)) from None
+        commands.send(*args)  # a send error breaks the link: this caller is woken with it
         timer = self.hub.call_later(COMMAND_TIMEOUT, self._timed_out, commands)
         try:
             result = self.hub.park()
@@ -285,7 +297,13 @@ class _Link:
             if commands is self.commands:
                 self._break(e)
 
-    def _break(self, exc: BaseException, skip: Any = None) -> None:
+    def _send_failed(self, conn: _Connection, exc: BaseException) -> None:
+        if conn is self.commands or conn is self.reader:
+            self._break(exc)
+        else:
+            conn.close()  # not in use yet (connecting) or any more: its reader sees EOF
+
+    def _break(self, exc: BaseException) -> None:
         """Close both connections (the reader loop reconnects) and fail every pending call."""
         if self.state == "up":
             self.down_reason = _reason(exc)
@@ -294,9 +312,7 @@ class _Link:
                 continue
             pending = conn.pending
             while pending:
-                g = pending.popleft()
-                if g is not skip:
-                    self.hub.schedule(g, RedisUnavailable(self.label, _reason(exc)))
+                self.hub.schedule(pending.popleft(), RedisUnavailable(self.label, _reason(exc)))
             conn.close()
         self.commands = None
 
@@ -324,9 +340,9 @@ class _Link:
     def _connect(self) -> None:
         reader = commands = None
         try:
-            reader = _Connection(self.hub, self.address)
+            reader = _Connection(self.hub, self.address, self._send_failed)
             self.reader_id = reader.request(b"CLIENT", b"ID")
-            commands = _Connection(self.hub, self.address)
+            commands = _Connection(self.hub, self.address, self._send_failed)
             for key, channels in list(self.channels.items()):
                 version = max(channel.version for channel in channels)
                 if version:
@@ -459,6 +475,9 @@ class RedisChannel(Channel):
         worker). Raises ``RedisUnavailable`` (a 503) when Redis cannot be reached: nothing was
         published. Call it from a greenlet of the hub (a handler). May switch to the hub."""
         link = self._linked()
+        if not link.hub.running:
+            raise HubError("RedisChannel.publish waits for Redis: call it from a greenlet of a "
+                           "running hub (a handler), not from another thread")
         kind, raw = _encode(data)
         args: list[Any] = [b"XADD", self.key, b"MAXLEN", b"~", self.history, b"0-*",
                            b"t", kind, b"d", raw]

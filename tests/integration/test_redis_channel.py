@@ -285,3 +285,50 @@ def test_redis_losing_its_data_never_makes_versions_go_back(tmp_path):
     finally:
         server.stop()
         redis.stop()
+
+
+def test_many_greenlets_publish_at_once_through_one_pipelined_connection(redis):
+    # 300 publishers at once (one command connection per worker, replies matched in order),
+    # among them messages of 1 MiB that fill the socket (the writer greenlet waits for space
+    # while the callers wait only for their replies); a waiter reads them all, in order.
+    from pg_helpers import in_hub
+
+    from tpd2py import get_hub
+
+    channel = RedisChannel(redis.socket, "many", history=1000)
+    big = "x" * (1 << 20)
+
+    def main() -> tuple[list[int], list[int], int]:
+        hub = get_hub()
+        versions: list[int] = []
+        done: list[Any] = []
+        me = __import__("greenlet").getcurrent()
+
+        def one(i: int) -> None:
+            versions.append(channel.publish(big if i % 50 == 0 else {"n": i}).version)
+            if len(versions) == 300:
+                hub.schedule(me)
+
+        for i in range(300):
+            hub.spawn(one, i)
+        seen: list[int] = []
+        updates = channel.updates(0)
+        hub.park()
+        while len(seen) < 300:
+            update = next(updates)
+            seen += [m.version for m in update]
+            done += [m.data for m in update]
+        return versions, seen, sum(1 for d in done if d == big)
+
+    versions, seen, bigs = in_hub(main)
+    assert sorted(versions) == list(range(1, 301))
+    assert seen == list(range(1, 301))
+    assert bigs == 6
+
+
+def test_publish_outside_a_running_hub_is_a_clear_error(redis):
+    from tpd2py.errors import HubError
+
+    channel = RedisChannel(redis.socket, "elsewhere")
+    with pytest.raises(HubError, match="from a greenlet of a running hub"):
+        channel.publish("from a plain thread")
