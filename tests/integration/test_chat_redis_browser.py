@@ -86,3 +86,20 @@ def test_a_message_crosses_workers_through_redis(
         texts = [li.text for li in driver.find_elements("css selector", "#messages li")]
         assert sum("from the first worker" in t for t in texts) == 1, texts
         assert sum("and back" in t for t in texts) == 1, texts
+
+
+def test_the_websocket_page_on_one_worker_chats_with_the_other(
+        chat_workers: tuple[Master, list[int]],
+        browser: Callable[[], Any]) -> None:  # noqa: F811 - the imported fixture
+    # A WebSocket's message is published from a greenlet the demo spawns (on_message runs in
+    # the hub, and a RedisChannel's publish waits for Redis).
+    master, (first, second) = chat_workers
+    port = master.address[1]
+    carol, dave = browser(), browser()
+    opened_on(first, [second], carol, port, "ws", "carol")
+    opened_on(second, [first], dave, port, "sse", "dave")
+    post(carol, "up the socket on the first worker")
+    assert wait_for_message(dave, "up the socket") == "carol:up the socket on the first worker"
+    post(dave, "down to the socket")
+    assert wait_for_message(carol, "down to the socket") == "dave:down to the socket"
+    assert wait_for_message(carol, "up the socket")  # its own, through Redis

@@ -207,7 +207,7 @@ class Lines(logging.Handler):
 @pytest.fixture
 def redis_log() -> Iterator[Lines]:
     handler = Lines()
-    logger = logging.getLogger("tpd2py.redis")
+    logger = logging.getLogger("tpd2py")  # the redis link's and the servers' own lines
     logger.addHandler(handler)
     try:
         yield handler
@@ -216,7 +216,10 @@ def redis_log() -> Iterator[Lines]:
 
 
 def errors(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-    return [r for r in records if r.levelno >= logging.ERROR]
+    found = [r for r in records if r.levelno >= logging.ERROR]
+    # Nothing but the link's own line: no handler error, no traceback from the server.
+    assert all(r.name == "tpd2py.redis" and r.exc_info is None for r in found), found
+    return found
 
 
 def test_redis_killed_and_restarted_loses_nothing_redis_kept(redis, workers, redis_log):
