@@ -272,6 +272,15 @@ class _Link:
         timer = self.hub.call_later(COMMAND_TIMEOUT, self._timed_out, commands)
         try:
             result = self.hub.park()
+        except BaseException:
+            # Thrown in from elsewhere (a deadline, a shutdown): the reply, when it comes, goes
+            # to no one; a wake-up must never reach this greenlet parked somewhere else.
+            pending = commands.pending
+            for i, g in enumerate(pending):
+                if g is me:
+                    pending[i] = None
+                    break
+            raise
         finally:
             timer.cancel()
         if isinstance(result, BaseException):
@@ -292,7 +301,9 @@ class _Link:
                     value = e
                 if not commands.pending:
                     raise ConnectionClosed("a reply nobody asked for")
-                self.hub.schedule(commands.pending.popleft(), value)
+                caller = commands.pending.popleft()
+                if caller is not None:
+                    self.hub.schedule(caller, value)
         except (OSError, ConnectionClosed, hiredis.ProtocolError) as e:
             if commands is self.commands:
                 self._break(e)
@@ -305,14 +316,16 @@ class _Link:
 
     def _break(self, exc: BaseException) -> None:
         """Close both connections (the reader loop reconnects) and fail every pending call."""
-        if self.state == "up":
-            self.down_reason = _reason(exc)
+        if self.state == "up" and not self.down_reason:
+            self.down_reason = _reason(exc)  # the first failure says why, not its echoes
         for conn in (self.commands, self.reader):
             if conn is None:
                 continue
             pending = conn.pending
             while pending:
-                self.hub.schedule(pending.popleft(), RedisUnavailable(self.label, _reason(exc)))
+                caller = pending.popleft()
+                if caller is not None:
+                    self.hub.schedule(caller, RedisUnavailable(self.label, _reason(exc)))
             conn.close()
         self.commands = None
 

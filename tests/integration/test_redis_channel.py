@@ -335,3 +335,50 @@ def test_publish_outside_a_running_hub_is_a_clear_error(redis):
     channel = RedisChannel(redis.socket, "elsewhere")
     with pytest.raises(HubError, match="from a greenlet of a running hub"):
         channel.publish("from a plain thread")
+
+
+def test_a_publisher_interrupted_while_it_waits_never_gets_a_stray_reply(redis):
+    # Redis is stopped (SIGSTOP) so the reply cannot come; the waiting publisher gets a
+    # Timeout thrown in by someone else and parks elsewhere. Its reply, when Redis resumes,
+    # must go to no one, and the next publisher must get its own.
+    import os
+    import signal
+
+    from pg_helpers import in_hub
+
+    from tpd2py import get_hub
+    from tpd2py.errors import Timeout
+
+    channel = RedisChannel(redis.socket, "interrupted")
+    pid = redis.proc.pid  # type: ignore[union-attr]
+
+    def main() -> tuple[list[Any], int]:
+        hub = get_hub()
+        me = __import__("greenlet").getcurrent()
+        assert channel.publish("warm-up").version == 1
+        seen: list[Any] = []
+
+        def interrupted() -> None:
+            try:
+                channel.publish("interrupted")
+            except Timeout:
+                seen.append("timeout")
+            hub.schedule(me)
+            seen.append(hub.park())  # woken by main below, and by nothing else
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            first = hub.spawn(interrupted)
+            hub.sleep(0)  # it runs, sends its XADD and parks for the reply
+            hub.throw(first, Timeout())
+            hub.park()  # until it has caught the Timeout and parked again
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        second = channel.publish("second").version
+        hub.schedule(first, "from main")
+        hub.sleep(0)
+        return seen, second
+
+    seen, second = in_hub(main)
+    assert seen == ["timeout", "from main"]
+    assert second == 3  # the interrupted XADD was sent: Redis numbered it 2
