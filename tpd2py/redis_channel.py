@@ -94,13 +94,14 @@ _BYTES, _TEXT, _JSON = b"b", b"s", b"j"
 
 
 class RedisUnavailable(HTTPError):
-    """Redis cannot be reached (or did not answer): the message was not published. Answered
-    ``503 Service Unavailable`` with Retry-After when a handler lets it propagate."""
+    """Redis cannot be reached (or did not answer): the message was not published (``sent``:
+    it was sent before the connection broke, so Redis may have it). Answered ``503 Service
+    Unavailable`` with Retry-After when a handler lets it propagate."""
 
-    def __init__(self, address: str, reason: str) -> None:
+    def __init__(self, address: str, reason: str, sent: bool = False) -> None:
+        outcome = "it may not have been published" if sent else "the message was not published"
         super().__init__(503, f"503 Service Unavailable: Redis at {address} is unreachable "
-                              f"({reason}); the message was not published\n",
-                         {"Retry-After": "1"})
+                              f"({reason}); {outcome}\n", {"Retry-After": "1"})
         self.address = address
         self.reason = reason
 
@@ -325,7 +326,8 @@ class _Link:
             while pending:
                 caller = pending.popleft()
                 if caller is not None:
-                    self.hub.schedule(caller, RedisUnavailable(self.label, _reason(exc)))
+                    self.hub.schedule(caller, RedisUnavailable(self.label, _reason(exc),
+                                                               sent=True))
             conn.close()
         self.commands = None
 
