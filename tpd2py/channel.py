@@ -267,11 +267,6 @@ class Channel:
     ``history`` is how many recent messages are kept (at least; up to twice that between trims).
     """
 
-    # A backend's channel (redis_channel.py) may be behind a client's version (another
-    # worker read it first): such waiters wait for it. Here a newer version is from before a
-    # restart and wakes with ``complete=False`` on the next publish.
-    _ahead_waits = False
-
     def __init__(self, history: int = DEFAULT_HISTORY, name: str = "") -> None:
         if history < 1:
             raise ValueError("a channel keeps at least one message")
@@ -570,12 +565,11 @@ class Channel:
             self._waiters = {}
             version = self._version
             since = self._since_locked
-            ahead_waits = self._ahead_waits
             for waiter in waiters:
                 target = waiter.target
                 if target is None:
                     continue
-                if waiter.after == version or (ahead_waits and waiter.after > version):
+                if waiter.after == version:
                     # Registered after the publish with the newest version: keeps waiting.
                     self._waiters[waiter] = None
                     continue

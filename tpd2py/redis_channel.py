@@ -452,8 +452,6 @@ class RedisChannel(Channel):
     ``(host, port)`` tuple). ``history``: as for Channel, and about what the stream keeps.
     """
 
-    _ahead_waits = True
-
     def __init__(self, address: str | tuple[str, int], name: str,
                  history: int = DEFAULT_HISTORY) -> None:
         super().__init__(history, name)
@@ -484,6 +482,21 @@ class RedisChannel(Channel):
             # Ahead of this worker: the reader has not read it yet. Wait for it.
             return Update(self._version)
         return super()._since_locked(after)
+
+    def _wake(self) -> None:
+        """Channel._wake, but waiters ahead of this worker's version (from a client of another
+        worker) are left out of it: they keep waiting for the version they asked after."""
+        with self._lock:
+            version = self._version
+            ahead = [w for w in self._waiters if w.after > version]
+            for waiter in ahead:
+                del self._waiters[waiter]
+        super()._wake()
+        if ahead:
+            with self._lock:
+                for waiter in ahead:
+                    if waiter.target is not None:  # not hung up meanwhile
+                        self._waiters[waiter] = None
 
     def publish(self, data: Any, event: str | None = None) -> Message:
         """Publish through Redis and return the Message with its version (the same on every
