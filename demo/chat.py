@@ -10,6 +10,9 @@ Routes (under ``prefix``, default ``/chat``):
 - ``/chat/ws`` (``?mode=ws``): a WebSocket subscribed to the chat channel (the history, then
   each message, as ``{"id", "data"}`` text frames, with no greenlet held); the page sends
   ``{"name", "text"}`` on it instead of POSTing.
+With ``TPD2PY_REDIS`` set (a socket path or host:port), the channel is a
+``tpd2py.redis_channel.RedisChannel``: every worker of ``--workers N``, and every machine on the
+same Redis, shares one chat (docs/redis.md).
 Rules: messages are rendered by the browser with ``textContent``, never as HTML, so user text
 cannot inject markup; names and texts are trimmed to fixed lengths. Each message is encoded to
 JSON once, however many pages receive it.
@@ -18,6 +21,7 @@ JSON once, however many pages receive it.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from tpd2py import (
@@ -29,6 +33,7 @@ from tpd2py import (
     Response,
     WebSocket,
     event_stream,
+    get_hub,
     long_poll,
 )
 
@@ -159,6 +164,12 @@ form { display: flex; gap: .5em; margin-top: 1em; }
 
 
 def make_channel() -> Channel:
+    """In this process, or shared through the Redis that ``TPD2PY_REDIS`` names."""
+    address = os.environ.get("TPD2PY_REDIS")
+    if address:
+        from tpd2py.redis_channel import RedisChannel
+
+        return RedisChannel(address, "chat", history=HISTORY)
     return Channel(history=HISTORY, name="chat")
 
 
@@ -197,12 +208,22 @@ def register(app: App, chat: Channel, prefix: str = "/chat") -> list[tuple[str, 
 
     @app.websocket(prefix + "/ws", max_message=4096)
     def socket(ws: WebSocket) -> None:
+        def publish_from_socket(name: str, text: str) -> None:
+            try:
+                publish(name, text)
+            except HTTPError:  # a RedisChannel's Redis is unreachable: try again later
+                ws.close(1013, "cannot publish now, try again later")
+
         def received(data: str | bytes) -> None:
             try:
                 fields = json.loads(data)
-                publish(str(fields["name"]), str(fields["text"]))
+                name, text = str(fields["name"]), str(fields["text"])
             except (ValueError, KeyError, TypeError):
                 ws.close(1003, "expected {name, text} JSON")
+                return
+            # on_message runs in the hub, which must not wait: a RedisChannel's publish waits
+            # for Redis, so it runs in a greenlet of its own.
+            get_hub().spawn(publish_from_socket, name, text)
 
         # The history, then every message; the handler returns and no greenlet waits.
         ws.subscribe(chat, after=0, on_message=received)

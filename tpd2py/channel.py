@@ -324,6 +324,30 @@ class Channel:
             hub.call_soon_threadsafe(self._wake)
         return message
 
+    def _receive(self, messages: list[Message]) -> None:
+        """The backend seam: add ``messages`` whose versions a backend gave (a Redis stream's
+        ids), consecutive and newer than ours, and wake waiters as ``publish`` does. A first
+        version past ``version + 1`` (the backend trimmed what this process never saw) starts
+        the history anew, so a client behind it gets ``complete=False``. Never switches."""
+        with self._lock:
+            kept = self._messages
+            if messages[0].version != self._version + 1:
+                kept = self._messages = []
+            kept.extend(messages)
+            if len(kept) >= 2 * self.history:
+                del kept[: len(kept) - self.history]
+            self._version = messages[-1].version
+            self._updates = {}
+            hub = self._hub
+            if hub is None or not self._waiters or self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+            in_hub_thread = threading.get_ident() == self._thread
+        if in_hub_thread:
+            hub.call_soon(self._wake)
+        else:
+            hub.call_soon_threadsafe(self._wake)
+
     # -- reading (never switches) ---------------------------------------------------------------
 
     def since(self, after: int | None) -> Update:

@@ -1,0 +1,386 @@
+"""Channels shared through a real redis-server (a unix socket in a temporary directory).
+
+Two servers in two threads stand for two workers (each thread has its own hub, so each has
+its own RedisChannel and its own link to Redis, as a worker process would): a message
+published on one reaches the waiters of the other, with the same version numbers; Redis is
+killed and restarted under waiting long polls; publishing while it is down is a clear 503,
+with one log line and no traceback. Skipped, with the reason, when redis-server or hiredis is
+missing (``.ci/run`` installs Debian's redis-server; the test extra has hiredis).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from comet_helpers import ServerThread, read_events, read_reply, request  # noqa: E402
+from conftest import WAIT  # noqa: E402
+
+from bench.redisserver import RedisServer, find_redis  # noqa: E402
+from tpd2py import App, Request, Response  # noqa: E402
+from tpd2py.comet import event_stream, long_poll  # noqa: E402
+
+pytest.importorskip("hiredis", reason="needs hiredis (the redis extra; the test extra has it)")
+from tpd2py.redis_channel import RedisChannel  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    find_redis() is None,
+    reason="needs redis-server (apt-get install redis-server; .ci/run does it)")
+
+
+def make_app(address: str, name: str = "room", history: int = 50) -> App:
+    """A worker's app: its own RedisChannel (as each worker process builds at import)."""
+    channel = RedisChannel(address, name, history=history)
+    app = App()
+
+    @app.route("/publish", methods=["POST"])
+    def publish(request: Request) -> dict:
+        message = channel.publish(request.body().decode())
+        return {"version": message.version}
+
+    @app.route("/poll")
+    def poll(request: Request) -> Any:
+        return long_poll(request, channel)
+
+    @app.route("/events")
+    def events(request: Request) -> Response:
+        return event_stream(request, channel)
+
+    @app.route("/hello")
+    def hello(request: Request) -> Response:
+        return Response(b"hello")
+
+    app.channel = channel  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer(persist=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def workers(redis: RedisServer) -> Iterator[list[ServerThread]]:
+    servers = [ServerThread(make_app(redis.socket)) for _ in range(2)]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def call(server: ServerThread, method: str, path: str, body: bytes = b"",
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(*server.address, timeout=WAIT)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def publish(server: ServerThread, text: str) -> int:
+    status, body = call(server, "POST", "/publish", text.encode())
+    assert status == 200, body
+    version: int = json.loads(body)["version"]
+    return version
+
+
+def start_poll(server: ServerThread, after: int) -> socket.socket:
+    """A raw long poll left waiting (the caller reads its reply later)."""
+    sock = socket.create_connection(server.address, timeout=WAIT)
+    sock.sendall(request(f"/poll?after={after}"))
+    return sock
+
+
+def waiting(server: ServerThread, count: int) -> None:
+    channel = server.app.channel  # type: ignore[attr-defined]
+    server.wait_for(lambda: channel.waiting >= count)
+
+
+def poll_now(server: ServerThread, after: int) -> dict:
+    status, body = call(server, "GET", f"/poll?after={after}")
+    assert status == 200, body
+    result: dict = json.loads(body)
+    return result
+
+
+def texts(update: dict) -> list[tuple[int, str]]:
+    return [(m["id"], m["data"]) for m in update["messages"]]
+
+
+def test_a_message_published_on_one_worker_reaches_the_waiters_of_the_other(workers):
+    a, b = workers
+    # Each worker's link connects on first use; the waiter on b parks before the publish.
+    polls = [start_poll(b, 0), start_poll(a, 0)]
+    waiting(b, 1)
+    waiting(a, 1)
+    assert publish(a, "hello") == 1
+    for sock in polls:
+        reply = read_reply(sock)
+        assert reply.status == 200
+        assert texts(reply.json()) == [(1, "hello")]
+        sock.close()
+    # Versions agree: a second message from b is 2 everywhere.
+    assert publish(b, "again") == 2
+    b_view = poll_now(b, 1)
+    assert texts(b_view) == [(2, "again")]
+    a.wait_for(lambda: a.app.channel.version == 2)
+    assert texts(poll_now(a, 1)) == [(2, "again")] and poll_now(a, 1)["complete"] is True
+
+
+def test_a_client_reconnecting_to_another_worker_gets_exactly_what_follows_its_version(workers):
+    a, b = workers
+    versions = [publish(a, f"m{i}") for i in range(1, 6)]
+    assert versions == [1, 2, 3, 4, 5]
+    # Long poll: after=2 on the other worker (which may not have read them all yet: it waits).
+    update = poll_now(b, 2)
+    got = texts(update)
+    while update["version"] < 5:
+        update = poll_now(b, update["version"])
+        got += texts(update)
+    assert got == [(3, "m3"), (4, "m4"), (5, "m5")]
+    # Server-Sent Events: Last-Event-ID from a stream on a, resumed on b.
+    sock = socket.create_connection(b.address, timeout=WAIT)
+    sock.sendall(request("/events", headers={"Last-Event-ID": "3"}))
+    publish(a, "m6")
+    _head, frames = read_events(sock, 4)
+    frames = [f for f in frames if not f.startswith(b":")]  # the stream's opening comment
+    assert [f.split(b"\n")[:2] for f in frames] == [
+        [b"id: 4", b"data: m4"], [b"id: 5", b"data: m5"], [b"id: 6", b"data: m6"]]
+    sock.close()
+
+
+def test_a_version_ahead_of_this_worker_waits_instead_of_restarting(redis):
+    # A worker at version 1 gets a client at version 3 (from a worker whose reader was
+    # quicker): it must not answer "complete: false" and the whole history, nor an empty
+    # update when version 2 arrives, but wait and answer with exactly what follows 3.
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert publish(server, "x1") == 1
+        sock = start_poll(server, 3)
+        waiting(server, 1)
+        for i in (2, 3):
+            redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", f"x{i}")
+            server.wait_for(lambda i=i: server.app.channel.version == i)
+            server.sync()  # the wake after version i has run
+            assert server.app.channel.waiting == 1
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "x4")
+        reply = read_reply(sock).json()
+        assert reply["complete"] is True and texts(reply) == [(4, "x4")]
+        sock.close()
+    finally:
+        server.stop()
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.changed:
+            self.records.append(record)
+            self.changed.notify_all()
+
+    def wait(self, predicate: Any) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: predicate(self.records), WAIT)
+
+
+@pytest.fixture
+def redis_log() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger("tpd2py")  # the redis link's and the servers' own lines
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def errors(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    found = [r for r in records if r.levelno >= logging.ERROR]
+    # Nothing but the link's own line: no handler error, no traceback from the server.
+    assert all(r.name == "tpd2py.redis" and r.exc_info is None for r in found), found
+    return found
+
+
+def test_redis_killed_and_restarted_loses_nothing_redis_kept(redis, workers, redis_log):
+    a, b = workers
+    assert [publish(a, f"before{i}") for i in range(3)] == [1, 2, 3]
+    assert poll_now(b, 0)["version"] == 3  # b's link starts on first use, and catches up
+    waiter = start_poll(b, 3)
+    waiting(b, 1)
+    redis.kill()
+    # Both workers notice at once (their connections see EOF): one error line each.
+    redis_log.wait(lambda records: len(errors(records)) >= 2)
+    for _ in range(5):
+        status, body = call(a, "POST", "/publish", b"lost")
+        assert status == 503
+        assert b"Redis at" in body and b"unreachable" in body and b"not published" in body
+    # What does not need Redis keeps serving, and so does reading what this worker has.
+    assert call(b, "GET", "/hello") == (200, b"hello")
+    assert texts(poll_now(b, 1)) == [(2, "before1"), (3, "before2")]
+    redis.start()  # reloads its append-only file: 1..3 are still there
+    # Published by someone else right away, maybe before the workers are back.
+    redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "meanwhile")
+    reply = read_reply(waiter).json()
+    waiter.close()
+    assert texts(reply) == [(4, "meanwhile")]
+    redis_log.wait(lambda records: sum(r.levelno == logging.WARNING for r in records) >= 2)
+    assert publish(a, "after") == 5
+    b.wait_for(lambda: b.app.channel.version == 5)
+    assert texts(poll_now(b, 0)) == [(1, "before0"), (2, "before1"), (3, "before2"),
+                                     (4, "meanwhile"), (5, "after")]
+    # One line per worker for the outage, one for the return; no traceback anywhere.
+    assert len(errors(redis_log.records)) == 2
+    assert all(r.exc_info is None for r in redis_log.records)
+
+
+def test_publish_while_redis_is_down_is_a_clear_503_and_one_log_line(tmp_path, redis_log):
+    server = ServerThread(make_app(str(tmp_path / "no-redis.sock")))
+    try:
+        for _ in range(5):
+            status, body = call(server, "POST", "/publish", b"x")
+            assert status == 503, body
+            assert body.startswith(b"503 Service Unavailable: Redis at ")
+        assert call(server, "GET", "/hello") == (200, b"hello")
+        status, body = call(server, "GET", "/poll")
+        assert status == 200 and json.loads(body)["messages"] == []
+        assert len(errors(redis_log.records)) == 1
+        assert all(r.exc_info is None for r in redis_log.records)
+    finally:
+        server.stop()
+
+
+def test_redis_losing_its_data_never_makes_versions_go_back(tmp_path):
+    redis = RedisServer(persist=False, directory=str(tmp_path))
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert [publish(server, f"m{i}") for i in range(3)] == [1, 2, 3]
+        waiter = start_poll(server, 3)
+        waiting(server, 1)
+        redis.kill()
+        redis.start()  # empty: the stream is gone
+        # The worker floors the new stream at its version before anyone publishes there.
+        server.wait_for(lambda: server.app.channel._link.state == "up")
+        assert publish(server, "after the loss") == 4
+        reply = read_reply(waiter).json()
+        waiter.close()
+        assert texts(reply) == [(4, "after the loss")]
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_many_greenlets_publish_at_once_through_one_pipelined_connection(redis):
+    # 300 publishers at once (one command connection per worker, replies matched in order),
+    # among them messages of 1 MiB that fill the socket (the writer greenlet waits for space
+    # while the callers wait only for their replies); a waiter reads them all, in order.
+    from pg_helpers import in_hub
+
+    from tpd2py import get_hub
+
+    channel = RedisChannel(redis.socket, "many", history=1000)
+    big = "x" * (1 << 20)
+
+    def main() -> tuple[list[int], list[int], int]:
+        hub = get_hub()
+        versions: list[int] = []
+        done: list[Any] = []
+        me = __import__("greenlet").getcurrent()
+
+        def one(i: int) -> None:
+            versions.append(channel.publish(big if i % 50 == 0 else {"n": i}).version)
+            if len(versions) == 300:
+                hub.schedule(me)
+
+        for i in range(300):
+            hub.spawn(one, i)
+        seen: list[int] = []
+        updates = channel.updates(0)
+        hub.park()
+        while len(seen) < 300:
+            update = next(updates)
+            seen += [m.version for m in update]
+            done += [m.data for m in update]
+        return versions, seen, sum(1 for d in done if d == big)
+
+    versions, seen, bigs = in_hub(main)
+    assert sorted(versions) == list(range(1, 301))
+    assert seen == list(range(1, 301))
+    assert bigs == 6
+
+
+def test_publish_outside_a_running_hub_is_a_clear_error(redis):
+    from tpd2py.errors import HubError
+
+    channel = RedisChannel(redis.socket, "elsewhere")
+    with pytest.raises(HubError, match="from a greenlet of a running hub"):
+        channel.publish("from a plain thread")
+
+
+def test_a_publisher_interrupted_while_it_waits_never_gets_a_stray_reply(redis):
+    # Redis is stopped (SIGSTOP) so the reply cannot come; the waiting publisher gets a
+    # Timeout thrown in by someone else and parks elsewhere. Its reply, when Redis resumes,
+    # must go to no one, and the next publisher must get its own.
+    import os
+    import signal
+
+    from pg_helpers import in_hub
+
+    from tpd2py import get_hub
+    from tpd2py.errors import Timeout
+
+    channel = RedisChannel(redis.socket, "interrupted")
+    pid = redis.proc.pid  # type: ignore[union-attr]
+
+    def main() -> tuple[list[Any], int]:
+        hub = get_hub()
+        me = __import__("greenlet").getcurrent()
+        assert channel.publish("warm-up").version == 1
+        seen: list[Any] = []
+
+        def interrupted() -> None:
+            try:
+                channel.publish("interrupted")
+            except Timeout:
+                seen.append("timeout")
+            hub.schedule(me)
+            seen.append(hub.park())  # woken by main below, and by nothing else
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            first = hub.spawn(interrupted)
+            hub.sleep(0)  # it runs, sends its XADD and parks for the reply
+            hub.throw(first, Timeout())
+            hub.park()  # until it has caught the Timeout and parked again
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        second = channel.publish("second").version
+        hub.schedule(first, "from main")
+        hub.sleep(0)
+        return seen, second
+
+    seen, second = in_hub(main)
+    assert seen == ["timeout", "from main"]
+    assert second == 3  # the interrupted XADD was sent: Redis numbered it 2

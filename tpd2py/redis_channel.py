@@ -1,0 +1,544 @@
+"""Channels shared through Redis: ``RedisChannel`` (the ``redis`` extra: hiredis's parser).
+
+What it is: a ``Channel`` whose messages go through a Redis stream, so that a message
+published by any worker on any machine reaches every waiter on every worker, with the same
+version numbers everywhere. Waiting, long polls, event streams and WebSocket subscriptions
+are the in-process Channel's: only publishing and where messages come from differ.
+
+How it works:
+- One stream per channel (key ``tpd2py:channel:NAME``), entry ids ``0-V``: ``XADD key 0-*``
+  makes Redis number the messages 1, 2, 3... atomically, so V is the channel's version on every
+  worker, and "what comes after V" is ``XREAD ... 0-V`` whoever asks. ``MAXLEN ~`` keeps about
+  the channel's ``history``. Why streams and not pub/sub: docs/redis.md.
+- Per hub and Redis address, one ``_Link`` with two connections: the reader blocks in one
+  ``XREAD BLOCK`` for all of this worker's channels (one subscription per worker, fanned out
+  in-process by the Channel, never one connection per waiter) and hands what it reads to
+  ``Channel._receive``; the other carries commands (``XADD``), pipelined: any greenlet writes
+  its command and parks, one greenlet reads the replies in order and wakes them.
+- ``publish`` waits for Redis's reply (so it may switch, unlike ``Channel.publish``) and
+  returns the Message with Redis's version; the publisher's own waiters get it at once when
+  it is the next version here, else when the reader reads it.
+- A client's version may be ahead of this worker (it came from another worker whose reader
+  was quicker): it waits until the reader gets there, instead of being told it is lost.
+- Outage: any I/O error closes both connections; publish then fails at once with
+  ``RedisUnavailable`` (a 503 with Retry-After: no traceback), waiting goes on, and the
+  reader reconnects with backoff (``MIN_BACKOFF`` doubling to ``MAX_BACKOFF``). It reads from
+  each channel's own version, so waiters get what was published meanwhile, as far as the
+  stream kept it (older messages trimmed away: ``complete=False``). One log line when Redis is
+  lost, one when it is back. On each connect, a stream Redis lost (a restart without
+  persistence) is set to go on after the version this worker has (``XSETID``), so versions
+  never go back.
+Rules: publish from a greenlet of the hub (a handler); the channel's other methods are
+Channel's. The hub's I/O goes through ``gsocket.Socket``; no thread, no blocking call.
+Switch points: ``RedisChannel.publish``; the link's greenlets.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hiredis
+from greenlet import getcurrent
+
+from .channel import DEFAULT_HISTORY, Channel, Message, Update
+from .errors import ConnectionClosed, HTTPError, HubError, Timeout
+from .gsocket import Socket, send_queued
+from .hub import Hub, get_hub
+from .sendbuf import SendBuf
+
+log = logging.getLogger("tpd2py.redis")
+
+# Reconnection backoff: the first retry soon (a restart takes well under a second), then
+# doubling to this cap so that a long outage costs one connect every few seconds per worker.
+MIN_BACKOFF = 0.05
+MAX_BACKOFF = 2.0
+# A command (publish) with no reply after this long breaks the connection: Redis is hung.
+COMMAND_TIMEOUT = 5.0
+# Connecting (TCP to a machine that is gone) gives up after this long.
+CONNECT_TIMEOUT = 2.0
+# How long one XREAD blocks: a safety net only (a new channel unblocks it at once).
+READ_BLOCK_MS = 5000
+# Entries one XREAD takes per stream; more are read by the next XREAD at once.
+READ_COUNT = 1000
+KEY_PREFIX = "tpd2py:channel:"
+
+# Makes sure the stream exists and goes on after version ARGV[1] (a Redis that lost its data
+# would otherwise number from 1 again). Never lowers the last id.
+_FLOOR = b"""
+local key, floor = KEYS[1], tonumber(ARGV[1])
+if redis.call('EXISTS', key) == 0 then
+  redis.call('XGROUP', 'CREATE', key, 'tpd2py', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', key, 'tpd2py')
+end
+local info = redis.call('XINFO', 'STREAM', key)
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then
+    local ms, seq = string.match(info[i + 1], '^(%d+)%-(%d+)$')
+    if tonumber(ms) == 0 and tonumber(seq) < floor then
+      redis.call('XSETID', key, '0-' .. floor)
+      return 1
+    end
+  end
+end
+return 0
+"""
+
+_BYTES, _TEXT, _JSON = b"b", b"s", b"j"
+
+
+class RedisUnavailable(HTTPError):
+    """Redis cannot be reached (or did not answer): the message was not published (``sent``:
+    it was sent before the connection broke, so Redis may have it). Answered ``503 Service
+    Unavailable`` with Retry-After when a handler lets it propagate."""
+
+    def __init__(self, address: str, reason: str, sent: bool = False) -> None:
+        outcome = "it may not have been published" if sent else "the message was not published"
+        super().__init__(503, f"503 Service Unavailable: Redis at {address} is unreachable "
+                              f"({reason}); {outcome}\n", {"Retry-After": "1"})
+        self.address = address
+        self.reason = reason
+
+
+class RedisError(Exception):
+    """Redis answered a command with an error."""
+
+
+def _encode(data: Any) -> tuple[bytes, bytes]:
+    if isinstance(data, bytes):
+        return _BYTES, data
+    if isinstance(data, str):
+        return _TEXT, data.encode()
+    return _JSON, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _decode(kind: bytes, raw: bytes) -> Any:
+    if kind == _JSON:
+        return json.loads(raw)
+    if kind == _TEXT:
+        return raw.decode()
+    return raw
+
+
+def _version_of(ident: bytes) -> int | None:
+    """The version in an entry id ``0-V``; None for an id not made by us."""
+    ms, _, seq = ident.partition(b"-")
+    if ms != b"0" or not seq.isdigit():
+        return None
+    return int(seq)
+
+
+class _Connection:
+    """One RESP connection on the hub: commands out through one SendBuf, replies parsed by
+    hiredis. Commands are sent at once when the socket takes them; when it is full, one writer
+    greenlet waits for space, so a caller only ever waits for its reply (the reply reader
+    wakes callers from that one park). ``on_error`` hears of a failed send."""
+
+    def __init__(self, hub: Hub, address: str | tuple[str, int],
+                 on_error: Callable[[_Connection, BaseException], None]) -> None:
+        if isinstance(address, str):
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            raw = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET,
+                                socket.SOCK_STREAM)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.hub = hub
+        self.on_error = on_error
+        self.sock = Socket(raw, hub, timeout=CONNECT_TIMEOUT)
+        self.parser = hiredis.Reader()
+        self.out = SendBuf()
+        self.writing = False
+        self.pending: collections.deque[Any] = collections.deque()
+        try:
+            self.sock.connect(address)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sock.timeout = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, *args: Any) -> None:
+        """Queue one command and send it now if the socket takes it. Never switches; a send
+        error closes the connection and is reported to ``on_error``."""
+        out = self.out
+        out.add(hiredis.pack_command(args))
+        if self.writing:
+            return
+        try:
+            if send_queued(self.sock.sock, out, 0):
+                return
+        except OSError as e:
+            self.on_error(self, e)
+            return
+        self.writing = True
+        self.hub.spawn(self._write)
+
+    def _write(self) -> None:
+        try:
+            self.sock.flush(self.out)
+        except (OSError, ConnectionClosed) as e:
+            self.on_error(self, e)
+        finally:
+            self.writing = False
+
+    def reply(self) -> Any:
+        """The next reply (a Redis error reply raises RedisError). May switch to the hub."""
+        parser = self.parser
+        while True:
+            value = parser.gets()
+            if value is not False:
+                if isinstance(value, hiredis.ReplyError):
+                    raise RedisError(str(value))
+                return value
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionClosed("Redis closed the connection")
+            parser.feed(data)
+
+    def request(self, *args: Any) -> Any:
+        """Send one command and return its reply (one greenlet only). May switch to the hub."""
+        self.send(*args)
+        return self.reply()
+
+
+class _Link:
+    """One worker's (hub's) connections to one Redis: the reader and the command pipeline."""
+
+    def __init__(self, hub: Hub, address: str | tuple[str, int]) -> None:
+        self.hub = hub
+        self.address = address
+        self.label = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        self.channels: dict[bytes, list[RedisChannel]] = {}
+        self.generation = 0  # bumped when the set of channels changes
+        self.read_generation = -1  # the generation of the XREAD in flight
+        self.reader: _Connection | None = None
+        self.commands: _Connection | None = None
+        self.reader_id = 0
+        self.state = "starting"  # "up", "down"
+        self.down_since = 0.0
+        self.down_reason = ""
+        self.starters: list[Any] = []  # greenlets waiting for the first connect
+        hub.spawn(self._run)
+
+    # -- channels -------------------------------------------------------------------------------
+
+    def add(self, channel: RedisChannel) -> None:
+        self.channels.setdefault(channel.key, []).append(channel)
+        self.generation += 1
+        if self.state == "up":
+            self.hub.spawn(self._unblock)
+
+    def _unblock(self) -> None:
+        """Make the reader's XREAD return so that the next one includes the new channel."""
+        while self.state == "up" and self.read_generation != self.generation:
+            commands, reader_id = self.commands, self.reader_id
+            if commands is None:
+                return
+            try:
+                if self.call(b"CLIENT", b"UNBLOCK", reader_id):
+                    return
+            except (RedisUnavailable, RedisError):
+                return
+            # The XREAD was sent but not yet blocked in Redis: try again in a moment.
+            self.hub.sleep(0.005)
+
+    # -- commands (any greenlet) ------------------------------------------------------------------
+
+    def call(self, *args: Any) -> Any:
+        """One command on the pipelined connection; its reply. May switch to the hub."""
+        if self.state == "starting":
+            me = getcurrent()
+            self.starters.append(me)
+            timer = self.hub.call_later(CONNECT_TIMEOUT, self.hub.schedule, me, None)
+            try:
+                self.hub.park()
+            finally:
+                timer.cancel()
+                if me in self.starters:
+                    self.starters.remove(me)
+        commands = self.commands
+        if self.state != "up" or commands is None:
+            raise RedisUnavailable(self.label, self.down_reason or "not connected yet")
+        me = getcurrent()
+        commands.pending.append(me)
+        commands.send(*args)  # a send error breaks the link: this caller is woken with it
+        timer = self.hub.call_later(COMMAND_TIMEOUT, self._timed_out, commands)
+        try:
+            result = self.hub.park()
+        except BaseException:
+            # Thrown in from elsewhere (a deadline, a shutdown): the reply, when it comes, goes
+            # to no one; a wake-up must never reach this greenlet parked somewhere else.
+            pending = commands.pending
+            for i, g in enumerate(pending):
+                if g is me:
+                    pending[i] = None
+                    break
+            raise
+        finally:
+            timer.cancel()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _timed_out(self, commands: _Connection) -> None:
+        if commands is self.commands:
+            self._break(Timeout(f"no reply within {COMMAND_TIMEOUT:g} s"))
+
+    def _read_replies(self, commands: _Connection) -> None:
+        """The command connection's reply reader: wakes each caller in order."""
+        try:
+            while True:
+                try:
+                    value: Any = commands.reply()
+                except RedisError as e:
+                    value = e
+                if not commands.pending:
+                    raise ConnectionClosed("a reply nobody asked for")
+                caller = commands.pending.popleft()
+                if caller is not None:
+                    self.hub.schedule(caller, value)
+        except (OSError, ConnectionClosed, hiredis.ProtocolError) as e:
+            if commands is self.commands:
+                self._break(e)
+
+    def _send_failed(self, conn: _Connection, exc: BaseException) -> None:
+        if conn is self.commands or conn is self.reader:
+            self._break(exc)
+        else:
+            conn.close()  # not in use yet (connecting) or any more: its reader sees EOF
+
+    def _break(self, exc: BaseException) -> None:
+        """Close both connections (the reader loop reconnects) and fail every pending call."""
+        if self.state == "up" and not self.down_reason:
+            self.down_reason = _reason(exc)  # the first failure says why, not its echoes
+        for conn in (self.commands, self.reader):
+            if conn is None:
+                continue
+            pending = conn.pending
+            while pending:
+                caller = pending.popleft()
+                if caller is not None:
+                    self.hub.schedule(caller, RedisUnavailable(self.label, _reason(exc),
+                                                               sent=True))
+            conn.close()
+        self.commands = None
+
+    # -- the reader loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = MIN_BACKOFF
+        while True:
+            try:
+                self._connect()
+            except (OSError, ConnectionClosed, Timeout, RedisError,
+                    hiredis.ProtocolError) as e:
+                self._down(e)
+                self.hub.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            delay = MIN_BACKOFF
+            self._up()
+            try:
+                self._read()
+            except (OSError, ConnectionClosed, RedisError, hiredis.ProtocolError) as e:
+                self._break(e)
+                self._down(e)
+
+    def _connect(self) -> None:
+        reader = commands = None
+        try:
+            reader = _Connection(self.hub, self.address, self._send_failed)
+            self.reader_id = reader.request(b"CLIENT", b"ID")
+            commands = _Connection(self.hub, self.address, self._send_failed)
+            for key, channels in list(self.channels.items()):
+                version = max(channel.version for channel in channels)
+                if version:
+                    reader.request(b"EVAL", _FLOOR, 1, key, version)
+        except BaseException:
+            for conn in (reader, commands):
+                if conn is not None:
+                    conn.close()
+            raise
+        self.reader, self.commands = reader, commands
+        self.hub.spawn(self._read_replies, commands)
+
+    def _up(self) -> None:
+        if self.state == "down":
+            log.warning("redis at %s is reachable again after %.1f s: publishing works, "
+                        "channels catch up", self.label, time.monotonic() - self.down_since)
+        self.state = "up"
+        self.down_reason = ""
+        for g in self.starters:
+            self.hub.schedule(g, None)
+        self.starters.clear()
+
+    def _down(self, exc: BaseException) -> None:
+        reason = self.down_reason or _reason(exc)
+        self.down_reason = reason
+        if self.state != "down":
+            self.down_since = time.monotonic()
+            log.error("redis at %s is unreachable (%s): publishing fails with 503 until it is "
+                      "back; reconnecting", self.label, reason)
+        self.state = "down"
+        for g in self.starters:
+            self.hub.schedule(g, None)
+        self.starters.clear()
+
+    def _read(self) -> None:
+        """XREAD all of this worker's streams from each channel's version, forever."""
+        reader = self.reader
+        assert reader is not None
+        while True:
+            self.read_generation = self.generation
+            keys = list(self.channels)
+            ids = [b"0-%d" % max(c.version for c in self.channels[k]) for k in keys]
+            if not keys:
+                # Nothing to read yet: wait for a channel (add() unblocks this).
+                reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS // 1000)
+                continue
+            reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS,
+                                   b"STREAMS", *keys, *ids)
+            if reply is None:
+                continue
+            for key, entries in reply:
+                for channel in self.channels.get(key, ()):
+                    channel._from_redis(entries)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, ConnectionClosed):
+        return str(exc) or "the connection was lost"
+    return str(exc) or type(exc).__name__
+
+
+_links: dict[tuple[Hub, Any], _Link] = {}
+
+
+def _link(hub: Hub, address: str | tuple[str, int]) -> _Link:
+    link = _links.get((hub, address))
+    if link is None:
+        link = _links[(hub, address)] = _Link(hub, address)
+    return link
+
+
+def parse_address(text: str) -> str | tuple[str, int]:
+    """``/path/to/redis.sock``, ``unix:///path``, ``redis://host:port`` or ``host:port``."""
+    if text.startswith("unix://"):
+        return text[len("unix://"):]
+    if text.startswith("/"):
+        return text
+    if text.startswith("redis://"):
+        text = text[len("redis://"):].rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"a Redis address is a socket path or host:port, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class RedisChannel(Channel):
+    """A Channel shared by every worker and machine that uses the same Redis and ``name``.
+
+    ``address``: a unix socket path, or ``host:port`` / ``redis://host:port`` (or a
+    ``(host, port)`` tuple). ``history``: as for Channel, and about what the stream keeps.
+    """
+
+    def __init__(self, address: str | tuple[str, int], name: str,
+                 history: int = DEFAULT_HISTORY) -> None:
+        super().__init__(history, name)
+        if not name:
+            raise ValueError("a RedisChannel needs a name (its stream's key)")
+        self.address = parse_address(address) if isinstance(address, str) else address
+        self.key = (KEY_PREFIX + name).encode()
+        self._link: _Link | None = None
+
+    def _linked(self) -> _Link:
+        hub = get_hub()
+        link = self._link
+        if link is None or link.hub is not hub:
+            link = self._link = _link(hub, self.address)
+            link.add(self)
+        return link
+
+    def since(self, after: int | None) -> Update:
+        self._linked()
+        return super().since(after)
+
+    def _bind(self) -> Hub:
+        self._linked()
+        return super()._bind()
+
+    def _since_locked(self, after: int | None) -> Update:
+        if after is not None and after > self._version:
+            # Ahead of this worker: the reader has not read it yet. Wait for it.
+            return Update(self._version)
+        return super()._since_locked(after)
+
+    def _wake(self) -> None:
+        """Channel._wake, but waiters ahead of this worker's version (from a client of another
+        worker) are left out of it: they keep waiting for the version they asked after."""
+        with self._lock:
+            version = self._version
+            ahead = [w for w in self._waiters if w.after > version]
+            for waiter in ahead:
+                del self._waiters[waiter]
+        super()._wake()
+        if ahead:
+            with self._lock:
+                for waiter in ahead:
+                    if waiter.target is not None:  # not hung up meanwhile
+                        self._waiters[waiter] = None
+
+    def publish(self, data: Any, event: str | None = None) -> Message:
+        """Publish through Redis and return the Message with its version (the same on every
+        worker). Raises ``RedisUnavailable`` (a 503) when Redis cannot be reached: nothing was
+        published. Call it from a greenlet of the hub (a handler). May switch to the hub."""
+        link = self._linked()
+        if not link.hub.running:
+            raise HubError("RedisChannel.publish waits for Redis: call it from a greenlet of a "
+                           "running hub (a handler), not from another thread")
+        kind, raw = _encode(data)
+        args: list[Any] = [b"XADD", self.key, b"MAXLEN", b"~", self.history, b"0-*",
+                           b"t", kind, b"d", raw]
+        if event is not None:
+            args += [b"e", event.encode()]
+        try:
+            ident = link.call(*args)
+        except RedisError as e:
+            raise RedisUnavailable(link.label, str(e)) from None
+        version = _version_of(ident)
+        if version is None:
+            raise RedisUnavailable(link.label, f"stream {self.key!r} has foreign ids")
+        message = Message(version, data, event)
+        if version == self._version + 1:
+            self._receive([message])
+        return message
+
+    def _from_redis(self, entries: Sequence[Any]) -> None:
+        """The reader's delivery: the stream's entries newer than ours, in runs of
+        consecutive versions (a gap starts the history anew: see ``Channel._receive``)."""
+        run: list[Message] = []
+        last = self._version
+        for ident, fields in entries:
+            version = _version_of(ident)
+            if version is None or version <= last:
+                continue
+            if run and version != last + 1:
+                self._receive(run)
+                run = []
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            event = values.get(b"e")
+            run.append(Message(version, _decode(values.get(b"t", _BYTES), values.get(b"d", b"")),
+                               None if event is None else event.decode()))
+            last = version
+        if run:
+            self._receive(run)
