@@ -73,6 +73,10 @@ def server_command(name: str, port: int) -> list[str]:
         return [py, "-m", "granian", "--interface", "asgi", "--port", str(port),
                 "--workers", "1", "--backlog", "4096", "--log-level", "error",
                 "bench.peers.ws_asgi:app"]
+    if name == "aiohttp":
+        return [py, "-m", "bench.peers.ws_aiohttp", str(port)]
+    if name == "socketify":
+        return [py, "-m", "bench.peers.ws_socketify", str(port)]
     raise SystemExit(f"unknown server {name!r}")
 
 

@@ -410,6 +410,63 @@ def test_broadcast_reaches_every_subscriber_with_no_greenlet_held(server: Any) -
     assert srv.call(lambda: room.waiting) == 0
 
 
+def test_two_subscriptions_on_one_socket_both_forward_and_both_end(server: Any) -> None:
+    # A socket's subscriptions are a chain (no list): each forwards, a close cancels all.
+    news, sport = Channel(), Channel()
+    app = App()
+
+    @app.websocket("/both")
+    def both(ws: Any) -> None:
+        ws.subscribe(news, encode=lambda m: f"news {m.data}")
+        ws.subscribe(sport, encode=lambda m: f"sport {m.data}".encode())
+        ws.send("subscribed")
+
+    srv = server(app)
+    ws = RawWebSocket(srv.address)
+    ws.open("/both")
+    assert ws.read_frame().payload == b"subscribed"
+    srv.call(lambda: (news.publish("a"), sport.publish("b")))
+    frames = {(f.opcode, f.payload) for f in (ws.read_frame(), ws.read_frame())}
+    assert frames == {(TEXT, b"news a"), (BINARY, b"sport b")}
+    assert srv.call(lambda: (news.waiting, sport.waiting)) == (1, 1)
+    ws.send(close_frame(1000))
+    assert ws.expect_close().close_code == 1000
+    ws.close()
+    srv.wait_closed(1)
+    assert srv.call(lambda: (news.waiting, sport.waiting)) == (0, 0)
+
+
+def test_subscription_keys_are_shared_and_bounded(server: Any) -> None:
+    # Subscribers with the same encode share one key (and one frame); an encode made per
+    # subscription (a lambda) cannot grow the shared table without bound.
+    from tpd2py import websocket
+
+    room = Channel()
+    app = make_app(room)
+
+    @app.websocket("/lambda")
+    def each_its_own(ws: Any) -> None:
+        ws.subscribe(room, encode=lambda m: str(m.data))
+
+    srv = server(app)
+    same = [RawWebSocket(srv.address) for _ in range(3)]
+    for c in same:
+        c.open("/subscribe")
+    srv.sync()
+    keys = srv.call(lambda: {id(c.upgraded._watches.key) for c in srv.server.conns.values()})
+    assert len(keys) == 1
+    many = [RawWebSocket(srv.address) for _ in range(80)]
+    for c in many:
+        c.open("/lambda")
+    srv.sync()
+    assert srv.call(lambda: len(websocket._KEYS)) <= 64
+    srv.call(lambda: room.publish("x"))
+    assert {c.read_frame().payload for c in many} == {b"x"}
+    assert {c.read_frame().payload for c in same} == {b'{"id":1,"data":"x"}'}
+    for c in same + many:
+        c.close()
+
+
 def test_receive_or_a_channel_update(server: Any) -> None:
     room = Channel()
     srv = server(make_app(room))
