@@ -340,6 +340,51 @@ def test_shutdown_sends_going_away(server: Any) -> None:
     ws.close()
 
 
+def test_an_upgrade_completed_while_draining_is_closed_at_once_with_1001(server: Any) -> None:
+    # The upgrade's Later attaches only once earlier pipelined responses are sent; a drain
+    # that came while they waited for the client to read finds no WebSocket yet (the
+    # connection is still SERVING). The upgrade then completes (101) and closes at once.
+    app = make_app()
+    big = b"x" * (200 * 1024)  # under the early-flush mark: queued with the upgrade's turn
+
+    @app.route("/big")
+    def large(request: Any) -> bytes:
+        return big
+
+    srv = server(app)
+    ws = RawWebSocket(srv.address, rcvbuf=4096)
+    ws.send(b"GET /big HTTP/1.1\r\n")  # a partial head: the server accepts and waits
+    srv.sync()
+
+    def small_send_buffer() -> int:
+        [conn] = srv.server.conns.values()  # so that /big cannot all fit in the kernel
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return len(srv.server.conns)
+
+    assert srv.call(small_send_buffer) == 1
+    ws.send(b"Host: t\r\n\r\n" + upgrade_request("/echo"))
+    srv.sync()
+
+    def waiting_to_upgrade() -> list[tuple[Any, int]]:
+        return [(c.ex and c.ex.head.target, c.out.size) for c in srv.server.conns.values()]
+
+    [(target, unsent)] = srv.call(waiting_to_upgrade)
+    assert target == b"/echo" and unsent > 0  # still sending /big: not upgraded yet
+    srv.server.hub.call_soon_threadsafe(srv.server.shutdown)
+    srv.sync()
+    status, fields = ws.read_head()
+    assert status == 200
+    while len(ws.buf) < len(big):
+        assert ws._fill()
+    ws.buf = ws.buf[len(big):]
+    assert ws.read_head()[0] == 101
+    frame = ws.read_frame()
+    assert frame.opcode == CLOSE and frame.close_code == 1001
+    ws.send(close_frame(1001))
+    ws.expect_eof()
+    ws.close()
+
+
 # -- deadlines (the once-a-second sweep) --------------------------------------------------------
 
 def test_a_dead_peer_is_pinged_then_closed(server: Any) -> None:
