@@ -245,7 +245,13 @@ class WebSocket:
         """Send one message: text for str, binary for bytes. Waits while the socket is full (a
         handler goes at its client's pace). WebSocketClosed once closed. May switch."""
         self._check_open()
-        self._queue(self._frame(data))
+        frame: Any = self._frame(data)
+        conn = self._conn
+        if not conn.out.size and self._blocked is None and not conn.closed:
+            frame = self._send_now(frame)  # an echo's common case: one send, no SendBuf
+            if frame is None:
+                return
+        self._queue(frame)
         blocked = self._blocked
         if blocked is not None:
             blocked.append(getcurrent())
@@ -437,17 +443,10 @@ class WebSocket:
         out = conn.out
         if not out.size and self._blocked is None and not conn.closed:
             # A broadcast's common case: nothing queued, the frame fits in the socket.
-            try:
-                sent = conn.sock.send(frame, DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                conn.close()
-                return False
-            conn.ctx.sendmsg_calls += 1
-            if sent == len(frame):
-                return True
-            frame = memoryview(frame)[sent:]  # type: ignore[assignment]
+            rest = self._send_now(frame)
+            if rest is None:
+                return not conn.closed
+            frame = rest
         if out.size + len(frame) > self._options.max_pending:
             if self._options.slow_reader == "drop":
                 return False
@@ -458,6 +457,20 @@ class WebSocket:
             return False
         self._queue(frame)
         return True
+
+    def _send_now(self, frame: bytes) -> Any:
+        """Send ``frame`` with nothing queued before it: what is left of it, or None once it
+        all went (or the send failed and the connection closed). Never switches."""
+        conn = self._conn
+        try:
+            sent = conn.sock.send(frame, DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            conn.close()
+            return None
+        conn.ctx.sendmsg_calls += 1
+        return None if sent == len(frame) else memoryview(frame)[sent:]
 
     def _queue(self, frame: bytes) -> None:
         self._conn.out.add(frame)
