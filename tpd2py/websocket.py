@@ -94,8 +94,7 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
                    window_bits: int | None) -> bytes:
-    """One message's frame; compressed (RSV1) for sockets that negotiated permessage-deflate
-    with this window, by a compressor that keeps no context: the same bytes for all of them."""
+    """One message's frame for every socket with this deflate window (the same bytes)."""
     data = message.json if encode is None else encode(message)
     opcode = TEXT if encode is None or isinstance(data, str) else BINARY
     return _data_frame(opcode, data.encode() if isinstance(data, str) else bytes(data),
@@ -104,8 +103,7 @@ def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
 
 def _data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
     """A whole message's frame, deflated (RSV1) when permessage-deflate was negotiated with
-    this window and the payload is worth it. The compressor keeps no context (a Deflater
-    without takeover makes a new one per message), so nothing is kept per socket."""
+    this window and it is worth it; no compressor is kept (a new one per message)."""
     if window_bits is not None and len(payload) > 64:
         return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
                             rsv1=True)
@@ -114,19 +112,17 @@ def _data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
 
 class _Subscription:
     """One channel forwarded to one WebSocket: the ``Channel.watch(every=True)`` callback
-    itself (no bound method kept). The frames of an Update are made once for every
-    subscriber with the same ``key`` (encode, window bits). A socket's subscriptions are a
-    chain through ``next`` (no list for the usual one)."""
+    itself (no bound method). An Update's frames are made once for every subscriber with
+    the same ``key`` (encode, window bits). A socket's subscriptions chain through ``next``."""
 
     __slots__ = ("ws", "key", "cancel", "next")
 
     def __init__(self, ws: WebSocket, encode: Any, next: _Subscription | None) -> None:
         self.ws, self.next = ws, next
-        self.cancel: Callable[[], None] = _nothing
+        self.cancel: Callable[[], None]  # set by subscribe() once the watch is made
         deflate = ws._deflate
         key = ("websocket", encode, None if deflate is None else deflate.server_window_bits)
-        # One tuple shared by every subscriber with the same key (bounded: an ``encode``
-        # made per call, a lambda, would otherwise grow it forever; equal keys share frames).
+        # One tuple for all with this key; bounded (an ``encode`` made per call would grow it).
         if len(_KEYS) >= 64:
             _KEYS.clear()
         self.key = _KEYS.setdefault(key, key)
@@ -137,16 +133,11 @@ class _Subscription:
             ws._post(update.encoded(self.key, self.frames))
 
     def frames(self, update: Any) -> bytes:
-        key = self.key
-        encode, bits = key[1], key[2]
+        _, encode, bits = key = self.key
         return b"".join(m.encoded(key, lambda m: _message_frame(m, encode, bits)) for m in update)
 
 
 _KEYS: dict[tuple[str, Any, int | None], tuple[str, Any, int | None]] = {}
-
-
-def _nothing() -> None:
-    pass
 
 
 class WebSocket:
@@ -246,8 +237,7 @@ class WebSocket:
         handler goes at its client's pace). WebSocketClosed once closed. May switch."""
         self._check_open()
         frame: Any = self._frame(data)
-        conn = self._conn
-        if not conn.out.size and self._blocked is None and not conn.closed:
+        if not self._conn.out.size and self._blocked is None and not self._conn.closed:
             frame = self._send_now(frame)  # an echo's common case: one send, no SendBuf
             if frame is None:
                 return
@@ -302,9 +292,10 @@ class WebSocket:
         self._check_open()
         if on_message is not None:
             self._on_message = on_message
-        subscription = self._watches = _Subscription(self, encode, self._watches)
+        subscription = _Subscription(self, encode, self._watches)
         subscription.cancel = channel.watch(channel.version if after is None else after,
                                             subscription, every=True)
+        self._watches = subscription  # linked once it can be cancelled
 
     # -- app.Upgraded: the connection's side (from the hub; never switches) ---------------------
 
@@ -325,8 +316,7 @@ class WebSocket:
 
     @staticmethod
     def on_readable(conn: Any) -> None:
-        # Static: the connection keeps ``protocol.on_readable`` as its hub callback, and a
-        # plain function is kept as is where a bound method would be 64 bytes per socket.
+        # Static: the connection keeps it as its hub callback (a bound method: 64 B a socket).
         conn.upgraded._pump()
 
     def expire(self) -> None:
@@ -459,8 +449,7 @@ class WebSocket:
         return True
 
     def _send_now(self, frame: bytes) -> Any:
-        """Send ``frame`` with nothing queued before it: what is left of it, or None once it
-        all went (or the send failed and the connection closed). Never switches."""
+        """Send ``frame`` (nothing is queued): what is left of it, None if all went or it failed."""
         conn = self._conn
         try:
             sent = conn.sock.send(frame, DONTWAIT)
