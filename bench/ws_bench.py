@@ -1,18 +1,23 @@
 """WebSocket bench: idle memory, echo rate and broadcast fan-out, tpd2py next to uvicorn (with
-its ``websockets`` implementation) and granian, in one run.
+its ``websockets`` implementation), aiohttp, socketify (uWebSockets, C++) and granian, in one
+run (the peers are in the ``bench`` extra).
 
 Usage (from the repository root, under the bench lock): ``python -m bench.ws_bench [--idle
-10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,granian] [--json out.json]``.
+10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,aiohttp,socketify,granian] [--json
+out.json]``.
 
 For each server (one process pinned to CPU 0; this client pinned to CPU 1), serving the same
-routes (bench/peers/ws_tpd2py.py, bench/peers/ws_asgi.py), compression off everywhere:
+routes (bench/peers/ws_tpd2py.py, ws_asgi.py, ws_aiohttp.py, ws_socketify.py), compression off
+everywhere:
 1. echo: 100 connections, each a closed loop of 32-byte text messages for ``--echo-seconds``:
    messages per second, the server's CPU µs per message, and this client's CPU share (near
    100 % means the client, not the server, set the pace);
 2. idle: ``--idle`` WebSockets opened to ``/idle`` (a handler waiting in ``for message in ws``)
-   and, on a fresh process, to ``/sub`` (tpd2py: ``ws.subscribe``, no greenlet; the ASGI app:
-   a task waiting in ``receive``); the server's RSS growth over their number, once the server
-   says (``/stats``) it holds them all (kernel socket buffers are not in RSS, for any server);
+   and, on a fresh process, to ``/sub`` (tpd2py: ``ws.subscribe``, no greenlet; the ASGI and
+   aiohttp apps: a task waiting in ``receive``; socketify: a topic subscription, and no
+   handler waits in either mode, its API being callbacks); the server's RSS growth over their
+   number, once the server says (``/stats``) it holds them all (kernel socket buffers are
+   not in RSS, for any server);
 3. fan-out, with the ``/sub`` sockets still open: ``POST /publish`` and time, on this side,
    from just before the request until every socket holds the whole frame; median of 3.
 Every phase is bounded in time; a server that misses a deadline is reported as failed.
@@ -73,6 +78,10 @@ def server_command(name: str, port: int) -> list[str]:
         return [py, "-m", "granian", "--interface", "asgi", "--port", str(port),
                 "--workers", "1", "--backlog", "4096", "--log-level", "error",
                 "bench.peers.ws_asgi:app"]
+    if name == "aiohttp":
+        return [py, "-m", "bench.peers.ws_aiohttp", str(port)]
+    if name == "socketify":
+        return [py, "-m", "bench.peers.ws_socketify", str(port)]
     raise SystemExit(f"unknown server {name!r}")
 
 
@@ -249,7 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--echo-seconds", type=float, default=3.0)
-    parser.add_argument("--servers", default="tpd2py,uvicorn,granian")
+    parser.add_argument("--servers", default="tpd2py,uvicorn,aiohttp,socketify,granian")
     parser.add_argument("--json")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

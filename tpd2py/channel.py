@@ -260,6 +260,8 @@ class _Waiter:
         assert hub is not None
         hub.throw(target, ClientDisconnected())
 
+    __call__ = hang_up  # what watch() returns: the waiter itself, no bound method kept
+
 
 class Channel:
     """A version number and the recent messages; handlers wait for news, anyone publishes.
@@ -472,7 +474,7 @@ class Channel:
             if not every:
                 waiter.target = None
             hub.call_soon(callback, update)
-        return waiter.hang_up
+        return waiter
 
     def updates(self, after: int | None, heartbeat: float | None = None,
                 request: Request | None = None) -> Iterator[Update]:

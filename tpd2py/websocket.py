@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -94,8 +94,7 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
                    window_bits: int | None) -> bytes:
-    """One message's frame; compressed (RSV1) for sockets that negotiated permessage-deflate
-    with this window, by a compressor that keeps no context: the same bytes for all of them."""
+    """One message's frame for every socket with this deflate window (the same bytes)."""
     data = message.json if encode is None else encode(message)
     opcode = TEXT if encode is None or isinstance(data, str) else BINARY
     return _data_frame(opcode, data.encode() if isinstance(data, str) else bytes(data),
@@ -104,8 +103,7 @@ def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
 
 def _data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
     """A whole message's frame, deflated (RSV1) when permessage-deflate was negotiated with
-    this window and the payload is worth it. The compressor keeps no context (a Deflater
-    without takeover makes a new one per message), so nothing is kept per socket."""
+    this window and it is worth it; no compressor is kept (a new one per message)."""
     if window_bits is not None and len(payload) > 64:
         return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
                             rsv1=True)
@@ -113,32 +111,33 @@ def _data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
 
 
 class _Subscription:
-    """One channel forwarded to one WebSocket (a ``Channel.watch(every=True)``): the frames
-    of an Update are made once for every subscriber with the same ``encode``."""
+    """One channel forwarded to one WebSocket: the ``Channel.watch(every=True)`` callback
+    itself (no bound method). An Update's frames are made once for every subscriber with
+    the same ``key`` (encode, window bits). A socket's subscriptions chain through ``next``."""
 
-    __slots__ = ("ws", "channel", "encode", "cancel", "key")
+    __slots__ = ("ws", "key", "cancel", "next")
 
-    def __init__(self, ws: WebSocket, channel: Any, encode: Any) -> None:
-        self.ws, self.channel, self.encode = ws, channel, encode
-        self.cancel: Callable[[], None] = _nothing
+    def __init__(self, ws: WebSocket, encode: Any, next: _Subscription | None) -> None:
+        self.ws, self.next = ws, next
+        self.cancel: Callable[[], None]  # set by subscribe() once the watch is made
         deflate = ws._deflate
-        self.key = ("websocket", encode, None if deflate is None else deflate.server_window_bits)
+        key = ("websocket", encode, None if deflate is None else deflate.server_window_bits)
+        # One tuple for all with this key; bounded (an ``encode`` made per call would grow it).
+        if len(_KEYS) >= 64:
+            _KEYS.clear()
+        self.key = _KEYS.setdefault(key, key)
 
-    def watch(self, after: int) -> None:
-        self.cancel = self.channel.watch(after, self.forward, every=True)
-
-    def forward(self, update: Any) -> None:
+    def __call__(self, update: Any) -> None:
         ws = self.ws
         if ws._state == OPEN and update:
             ws._post(update.encoded(self.key, self.frames))
 
     def frames(self, update: Any) -> bytes:
-        key, encode, bits = self.key, self.encode, self.key[2]
+        _, encode, bits = key = self.key
         return b"".join(m.encoded(key, lambda m: _message_frame(m, encode, bits)) for m in update)
 
 
-def _nothing() -> None:
-    pass
+_KEYS: dict[tuple[str, Any, int | None], tuple[str, Any, int | None]] = {}
 
 
 class WebSocket:
@@ -146,7 +145,7 @@ class WebSocket:
 
     __slots__ = ("request", "params", "subprotocol", "close_code", "close_reason", "_handler",
                  "_options", "_deflate", "_conn", "_hub", "_state", "_parser",
-                 "_inbox", "_waiter", "_flushing", "_blocked", "_watches", "_on_message",
+                 "_inbox", "_waiter", "_blocked", "_watches", "_on_message",
                  "_last_input", "_ping_due", "_partial_since", "_runner", "_error")
 
     def __init__(self, request: Any, handler: Callable[..., Any] | None, params: dict[str, Any],
@@ -167,9 +166,9 @@ class WebSocket:
         self._parser: FrameParser | None = None
         self._inbox: list[str | bytes] | None = None
         self._waiter: Any = None
-        self._flushing = False
+        # While a flusher waits for room: the greenlets blocked in send (else None).
         self._blocked: list[Any] | None = None
-        self._watches: list[_Subscription] | None = None
+        self._watches: _Subscription | None = None  # the last subscribed; see its next
         self._on_message: Callable[[str | bytes], None] | None = None
         self._last_input = 0.0
         self._ping_due = 0.0
@@ -185,13 +184,16 @@ class WebSocket:
     def open(self) -> bool:
         return self._state == OPEN
 
-    def __iter__(self) -> Iterator[str | bytes]:
-        """Every message until the client closes (then the loop ends). May switch."""
-        while True:
-            try:
-                yield self.receive()
-            except WebSocketClosed:
-                return
+    def __iter__(self) -> WebSocket:
+        """Every message until the client closes (then the loop ends). The WebSocket is its
+        own iterator: a waiting handler keeps no generator object. May switch."""
+        return self
+
+    def __next__(self) -> str | bytes:
+        try:
+            return self.receive()
+        except WebSocketClosed:
+            raise StopIteration from None
 
     def receive(self, timeout: float | None = None) -> Any:
         """The next message: str (text) or bytes (binary). None when ``timeout`` seconds pass
@@ -234,11 +236,15 @@ class WebSocket:
         """Send one message: text for str, binary for bytes. Waits while the socket is full (a
         handler goes at its client's pace). WebSocketClosed once closed. May switch."""
         self._check_open()
-        self._queue(self._frame(data))
-        if self._flushing:
-            if self._blocked is None:
-                self._blocked = []
-            self._blocked.append(getcurrent())
+        frame: Any = self._frame(data)
+        if not self._conn.out.size and self._blocked is None and not self._conn.closed:
+            frame = self._send_now(frame)  # an echo's common case: one send, no SendBuf
+            if frame is None:
+                return
+        self._queue(frame)
+        blocked = self._blocked
+        if blocked is not None:
+            blocked.append(getcurrent())
             self._hub.park()
             self._check_open()
 
@@ -286,11 +292,10 @@ class WebSocket:
         self._check_open()
         if on_message is not None:
             self._on_message = on_message
-        if self._watches is None:
-            self._watches = []
-        subscription = _Subscription(self, channel, encode)
-        self._watches.append(subscription)
-        subscription.watch(channel.version if after is None else after)
+        subscription = _Subscription(self, encode, self._watches)
+        subscription.cancel = channel.watch(channel.version if after is None else after,
+                                            subscription, every=True)
+        self._watches = subscription  # linked once it can be cancelled
 
     # -- app.Upgraded: the connection's side (from the hub; never switches) ---------------------
 
@@ -309,8 +314,10 @@ class WebSocket:
             self._feed(pending)
         self._pump()
 
-    def on_readable(self, conn: Any) -> None:
-        self._pump()
+    @staticmethod
+    def on_readable(conn: Any) -> None:
+        # Static: the connection keeps it as its hub callback (a bound method: 64 B a socket).
+        conn.upgraded._pump()
 
     def expire(self) -> None:
         conn = self._conn
@@ -344,9 +351,11 @@ class WebSocket:
         self._state = CLOSED
         self._cancel_watches()
         self._wake()
-        blocked, self._blocked = self._blocked, None
-        for g in blocked or ():
-            self._hub.schedule(g, None)
+        blocked = self._blocked
+        if blocked:  # the flusher ends too (the connection is closed)
+            for g in blocked:
+                self._hub.schedule(g, None)
+            blocked.clear()
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -372,7 +381,7 @@ class WebSocket:
             self.request = None  # an idle subscriber keeps nothing of its request
             if self._error is not None:
                 self._fail(*self._error)
-            if self._state == OPEN and not self._watches:
+            if self._state == OPEN and self._watches is None:
                 self.close()
             elif self._on_message is not None:
                 inbox, self._inbox = self._inbox, None
@@ -413,27 +422,21 @@ class WebSocket:
                            else self._deflate.server_window_bits)
 
     def _cancel_watches(self) -> None:
-        watches, self._watches = self._watches, None
-        for subscription in watches or ():
+        subscription, self._watches = self._watches, None
+        while subscription is not None:
             subscription.cancel()
+            subscription = subscription.next
 
     def _post(self, frame: bytes) -> bool:
         """Queue a frame that cannot wait (a subscription's): the slow-reader policy."""
         conn = self._conn
         out = conn.out
-        if not out.size and not self._flushing and not conn.closed:
+        if not out.size and self._blocked is None and not conn.closed:
             # A broadcast's common case: nothing queued, the frame fits in the socket.
-            try:
-                sent = conn.sock.send(frame, DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                conn.close()
-                return False
-            conn.ctx.sendmsg_calls += 1
-            if sent == len(frame):
-                return True
-            frame = memoryview(frame)[sent:]  # type: ignore[assignment]
+            rest = self._send_now(frame)
+            if rest is None:
+                return not conn.closed
+            frame = rest
         if out.size + len(frame) > self._options.max_pending:
             if self._options.slow_reader == "drop":
                 return False
@@ -445,6 +448,19 @@ class WebSocket:
         self._queue(frame)
         return True
 
+    def _send_now(self, frame: bytes) -> Any:
+        """Send ``frame`` (nothing is queued): what is left of it, None if all went or it failed."""
+        conn = self._conn
+        try:
+            sent = conn.sock.send(frame, DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            conn.close()
+            return None
+        conn.ctx.sendmsg_calls += 1
+        return None if sent == len(frame) else memoryview(frame)[sent:]
+
     def _queue(self, frame: bytes) -> None:
         self._conn.out.add(frame)
         self._send_queued()
@@ -454,7 +470,7 @@ class WebSocket:
         waits for room (one at a time). Once all is sent while lingering: half-close. Never
         switches."""
         conn = self._conn
-        if self._flushing or conn.closed:
+        if self._blocked is not None or conn.closed:
             return
         if conn.out.size:
             try:
@@ -464,7 +480,7 @@ class WebSocket:
                 return
             conn.ctx.sendmsg_calls += 1
             if not done:
-                self._flushing = True
+                self._blocked = []
                 conn.set_nodelay()
                 self._hub.spawn(self._flush)
                 return
@@ -489,7 +505,6 @@ class WebSocket:
         except (OSError, Timeout):
             conn.close()
         finally:
-            self._flushing = False
             blocked, self._blocked = self._blocked, None
             for g in blocked or ():
                 hub.schedule(g, None)

@@ -230,6 +230,22 @@ class FrameParser:
         return bool(self.message or self.buf or self.state == _PAYLOAD)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, Any]]:
+        # The common case first: one whole small text/binary frame (FIN, no RSV bit, masked,
+        # a 7-bit length) and nothing else, between messages. The checks are those _header
+        # and _parse would make for it, so the verdict is the same; anything else, or a
+        # payload that is not UTF-8, takes the general path (which raises as it must).
+        if not self.message and not self.buf and self.state == _HEADER and len(data) > 6:
+            b0, b1 = data[0], data[1]
+            n = b1 - 0x80  # masked (0x80) with a 7-bit length
+            if (b0 == 0x81 or b0 == 0x82) and 0 < n < 126 and len(data) == n + 6 \
+                    and n <= self.max_frame and n <= self.max_message:
+                payload = unmask(data[6:], bytes(data[2:6]))
+                if b0 == 0x82:
+                    return [(BINARY, payload)]
+                try:
+                    return [(TEXT, payload.decode("utf-8"))]
+                except UnicodeDecodeError:
+                    pass
         events: list[tuple[int, Any]] = []
         try:
             self._parse(data, events)

@@ -59,3 +59,30 @@ def stats(request: Request) -> dict:
 @app.route("/hello")
 def hello(request: Request) -> bytes:
     return b"Hello, World!"
+
+
+_snapshots: dict[str, Any] = {}
+
+
+@app.route("/tracemalloc/<what>")
+def trace(request: Request, what: str) -> bytes:
+    """Under ``python -X tracemalloc=N``: ``base`` takes a snapshot, ``diff`` lists what was
+    allocated since, by line (bench/ws_memory.py attributes the bytes per socket with it)."""
+    import gc
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return b"not tracing"
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    if what == "base":
+        _snapshots["base"] = snapshot
+        return b"ok"
+    group = "traceback" if what == "tracebacks" else "lineno"
+    stats = snapshot.compare_to(_snapshots["base"], group)
+    lines = [f"{s.size_diff} {s.count_diff}\t" + " <- ".join(
+        f"{'/'.join(f.filename.rsplit('/', 2)[-2:])}:{f.lineno}"
+        for f in s.traceback) for s in stats[:40]]
+    total = sum(s.size_diff for s in stats)
+    return (f"total {total}\n" + "\n".join(lines)).encode()

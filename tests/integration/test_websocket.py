@@ -340,6 +340,51 @@ def test_shutdown_sends_going_away(server: Any) -> None:
     ws.close()
 
 
+def test_an_upgrade_completed_while_draining_is_closed_at_once_with_1001(server: Any) -> None:
+    # The upgrade's Later attaches only once earlier pipelined responses are sent; a drain
+    # that came while they waited for the client to read finds no WebSocket yet (the
+    # connection is still SERVING). The upgrade then completes (101) and closes at once.
+    app = make_app()
+    big = b"x" * (200 * 1024)  # under the early-flush mark: queued with the upgrade's turn
+
+    @app.route("/big")
+    def large(request: Any) -> bytes:
+        return big
+
+    srv = server(app)
+    ws = RawWebSocket(srv.address, rcvbuf=4096)
+    ws.send(b"GET /big HTTP/1.1\r\n")  # a partial head: the server accepts and waits
+    srv.sync()
+
+    def small_send_buffer() -> int:
+        [conn] = srv.server.conns.values()  # so that /big cannot all fit in the kernel
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return len(srv.server.conns)
+
+    assert srv.call(small_send_buffer) == 1
+    ws.send(b"Host: t\r\n\r\n" + upgrade_request("/echo"))
+    srv.sync()
+
+    def waiting_to_upgrade() -> list[tuple[Any, int]]:
+        return [(c.ex and c.ex.head.target, c.out.size) for c in srv.server.conns.values()]
+
+    [(target, unsent)] = srv.call(waiting_to_upgrade)
+    assert target == b"/echo" and unsent > 0  # still sending /big: not upgraded yet
+    srv.server.hub.call_soon_threadsafe(srv.server.shutdown)
+    srv.sync()
+    status, fields = ws.read_head()
+    assert status == 200
+    while len(ws.buf) < len(big):
+        assert ws._fill()
+    ws.buf = ws.buf[len(big):]
+    assert ws.read_head()[0] == 101
+    frame = ws.read_frame()
+    assert frame.opcode == CLOSE and frame.close_code == 1001
+    ws.send(close_frame(1001))
+    ws.expect_eof()
+    ws.close()
+
+
 # -- deadlines (the once-a-second sweep) --------------------------------------------------------
 
 def test_a_dead_peer_is_pinged_then_closed(server: Any) -> None:
@@ -408,6 +453,63 @@ def test_broadcast_reaches_every_subscriber_with_no_greenlet_held(server: Any) -
         c.close()
     srv.wait_closed(5)
     assert srv.call(lambda: room.waiting) == 0
+
+
+def test_two_subscriptions_on_one_socket_both_forward_and_both_end(server: Any) -> None:
+    # A socket's subscriptions are a chain (no list): each forwards, a close cancels all.
+    news, sport = Channel(), Channel()
+    app = App()
+
+    @app.websocket("/both")
+    def both(ws: Any) -> None:
+        ws.subscribe(news, encode=lambda m: f"news {m.data}")
+        ws.subscribe(sport, encode=lambda m: f"sport {m.data}".encode())
+        ws.send("subscribed")
+
+    srv = server(app)
+    ws = RawWebSocket(srv.address)
+    ws.open("/both")
+    assert ws.read_frame().payload == b"subscribed"
+    srv.call(lambda: (news.publish("a"), sport.publish("b")))
+    frames = {(f.opcode, f.payload) for f in (ws.read_frame(), ws.read_frame())}
+    assert frames == {(TEXT, b"news a"), (BINARY, b"sport b")}
+    assert srv.call(lambda: (news.waiting, sport.waiting)) == (1, 1)
+    ws.send(close_frame(1000))
+    assert ws.expect_close().close_code == 1000
+    ws.close()
+    srv.wait_closed(1)
+    assert srv.call(lambda: (news.waiting, sport.waiting)) == (0, 0)
+
+
+def test_subscription_keys_are_shared_and_bounded(server: Any) -> None:
+    # Subscribers with the same encode share one key (and one frame); an encode made per
+    # subscription (a lambda) cannot grow the shared table without bound.
+    from tpd2py import websocket
+
+    room = Channel()
+    app = make_app(room)
+
+    @app.websocket("/lambda")
+    def each_its_own(ws: Any) -> None:
+        ws.subscribe(room, encode=lambda m: str(m.data))
+
+    srv = server(app)
+    same = [RawWebSocket(srv.address) for _ in range(3)]
+    for c in same:
+        c.open("/subscribe")
+    srv.sync()
+    keys = srv.call(lambda: {id(c.upgraded._watches.key) for c in srv.server.conns.values()})
+    assert len(keys) == 1
+    many = [RawWebSocket(srv.address) for _ in range(80)]
+    for c in many:
+        c.open("/lambda")
+    srv.sync()
+    assert srv.call(lambda: len(websocket._KEYS)) <= 64
+    srv.call(lambda: room.publish("x"))
+    assert {c.read_frame().payload for c in many} == {b"x"}
+    assert {c.read_frame().payload for c in same} == {b'{"id":1,"data":"x"}'}
+    for c in same + many:
+        c.close()
 
 
 def test_receive_or_a_channel_update(server: Any) -> None:

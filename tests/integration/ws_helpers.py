@@ -63,8 +63,15 @@ class Frame:
 class RawWebSocket:
     """One connection: ``open`` does the handshake and checks the accept key."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = WAIT) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(self, address: tuple[str, int], timeout: float = WAIT,
+                 rcvbuf: int = 0) -> None:
+        if rcvbuf:  # set before connecting: the window the server sees is small from the start
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(address)
+        else:
+            self.sock = socket.create_connection(address, timeout=timeout)
         self.buf = b""
 
     def send(self, data: bytes) -> None:

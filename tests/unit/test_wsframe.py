@@ -166,6 +166,11 @@ LIMIT_CASES = [
      {"max_message": 1000}, 1009),
     ("9.x at the limits", cf(TEXT, b"a" * 1000), {"max_frame": 1000, "max_message": 1000},
      None),
+    # Small whole frames (feed's one-frame shortcut) meet the same limits.
+    ("9.x small frame over max_frame", cf(TEXT, b"a" * 20), {"max_frame": 10}, 1009),
+    ("9.x small message over max_message", cf(BINARY, b"a" * 20), {"max_message": 10}, 1009),
+    ("9.x small frame at the limits", cf(TEXT, b"a" * 10), {"max_frame": 10, "max_message": 10},
+     None),
 ]
 
 
@@ -256,3 +261,18 @@ def test_unmask_is_its_own_inverse_at_any_offset() -> None:
         assert unmask(unmask(data, MASK, offset), MASK, offset) == data
     whole = unmask(data, MASK)
     assert unmask(data[:7], MASK) + unmask(data[7:], MASK, 7 % 4) == whole
+
+
+@pytest.mark.parametrize(("data", "events", "code"), [
+    (cf(TEXT, b"caf\xc3\xa9"), [(TEXT, "caf\u00e9")], None),
+    (cf(BINARY, b"\xff\x00"), [(BINARY, b"\xff\x00")], None),
+    (cf(TEXT, b"caf\xc3"), [], 1007),  # not UTF-8: the general path refuses it
+    (cf(TEXT, b"one") + cf(TEXT, b"two"), [(TEXT, "one"), (TEXT, "two")], None),
+    (cf(TEXT, b"x", rsv=0x40), [], 1002),  # RSV1 without an extension
+    (cf(TEXT, b"x", masked=False), [], 1002),
+    (cf(TEXT, b"x", ext="16"), [], 1002),  # not the minimal length form
+], ids=["text", "binary", "bad-utf8", "two-frames", "rsv1", "unmasked", "long-form"])
+def test_a_whole_small_frame_gets_the_general_verdict(data: bytes, events: list[Any],
+                                                      code: int | None) -> None:
+    # feed's one-frame shortcut and the byte-at-a-time general path agree on every case.
+    assert run(data, False) == (events, code) == run(data, True)
