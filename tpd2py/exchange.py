@@ -375,6 +375,8 @@ class Exchange:
             out.add(wire.head(status_bytes, response.fields, -1, ctx.date.line,
                                   self.connection_line()))
             conn.queued += 1
+            if ctx.access_log is not None:
+                ctx.access_log.write(conn, head, response.status, 0)
             return
         chunked = head.version == 11
         if not chunked:

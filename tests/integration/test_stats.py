@@ -15,6 +15,7 @@ import pytest
 from conftest import WAIT, make_app
 from test_workers import APP, Master
 
+from tpd2py import Response
 from tpd2py.stats import Stats
 
 _SERIES = re.compile(r"^([a-z0-9_]+(?:\{[^}]*\})?) (\S+)$")
@@ -220,3 +221,19 @@ def test_sums_across_workers_keep_exited_workers_counts(folder):
         assert after["tpd2py_requests_total"] >= before["tpd2py_requests_total"] + 1
     finally:
         m.stop()
+
+
+def test_a_streamed_304_is_logged_and_counted(server):
+    # A generator body with a status that has no body (1xx/204/304): it had no log line.
+    app = make_app()
+
+    @app.route("/gen304")
+    def gen304(req):
+        return Response(iter([b"never sent"]), status=304)
+
+    stats = Stats("/_stats", None)
+    stats.install(app)
+    srv = server(app)
+    srv.call(lambda: stats.attach(srv.server))
+    assert fetch(srv.address, "/gen304")[0] == 304
+    assert classes(scrape(srv.address))["3xx"] == 1
