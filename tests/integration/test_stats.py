@@ -150,9 +150,10 @@ _PROXIED = [("203.0.113.9", "GET / HTTP/1.1", 200), ("203.0.113.9", "GET /nope H
             ("127.0.0.2", "GET / HTTP/1.1", 200), ("127.0.0.1", "-", 400)]
 
 
-def test_access_log_shows_the_client_a_trusted_proxy_reported(cli_server, tmp_path):
+@pytest.mark.parametrize("spec", ["conftest:app", "wsgi_apps:app"])
+def test_access_log_shows_the_client_a_trusted_proxy_reported(cli_server, tmp_path, spec):
     log = tmp_path / "access.log"
-    srv = cli_server("conftest:app", "--proxy-headers", "--access-log", str(log))
+    srv = cli_server(spec, "--proxy-headers", "--access-log", str(log))
     _proxied_requests(srv.address)
     assert srv.terminate() == 0
     assert [r[:3] for r in log_lines(log)] == _PROXIED
