@@ -85,7 +85,7 @@ class AccessLog:
         started = getattr(ex, "started", None)
         if started is not None:
             ex.started = None  # one line per request: a later error line gets "-"
-            duration: float | None = max(0.0, monotonic() - started)
+            duration: float | None = monotonic() - started  # never < 0: now came from it
         else:
             duration = None
             if hasattr(type(ex), "started"):
