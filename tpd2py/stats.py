@@ -76,12 +76,10 @@ class Board:
 
     def read(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
         """The live rows and the retired row, as one consistent picture of ``retire``."""
-        for _ in range(1000):
+        for _ in range(1000):  # a retire takes a few µs; a master killed in one: give up
             seq = SEQ.unpack_from(self.mem, 0)[0]
-            if seq % 2:
-                continue  # the master is between the two halves of a retire: a few µs
             rows = [ROW.unpack_from(self.mem, self._at(i)) for i in range(self.rows + 1)]
-            if SEQ.unpack_from(self.mem, 0)[0] == seq:
+            if not seq % 2 and SEQ.unpack_from(self.mem, 0)[0] == seq:
                 break
         return [r for r in rows[:-1] if r[0]], rows[-1]
 
