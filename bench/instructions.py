@@ -11,11 +11,14 @@ one iteration, start-up excluded. Modes:
   keep    one keep-alive `GET /` on an open connection, dispatch to idle
   client  the client's socketpair, send and closes alone, to subtract from `conn` by hand
 Client-side work is included in `conn` and `keep`. Kernel work is not counted.
+`--app static --mode keep`: the keep-alive request is `GET /static/one.txt` for a 1 KiB file
+from a `StaticFiles` mount (bench/peers/static_tpd2py.py, the site of bench/static_bench.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import re
 import shutil
 import subprocess
@@ -38,7 +41,19 @@ def workload(mode: str, number: int, kind: str = "native", extras: str = "") -> 
     # --access-log: lines to /dev/null through the usual 64 KiB buffer; --stats: the stats
     # view attached as deploy.py does (it counts responses through the log's seam).
     log = open(os.devnull, "w", buffering=65536) if "log" in extras else None  # noqa: SIM115
-    if kind == "wsgi":  # the same requests, answered by a raw WSGI hello world
+    keepalive = None
+    if kind == "static":  # a 1 KiB file from a folder mount, in a temporary site
+        from bench.static_bench import make_site
+
+        site = Path(tempfile.mkdtemp())  # removed when this process ends (atexit)
+        atexit.register(shutil.rmtree, site, True)
+        make_site(site, 0)
+        os.environ["STATIC_BENCH_DIR"] = str(site)
+        from bench.peers.static_tpd2py import app as static_app
+
+        server = Server(static_app, access_log=log)
+        keepalive = b"GET /static/one.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    elif kind == "wsgi":  # the same requests, answered by a raw WSGI hello world
         from bench.peers.wsgi_hello import app as wsgi_app
         from tpd2py.wsgi import WSGI
 
@@ -49,7 +64,7 @@ def workload(mode: str, number: int, kind: str = "native", extras: str = "") -> 
         from tpd2py.stats import Stats
 
         Stats("/_stats", None).attach(server)
-    fn = paths(server)[MODES[mode]]
+    fn = (paths(server) if keepalive is None else paths(server, keepalive))[MODES[mode]]
 
     def measure() -> None:
         for _ in range(number):
@@ -79,8 +94,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=tuple(MODES), default="conn")
     parser.add_argument("--number", type=int, default=1000)
-    parser.add_argument("--app", choices=("native", "wsgi"), default="native",
-                        help="bench/hello.py, or a raw WSGI hello world through tpd2py.wsgi")
+    parser.add_argument("--app", choices=("native", "wsgi", "static"), default="native",
+                        help="bench/hello.py, a raw WSGI hello world through tpd2py.wsgi, or "
+                        "(keep) a 1 KiB file from a StaticFiles mount")
     parser.add_argument("--access-log", action="store_true",
                         help="with an access log (to /dev/null)")
     parser.add_argument("--stats", action="store_true",

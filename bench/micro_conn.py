@@ -46,12 +46,13 @@ def cpu_us(fn: Callable[[], None], number: int) -> tuple[float, float]:
     return best
 
 
-def paths(server: Server) -> dict[str, Callable[[], None]]:
+def paths(server: Server, keepalive: bytes = KEEPALIVE) -> dict[str, Callable[[], None]]:
     """The measured paths, each one call; run them from the hub (serve expects to be there).
 
     Sockets are made as the server makes accepted ones: SOCK_NONBLOCK in the object's type
     (timeout 0, no syscall), the fd itself blocking (conn.py passes MSG_DONTWAIT).
-    bench/instructions.py counts the instructions of the same paths.
+    bench/instructions.py counts the instructions of the same paths. ``keepalive``: the
+    request the keep-alive path sends.
     """
     def client_only() -> None:
         a, b = socket.socketpair()
@@ -76,13 +77,13 @@ def paths(server: Server) -> dict[str, Callable[[], None]]:
     a, b = socket.socketpair()
     kept = adopt(a)
 
-    def keepalive() -> None:
-        b.sendall(KEEPALIVE)
+    def keepalive_round() -> None:
+        b.sendall(keepalive)
         kept.read_pending = True
         kept.serve()
         b.recv(4096)
 
-    return {"client": client_only, "connection": connection, "keepalive": keepalive}
+    return {"client": client_only, "connection": connection, "keepalive": keepalive_round}
 
 
 def main() -> int:

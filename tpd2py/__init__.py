@@ -17,6 +17,7 @@ from .errors import (
 )
 from .gsocket import Socket, connect
 from .hub import get_hub, sleep, spawn
+from .jsonbody import json_bytes
 from .server import Config, Server, serve
 from .threads import ThreadPool, run_in_thread
 from .urls import redirect
@@ -27,6 +28,6 @@ __all__ = [
     "ClientDisconnected", "Timeout", "Overloaded", "Socket", "connect", "get_hub", "sleep",
     "spawn", "Config", "Server", "serve", "Channel", "Message", "Update", "event_stream",
     "long_poll", "sse", "sse_event", "ThreadPool", "run_in_thread", "WebSocket",
-    "WebSocketClosed", "redirect",
+    "WebSocketClosed", "redirect", "json_bytes",
 ]
 __version__ = "0.1.0"

@@ -35,6 +35,7 @@ from .contract import Later, Parking, RequestConnection, Upgraded
 from .cookies import cookie_mapping
 from .errors import HTTPError
 from .headers import Headers  # re-exported: app.Headers is the request's header view
+from .jsonbody import json_bytes
 from .webapp import (
     ROUTE_PARAM,
     SESSIONS,
@@ -182,6 +183,7 @@ def _content_type_line(content_type: str | bytes) -> bytes:
 
 _CONTENT_TYPE_LINES: dict[str | bytes, bytes] = {}
 _HTML_LINE = _content_type_line(HTML)
+_JSON_LINE = _content_type_line(JSON)
 _new_response = object.__new__
 
 
@@ -197,14 +199,14 @@ def bare_response(status: int, fields: bytes, body: Any, reason: bytes | None = 
     return response
 
 
-def _html_200(body: bytes) -> Response:
-    """``Response(body)`` without its checks (status 200, HTML, no headers: nothing to check),
-    for the handler that returns bytes or str. bench/instructions.py: ~88.7k -> ~87k
+def _html_200(body: bytes, fields: bytes = _HTML_LINE) -> Response:
+    """``Response(body)`` without its checks (status 200, HTML or ``fields``, nothing to check),
+    for the handler that returns bytes, str or a dict. bench/instructions.py: ~88.7k -> ~87k
     instructions per new connection."""
     response = _new_response(Response)
     response.status = 200
     response.body = body
-    response.fields = _HTML_LINE
+    response.fields = fields
     response.reason = None
     return response
 
@@ -252,6 +254,8 @@ def to_response(result: Any) -> Response:
         return _html_200(result)
     if type(result) is str:
         return _html_200(result.encode())
+    if type(result) is dict:
+        return _html_200(json_bytes(result), _JSON_LINE)
     if isinstance(result, Response):
         return result
     if isinstance(result, str):
@@ -261,7 +265,7 @@ def to_response(result: Any) -> Response:
     if isinstance(result, list):
         return Response([c.encode() if isinstance(c, str) else c for c in result])
     if isinstance(result, dict):
-        return Response(json.dumps(result).encode(), content_type=JSON)
+        return Response(json_bytes(result), content_type=JSON)
     if result is None:
         raise TypeError("handler returned None (did it forget a return?); return "
                         "Response(status=204) for an empty answer")
@@ -479,6 +483,8 @@ class App(AppFeatures):
         # (b"/prefix/", route) of each mount, longest prefix first: matched on the raw path
         # before any pattern (a mount owns its prefix; only exact routes come before it).
         self._mounts: list[tuple[bytes, _Route]] = []
+        # Exact routes a mount pinned for paths it answers from memory (``pin``).
+        self._pinned: dict[bytes, tuple[_Route, Handler]] = {}
 
     def route(self, pattern: str, methods: Iterable[str] = ("GET",), *, name: str | None = None,
               max_body_size: int | None = None) -> Callable[[Handler], Handler]:
@@ -497,7 +503,7 @@ class App(AppFeatures):
         (a function of the handler that returns a new handler; ``compress.Gzip`` is one). The
         wrapping happens here, once: a request pays only for the wrappers it runs through."""
         self._wrappers.append(wrapper)
-        for route in self._all.values():
+        for route in (*self._all.values(), *(r for r, _ in self._pinned.values())):
             for name, fn in route.handlers.items():
                 route.handlers[name] = wrapper(fn)
         self._rebuild_body_limits()  # keyed by the handlers the router holds
@@ -507,11 +513,13 @@ class App(AppFeatures):
         called as ``handler(request)``: it reads ``request.raw_path`` itself (no decoding
         happens before it sees the path). A mount is matched on the raw path's prefix, after
         exact routes and before patterns. A handler with a ``mounted_at(prefix)`` method is
-        told its prefix first (``static.StaticFiles``)."""
+        told its prefix first, one with ``routed_by(app, prefix)`` the app after
+        (``static.StaticFiles`` pins the files it answers from memory: ``pin``)."""
         if not prefix.startswith("/") or "<" in prefix:
             raise ValueError("a mount prefix is a plain path starting with '/'")
         prefix = prefix.rstrip("/")
         mounted_at = getattr(handler, "mounted_at", None)
+        routed_by = getattr(handler, "routed_by", None)
         if mounted_at is not None:
             mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
         if prefix:
@@ -524,6 +532,34 @@ class App(AppFeatures):
         self._all[prefix + "/*"] = route  # so that wrap() reaches it too
         self._mounts.append(((prefix + "/").encode(), route))
         self._mounts.sort(key=lambda m: -len(m[0]))
+        for path, (_, pinned) in list(self._pinned.items()):
+            if path.startswith((prefix + "/").encode()):
+                self.unpin(path, pinned)  # the new mount owns it now
+        if routed_by is not None:
+            routed_by(self, prefix)
+
+    def pin(self, raw_path: bytes, handler: Handler) -> None:
+        """For a mount: route GET of ``raw_path`` (a path under its prefix) straight to
+        ``handler``, as an exact route (the router's fast path), until ``unpin``. An exact
+        route of the app's own comes first: the pin is then not made. Never switches."""
+        if raw_path in self.exact:
+            return
+        route = _Route("/")  # not parsed as a pattern: the path is taken as it is
+        route.pattern = raw_path.decode("latin-1")
+        fn = handler
+        for wrapper in self._wrappers:
+            fn = wrapper(fn)
+        route.handlers[b"GET"] = fn
+        self.exact[raw_path] = route
+        self._pinned[raw_path] = (route, handler)
+
+    def unpin(self, raw_path: bytes, handler: Handler) -> None:
+        """Undo ``pin(raw_path, handler)`` (nothing if that pin is gone). Never switches."""
+        route, pinned = self._pinned.get(raw_path, (None, None))
+        if pinned is handler:
+            del self._pinned[raw_path]
+            if self.exact.get(raw_path) is route:
+                del self.exact[raw_path]
 
     def add_route(self, pattern: str, fn: Handler, methods: Iterable[str] = ("GET",), *,
                   name: str | None = None, max_body_size: int | None = None) -> None:

@@ -81,7 +81,8 @@ class _Rep:
 
 
 class _Entry:
-    __slots__ = ("real", "keys", "mtime", "reps", "offered", "check_after", "cached_bytes")
+    __slots__ = ("real", "keys", "mtime", "reps", "offered", "check_after", "cached_bytes",
+                 "pinned")
 
     def __init__(self, real: bytes, keys: tuple[Any, ...], mtime: int, reps: dict[Any, _Rep],
                  check_after: float) -> None:
@@ -92,6 +93,7 @@ class _Entry:
         self.offered = tuple(c for c in (b"br", b"gzip") if c in reps)
         self.check_after = check_after
         self.cached_bytes = sum(len(r.body) for r in reps.values() if r.body is not None)
+        self.pinned: Any = None  # the handler pinned as this file's exact route (``_pin``)
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -151,6 +153,8 @@ class StaticFiles:
         self.single_prefix: bytes | None = None
         self.entries: dict[bytes, _Entry] = {}
         self.cached_bytes = 0
+        # (app, raw prefix) of each mount (``routed_by``): where cached files are pinned.
+        self.routers: list[tuple[Any, bytes]] = []
 
     def mounted_at(self, prefix: str) -> None:
         """Called by ``App.mount``: a URL prefix this folder is served under (one folder may
@@ -158,6 +162,11 @@ class StaticFiles:
         self.prefixes = sorted({*self.prefixes, prefix.rstrip("/").encode()}, key=len,
                                reverse=True)
         self.single_prefix = self.prefixes[0] if len(self.prefixes) == 1 else None
+
+    def routed_by(self, app: Any, prefix: str) -> None:
+        """Called by ``App.mount`` after ``mounted_at``: the app whose router gets an exact
+        route (``App.pin``) for each small file cached from now on."""
+        self.routers.append((app, prefix.encode()))
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -278,6 +287,38 @@ class StaticFiles:
         old = self.entries.pop(tail, None)
         if old is not None:
             self.cached_bytes -= old.cached_bytes
+            if old.pinned is not None:
+                for app, prefix in self.routers:
+                    app.unpin(prefix + tail, old.pinned)
+
+    def _pin(self, tail: bytes, entry: _Entry) -> None:
+        """A small cached file gets an exact route in each app it is mounted in: its common
+        request (fresh entry, no conditional, range or encoding header) skips the router's
+        prefix search and this class's path checks (bench/instructions.py --app static)."""
+        rep = entry.reps[None]
+        body = rep.body
+        if body is None or b"%" in tail or not self.routers:
+            return
+        fields = rep.fields
+        full = self._serve
+
+        def pinned(request: Request) -> Response:
+            if _monotonic() < entry.check_after:
+                for name, _ in request._head.headers:
+                    if name in _WANTED:
+                        break
+                else:
+                    response = _new_response(Response)  # as in __call__
+                    response.status = 200
+                    response.reason = None
+                    response.fields = fields
+                    response.body = body
+                    return response
+            return full(request, True)
+
+        entry.pinned = pinned
+        for app, prefix in self.routers:
+            app.pin(prefix + tail, pinned)
 
     def _refresh(self, key: bytes, raw_path: bytes, old: _Entry | None, now: float,
                  query: bytes) -> _Entry:
@@ -286,10 +327,14 @@ class StaticFiles:
         root = os.path.realpath(self.directory)
         if root != self.root:  # the folder is a symlink a deploy switched: start over
             self.root = root
-            self.entries.clear()
-            self.cached_bytes = 0
+            for tail in list(self.entries):
+                self._forget(tail)
             old = None
-        real = self._resolve(key, raw_path, query)
+        try:
+            real = self._resolve(key, raw_path, query)
+        except HTTPError:
+            self._forget(key)  # gone (or now a folder): neither its entry nor its pin stays
+            raise
         try:
             keys = self._keys(real)
         except OSError:
@@ -308,6 +353,7 @@ class StaticFiles:
             self._forget(next(iter(entries)))
         entries[key] = entry
         self.cached_bytes += entry.cached_bytes
+        self._pin(key, entry)
         return entry
 
     @staticmethod

@@ -15,7 +15,6 @@ it); the Date header is the server's own.
 
 from __future__ import annotations
 
-import json
 import os
 from operator import itemgetter
 from random import randint, sample
@@ -24,6 +23,7 @@ import jinja2
 
 from bench.techempower.schema import ADDITIONAL
 from tpd2py import App, Request, Response
+from tpd2py.jsonbody import json_bytes
 from tpd2py.pg import Pool, fetch_each
 from tpd2py.templates import Templates
 
@@ -43,7 +43,6 @@ _PAGE = Templates(loader=jinja2.DictLoader({}), autoescape=True).from_string(
     "{% for id, message in fortunes %}<tr><td>{{ id }}</td><td>{{ message }}</td></tr>"
     "{% endfor %}</table></body></html>")
 _by_message = itemgetter(1)
-_dumps = json.dumps
 
 
 def respond(body: bytes | list[bytes], ctype: str) -> Response:
@@ -67,7 +66,7 @@ def make_app(db: Pool) -> App:
 
     @app.route("/json")
     def json_test(req: Request) -> Response:
-        return respond(_dumps({"message": "Hello, World!"}).encode(), JSON)
+        return respond(json_bytes({"message": "Hello, World!"}), JSON)
 
     @app.route("/plaintext")
     def plaintext(req: Request) -> Response:
@@ -76,12 +75,12 @@ def make_app(db: Pool) -> App:
     @app.route("/db")
     def single_query(req: Request) -> Response:
         wid, number = db.fetchrow(READ, (randint(1, 10000),))
-        return respond(_dumps({"id": wid, "randomNumber": number}).encode(), JSON)
+        return respond(json_bytes({"id": wid, "randomNumber": number}), JSON)
 
     @app.route("/queries")
     def queries(req: Request) -> Response:
         rows = db.fetch_each(READ, [(i,) for i in sample(range(1, 10001), count(req))])
-        return respond(_dumps([{"id": w, "randomNumber": n} for w, n in rows]).encode(), JSON)
+        return respond(json_bytes([{"id": w, "randomNumber": n} for w, n in rows]), JSON)
 
     @app.route("/fortunes")
     def fortunes(req: Request) -> Response:
@@ -98,7 +97,7 @@ def make_app(db: Pool) -> App:
             for world in worlds:  # read, then change in memory, then write each row
                 world[1] = randint(1, 10000)
             conn.statement_cursor.executemany(WRITE, [(n, w) for w, n in worlds])
-        return respond(_dumps([{"id": w, "randomNumber": n} for w, n in worlds]).encode(), JSON)
+        return respond(json_bytes([{"id": w, "randomNumber": n} for w, n in worlds]), JSON)
 
     return app
 
