@@ -28,7 +28,7 @@ SAMPLES: list[Any] = [
     {"message": "Hello, World!"}, [], {}, "", 0, -1, 2**70, 1.5, -0.0, 1e300, 5e-324,
     math.nan, math.inf, -math.inf, True, False, None, "é\u2028\u2029\x00\x1f\"\\/<>&'",
     "\U0001f600 astral", {"nested": [{"a": [1, [2, [3, {"b": None}]]]}]},
-    {1: "int key", None: "none key", True: "bool key", 2.5: "float key"}, (1, 2, (3,)),
+    {1: "int key", None: "none key", True: "bool key", 2.5: "float key"}, (1, 2, (3,)),  # noqa: F601
     Colour.RED, {"e": Colour.RED}, Ratio(0.1), [Ratio(2.0)], "x" * 10_000,
 ]
 
