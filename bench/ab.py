@@ -2,7 +2,8 @@
 
 Usage (from the repo root):
   git worktree add --detach /tmp/before HEAD~1        # or any commit: the "A" side
-  .venv/bin/python bench/ab.py --old /tmp/before [--rounds 3] [--duration 5]
+  .venv/bin/python bench/ab.py --old /tmp/before [--rounds 3] [--duration 5] \
+      [--server-args '--access-log /dev/null']
 
 Each round starts a fresh server from each checkout in turn (the order alternates between
 rounds, so drift on a shared machine hits both alike), pinned to --server-cpu, and measures it
@@ -17,6 +18,7 @@ Bounded: rounds (at most 20) × 2 servers × 4 points × (--duration + the loade
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import tempfile
@@ -72,6 +74,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--server-args", default="", metavar="ARGS",
+                        help="more tpd2py flags for both sides, e.g. '--access-log /dev/null' "
+                             "or '--stats-path /_stats'")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds must be 1..20")
@@ -79,12 +84,14 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="ab-"))
     options = servers.Options(python=sys.executable, nofile=nofile,
                               max_connections=args.connections + 200,
-                              tpd2py_flags=servers.tpd2py_flags(sys.executable))
+                              tpd2py_flags=servers.tpd2py_flags(sys.executable),
+                              tpd2py_extra=shlex.split(args.server_args))
     ctx = Context(dry=False, duration=args.duration, connections=args.connections, idle=0,
                   client_cpu=args.client_cpu, python=sys.executable, logs=logs, say=print)
     sides = {"old": args.old.resolve(), "new": (args.new or machine.ROOT).resolve()}
     print(f"old {sides['old']}, new {sides['new']} (commit {machine.commit()}); server on cpu "
-          f"{args.server_cpu}, load on cpu {args.client_cpu}; logs in {logs}", flush=True)
+          f"{args.server_cpu}, load on cpu {args.client_cpu}; logs in {logs}"
+          + (f"; server args {args.server_args}" if args.server_args else ""), flush=True)
     rows: dict[tuple[str, str], list[dict]] = {}
     # Fremlin's protocol makes a connection per request: widen the ephemeral ports and reuse
     # TIME_WAIT ones, as bench/run.py does (restored at the end).

@@ -81,6 +81,7 @@ class Options:
     nofile: int  # hard open-file limit; servers run with it as their soft limit
     max_connections: int  # the most connections one scenario holds open at once
     tpd2py_flags: set[str] = field(default_factory=set)
+    tpd2py_extra: list[str] = field(default_factory=list)  # more tpd2py flags (bench/ab.py)
 
 
 def missing_requirements(spec: Spec, tools: dict[str, str | None]) -> list[str]:
@@ -117,7 +118,7 @@ def command(name: str, port: int, options: Options, workdir: Path) -> list[str]:
             argv += ["--keepalive-timeout", str(IDLE_TIMEOUT_S)]
         if "--max-connections" in options.tpd2py_flags:
             argv += ["--max-connections", str(options.max_connections)]
-        return argv
+        return argv + options.tpd2py_extra
     if name == "gevent":
         return [py, "bench/peers/gevent_app.py", "--port", str(port),
                 "--backlog", str(LISTEN_BACKLOG)]

@@ -493,7 +493,7 @@ class Connection(Waiting):
             return
         if not self.ex.response_started:
             if ctx.access_log is not None:
-                ctx.access_log.write(self.address(), self.ex.head, status, 0)
+                ctx.access_log.write(self, self.ex.head, status, 0)
             self.out.add(error_response(status, ctx.date.line))
         try:
             self.flush(last=True)  # the lingering close follows at once

@@ -102,7 +102,7 @@ class Waiting(FdRecord):
         """Leave HTTP: ``Request.upgrade``'s Later.attach; the input that came after the
         request goes to ``protocol``. Never switches."""
         if self.ctx.access_log is not None:
-            self.ctx.access_log.write(self.address(), self.ex.head, 101, 0)
+            self.ctx.access_log.write(self, self.ex.head, 101, 0)
         self.out.add(head)
         self.upgraded: Upgraded = protocol
         self.ex = None  # HTTP is over: no exchange, no head kept

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .accesslog import AccessLog
+from .accesslog import AccessLog, timed
 from .headcache import HeadCache
 from .http11 import Limits, parse_head
 from .inbuf import BufferPool
@@ -95,7 +95,8 @@ class Context:
         # What answers one connection's requests, called once per connection: the router's
         # Exchange, or the app's own (an ExchangeApp, e.g. wsgi.WSGI). server.py passes it
         # (this module does not import the exchange, which imports it).
-        self.new_exchange = new_exchange
+        # With a log, one that notes when each request starts (its line's duration).
+        self.new_exchange = timed(new_exchange) if access_log is not None else new_exchange
 
 
 def _ignore(conn: Any) -> None:

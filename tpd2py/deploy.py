@@ -82,8 +82,10 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
 
     if args.umask is not None:
         os.umask(args.umask)
+    proxy = None
     if args.proxy_headers or args.forwarded_allow_ips:
-        make_app = _with_proxy(make_app, ProxyHeaders(args.forwarded_allow_ips))
+        proxy = ProxyHeaders(args.forwarded_allow_ips)
+        make_app = _with_proxy(make_app, proxy)
     try:
         workers = cpu_count() if args.workers == "auto" else int(args.workers)
     except ValueError:
@@ -97,7 +99,7 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
     inherited = systemd.listen_fds()
     if workers <= 0:
         return _serve_here(args, config, access_log, make_app, make_transport(), inherited,
-                           stats)
+                           stats, _setup(args, proxy))
     shared, per_slot, unlink = inherited, [], []
     if not inherited and args.unix:
         shared = [bind_unix(args.unix)]
@@ -116,7 +118,8 @@ def run_production(args: argparse.Namespace, config: Config, access_log: IO[str]
     print(f"tpd2py serving on {addr[0] if len(addr) == 1 else addr} with {workers} workers",
           file=sys.stderr, flush=True)
     options = WorkerOptions(make_app, workers, config, access_log, args.max_requests,
-                            args.max_requests_jitter, _preface(args), stats, make_transport)
+                            args.max_requests_jitter, _setup(args, proxy), stats,
+                            make_transport)
     return Master(options, shared, per_slot, unlink).run()
 
 
@@ -124,6 +127,23 @@ def _preface(args: argparse.Namespace) -> Callable[[Server], None] | None:
     if not args.proxy_protocol:
         return None
     return PROXYProtocol(args.proxy_protocol_timeout).install
+
+
+def _setup(args: argparse.Namespace, proxy: ProxyHeaders | None
+           ) -> Callable[[Server], None] | None:
+    """What each Server gets before it serves (and before stats count through its log): the
+    PROXY protocol preface; the proxy's client in the access log."""
+    preface = _preface(args)
+    if preface is None and proxy is None:
+        return None
+
+    def setup(server: Server) -> None:
+        if preface is not None:
+            preface(server)
+        if proxy is not None and server.ctx.access_log is not None:
+            server.ctx.access_log.client = proxy.client_of
+
+    return setup
 
 
 def _with_stats(make_app: Callable[[], App], stats: Stats) -> Callable[[], App]:
@@ -147,12 +167,11 @@ def _with_proxy(make_app: Callable[[], App], proxy: ProxyHeaders) -> Callable[[]
 
 def _serve_here(args: argparse.Namespace, config: Config, access_log: IO[str] | None,
                 make_app: Callable[[], App], transport: Any, inherited: list,
-                stats: Stats | None) -> int:
+                stats: Stats | None, setup: Callable[[Server], None] | None) -> int:
     """One process, as ``serve()`` does, with the production options applied."""
     server = Server(make_app(), config, access_log=access_log)
-    preface = _preface(args)
-    if preface is not None:
-        preface(server)
+    if setup is not None:
+        setup(server)
     if stats is not None:
         stats.attach(server)
     if inherited:

@@ -228,7 +228,7 @@ class Exchange:
                               connection, head.method != b"HEAD")
             conn.queued += 1
             if ctx.access_log is not None:
-                ctx.access_log.write(conn.address(), head, status, len(body))
+                ctx.access_log.write(conn, head, status, len(body))
             return keep
         try:
             self.write_response(conn, response, head.method == b"HEAD")
@@ -306,7 +306,7 @@ class Exchange:
         conn.out.add(data)
         conn.queued += 1
         if ctx.access_log is not None:
-            ctx.access_log.write(conn.address(), head, status,
+            ctx.access_log.write(conn, head, status,
                                  len(data) - data.index(b"\r\n\r\n") - 4)
         return self.keep_alive
 
@@ -345,7 +345,7 @@ class Exchange:
                               self.connection_line()))
             conn.queued += 1
             if ctx.access_log is not None:
-                ctx.access_log.write(conn.address(), self.head, status, max(size, 0))
+                ctx.access_log.write(conn, self.head, status, max(size, 0))
             if is_head or size <= 0:
                 return
             if body_type is bytes:
@@ -375,6 +375,8 @@ class Exchange:
             out.add(wire.head(status_bytes, response.fields, -1, ctx.date.line,
                                   self.connection_line()))
             conn.queued += 1
+            if ctx.access_log is not None:
+                ctx.access_log.write(conn, head, response.status, 0)
             return
         chunked = head.version == 11
         if not chunked:
@@ -419,7 +421,7 @@ class Exchange:
             if close is not None:
                 close()
             if ctx.access_log is not None:
-                ctx.access_log.write(conn.address(), head, response.status, size)
+                ctx.access_log.write(conn, head, response.status, size)
 
     # -- the request body -----------------------------------------------------------------------
 

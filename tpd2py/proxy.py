@@ -14,7 +14,8 @@ Rules:
   anything, but not what a trusted proxy appended after it). Proto and host come from the
   nearest hop. Values that do not parse (an address that is not an IP, a scheme other than
   http/https, a host with bytes a Host header may not have) are ignored, never passed on.
-- The access log still shows the socket's peer (the proxy): it is written by the core.
+- The access log shows the same client: ``client_of`` is the log's ``client`` seam (set by the
+  CLI with the flag), so every line (a 404, a 400 too) has the client a trusted proxy reported.
 
 How it works: a trusted request is re-made as a ``ProxiedRequest`` (a ``Request`` with the three
 answers) before the handler sees it; ``request.peer`` is then ``(client_ip, port)`` (port 0 when
@@ -163,33 +164,11 @@ class ProxyHeaders:
 
     def resolve(self, request: Request) -> Request:
         """``request`` as its client made it, per the headers of a trusted proxy."""
-        head = request._head
-        xff = head.header(b"x-forwarded-for")
-        xproto = head.header(b"x-forwarded-proto")
-        xhost = head.header(b"x-forwarded-host")
-        hops: list[tuple[str, int, bytes | None, bytes | None]] = []
-        if xff is not None or xproto is not None or xhost is not None:
-            for item in (xff or b"").split(b","):
-                hops.append((item.strip().decode("latin-1"), 0, None, None))
-            proto = _last(xproto)
-            host = _last(xhost)
-        else:
-            value = head.header(b"forwarded")
-            elements = parse_forwarded(value) if value is not None else None
-            if not elements:
-                return request
-            for el in elements:
-                address, port = _node(el.get(b"for", b""))
-                hops.append((address, port, el.get(b"proto"), el.get(b"host")))
-            proto, host = hops[-1][2], hops[-1][3]
-        client = None
-        for address, port, _, _ in reversed(hops):
-            ip = _ip(address)
-            if ip is None:
-                break  # "unknown", an obfuscated name or garbage: the trail ends here
-            client = (str(ip), port)
-            if not self.trusts_ip(ip):
-                break
+        found = self._hops(request._head)
+        if found is None:
+            return request
+        hops, proto, host = found
+        client = self._client(hops)
         scheme = _SCHEMES.get(proto.strip().lower()) if proto is not None else None
         host_text = None
         if host is not None:
@@ -199,6 +178,49 @@ class ProxyHeaders:
         if client is None and scheme is None and host_text is None:
             return request
         return ProxiedRequest(request, client, scheme, host_text)
+
+    def client_of(self, peer: Any, head: Any) -> Any:
+        """The access log's address for a request from ``peer``: the client a trusted proxy
+        reported, else ``peer`` itself (accesslog.AccessLog.client). Never switches."""
+        if head is None or not self.trusts_peer(peer):
+            return peer
+        found = self._hops(head)
+        client = self._client(found[0]) if found is not None else None
+        return peer if client is None else client
+
+    def _hops(self, head: Any) -> tuple[list[tuple[str, int, bytes | None, bytes | None]],
+                                        bytes | None, bytes | None] | None:
+        """The hops the headers list (address, port, proto, host), and the nearest hop's proto
+        and host; None when there are no proxy headers or ``Forwarded`` does not parse."""
+        xff = head.header(b"x-forwarded-for")
+        xproto = head.header(b"x-forwarded-proto")
+        xhost = head.header(b"x-forwarded-host")
+        hops: list[tuple[str, int, bytes | None, bytes | None]] = []
+        if xff is not None or xproto is not None or xhost is not None:
+            for item in (xff or b"").split(b","):
+                hops.append((item.strip().decode("latin-1"), 0, None, None))
+            return hops, _last(xproto), _last(xhost)
+        value = head.header(b"forwarded")
+        elements = parse_forwarded(value) if value is not None else None
+        if not elements:
+            return None
+        for el in elements:
+            address, port = _node(el.get(b"for", b""))
+            hops.append((address, port, el.get(b"proto"), el.get(b"host")))
+        return hops, hops[-1][2], hops[-1][3]
+
+    def _client(self, hops: list[tuple[str, int, bytes | None, bytes | None]]
+                ) -> tuple[str, int] | None:
+        """The first untrusted address from the right (the nearest hop), or None."""
+        client = None
+        for address, port, _, _ in reversed(hops):
+            ip = _ip(address)
+            if ip is None:
+                break  # "unknown", an obfuscated name or garbage: the trail ends here
+            client = (str(ip), port)
+            if not self.trusts_ip(ip):
+                break
+        return client
 
 
 def _last(value: bytes | None) -> bytes | None:

@@ -148,7 +148,8 @@ class WorkerOptions:
     # per worker, so that workers started together do not all retire together.
     max_requests: int = 0
     max_requests_jitter: int = 0
-    # Called with each worker's Server before it adopts the listeners (proxyproto's install).
+    # Called with each worker's Server before it adopts the listeners (deploy._setup: the PROXY
+    # protocol preface, the trusted proxy's client in the access log).
     setup: Callable[[Server], None] | None = None
     # stats.Stats: each worker publishes its counters in a row of its board.
     stats: Any = None
@@ -386,7 +387,7 @@ class Master:
             w = self.workers.pop(pid, None)
             if w is not None:
                 if w.row >= 0:
-                    self.options.stats.board.clear(w.row)
+                    self.options.stats.board.retire(w.row)  # its counts stay in the sums
                     self._free_rows.append(w.row)
                 self._on_exit(w, os.waitstatus_to_exitcode(status))
 
@@ -540,6 +541,8 @@ class Master:
             log.warning("worker %d: the master is gone; stopping", pid)
             return 0
         server.serve_forever(install_signals=False)
+        if opts.stats is not None and row >= 0:
+            opts.stats.publish()  # the last counts, for the master to keep in the sums
         if opts.access_log is not None:
             opts.access_log.flush()
         return 0

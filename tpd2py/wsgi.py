@@ -271,7 +271,7 @@ class WSGIExchange(Exchange):
                 deferred.close()
         conn.queued += 1
         if ctx.access_log is not None:
-            ctx.access_log.write(conn.address(), self.head, call.code, call.written)
+            ctx.access_log.write(conn, self.head, call.code, call.written)
         if self.body_left != BODY_DONE and self.keep_alive:
             # After a streamed response: what the app left unread. The response is out, so
             # bad framing or a stalled body can only close the connection.

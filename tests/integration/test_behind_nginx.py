@@ -1,6 +1,7 @@
 """A real nginx in front of ``--workers 2 --unix``: proxy headers believed from the proxy (a
-unix-socket peer) and the client's address as nginx saw it, a spoofed X-Forwarded-For from the
-client ignored, and a reload under nginx's keep-alive upstream connections losing nothing."""
+unix-socket peer) and the client's address as nginx saw it, in the app and in the access log,
+a spoofed X-Forwarded-For from the client ignored, and a reload under nginx's keep-alive upstream
+connections losing nothing."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_stats import fetch, log_lines
 from test_workers import APP, Master
 
 WAIT = 10.0
@@ -70,7 +72,8 @@ def nginx_front(tmp_path: Path):
     (tmp_path / "wapp.py").write_text(APP)
     (tmp_path / "version.txt").write_text("v1")
     sock = tmp_path / "app.sock"
-    master = Master(tmp_path, "--workers", "2", "--unix", str(sock), "--proxy-headers")
+    master = Master(tmp_path, "--workers", "2", "--unix", str(sock), "--proxy-headers",
+                    "--access-log", str(tmp_path / "access.log"))
     port = free_port()
     conf = tmp_path / "nginx.conf"
     # As root nginx's workers would run as nobody and could not reach the socket.
@@ -106,6 +109,18 @@ def test_client_address_through_nginx_and_a_spoof_ignored(nginx_front):
     assert got["peer"] == ["127.0.0.2", 0]
     assert got["scheme"] == "http"  # nginx overwrote the client's X-Forwarded-Proto
     assert got["host"] == "shop.example"
+
+
+def test_access_log_shows_the_client_through_nginx(nginx_front, tmp_path):
+    m = nginx_front
+    spoof = {"X-Forwarded-For": "6.6.6.6"}
+    assert m.get(headers=spoof, source="127.0.0.2")["peer"] == ["127.0.0.2", 0]
+    assert fetch(m.address, "/nope", headers=spoof, source="127.0.0.2")[0] == 404
+    assert m.stop() == 0  # the workers flush their logs as they exit
+    # The socket's peer is nginx on a unix socket; the line has the client nginx reported
+    # (never the spoof it passed on before its own entry).
+    assert [(r[0], r[1], r[2]) for r in log_lines(tmp_path / "access.log")] == \
+        [("127.0.0.2", "GET / HTTP/1.1", 200), ("127.0.0.2", "GET /nope HTTP/1.1", 404)]
 
 
 def test_reload_behind_nginx_keepalive_loses_nothing(nginx_front, tmp_path):

@@ -464,10 +464,10 @@ def test_stats_and_health(master):
     status, text = _text(m, "/_stats")
     assert status == 200
     assert "tpd2py_workers 2\n" in text
-    pids = {int(p) for p in re.findall(r'tpd2py_requests_total\{worker="(\d+)"\}', text)}
+    pids = {int(p) for p in re.findall(r'tpd2py_worker_requests_total\{worker="(\d+)"\}', text)}
     assert pids == m.children()
     # The worker that answers counts its own connection, serving this very request.
-    assert re.search(r'tpd2py_connections\{worker="\d+",state="serving"\} 1\n', text)
+    assert re.search(r'tpd2py_worker_connections\{worker="\d+",state="serving"\} 1\n', text)
 
 
 def test_stats_count_requests_exactly_in_one_worker(master):
@@ -476,7 +476,7 @@ def test_stats_count_requests_exactly_in_one_worker(master):
         m.get()
     status, text = _text(m, "/_stats")
     (pid,) = m.children()
-    assert f'tpd2py_requests_total{{worker="{pid}"}} 6\n' in text  # 5 and the scrape
+    assert f'tpd2py_worker_requests_total{{worker="{pid}"}} 6\n' in text  # 5 and the scrape
 
 
 def test_stats_rows_follow_a_reload(master, folder):
