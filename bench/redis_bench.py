@@ -35,6 +35,7 @@ from bench.comet_bench import (  # noqa: E402
     control,
     free_port,
     read_response,
+    wait_started,
 )
 from bench.redisserver import RedisServer  # noqa: E402
 
@@ -87,15 +88,7 @@ def run(kind: str, clients: int, rounds: int) -> tuple[list[float], list[int]]:
     times: list[float] = []
     spread: list[int] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                control(port, "GET", "/hello")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} did not start") from None
-                time.sleep(0.05)
+        wait_started(port, proc, 20, kind)
         if kind == "single":
             def parked() -> int:
                 return waiting_single(port)

@@ -189,6 +189,22 @@ class WireError(AssertionError):
     pass
 
 
+def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:
+    """Wait until 127.0.0.1:``port`` accepts (a process that says nothing when it listens, as
+    nginx): tried every 20 ms, bounded by WAIT; fails the test with the process's stderr if it
+    exits or the time runs out."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read() if proc.stderr else b""
+                pytest.fail(f"{what} did not start: {err!r}")
+            time.sleep(0.02)
+
+
 def parse_replies(data: bytes, methods: list[str] | None = None) -> tuple[list[Reply], bytes]:
     """Split ``data`` into responses (1xx included) and the unparsed rest.
 
