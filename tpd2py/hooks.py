@@ -46,7 +46,7 @@ log = logging.getLogger("tpd2py.app")
 # itself: a side table rather than a slot on Request, which would cost every request, session
 # or not, ~40 instructions (bench/instructions.py). Only an app with hooks fills it (the
 # Sessions before-hook), and the wrappers below remove the entry once the handler and the
-# after-hooks are done: a generator body that runs later cannot use the session.
+# after-hooks are done; a streamed body keeps it, read-only, until it ends (_SessionKept).
 SESSIONS: dict[Any, Any] = {}
 
 __all__ = ["wrap_handler", "router_error_handler", "SESSIONS"]
@@ -114,6 +114,8 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
     """``fn`` run with the app's hooks and error pages (read when called, so hooks added later
     apply too)."""
 
+    name = _name(fn)
+
     @functools.wraps(fn)
     def handler(request: Request, **params: Any) -> Any:
         try:
@@ -137,11 +139,52 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
                         response = app.to_response(replaced)
             except Exception as e:  # noqa: BLE001
                 response = _fail(app, fn, request, e)
-            return response
-        finally:
-            SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
+        except BaseException:
+            SESSIONS.pop(request, None)
+            raise
+        session = SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
+        if session is not None and _streamed(response.body):
+            response.body = _SessionKept(response.body, request, session, name)
+        return response
 
     return handler
+
+
+def _streamed(body: Any) -> bool:
+    """Whether ``body`` is produced after the handler returned (an iterator, not bytes, a list
+    of chunks or a file)."""
+    return not isinstance(body, (bytes, list)) and hasattr(body, "__iter__")
+
+
+class _SessionKept:
+    """A streamed body whose request keeps its session, read-only, until the body is done: a
+    generator runs after the handler returned and after the session was saved (the cookie
+    goes in the response's head, which is sent before the first chunk), so it may read the
+    session but a change raises, naming the handler, instead of being lost. The entry leaves
+    SESSIONS when the exchange closes the body or, if it never does (the body was dropped
+    unsent, or wrapped by a later wrapper that never ran it), when this object is freed."""
+
+    __slots__ = ("_body", "_items", "_request")
+
+    def __init__(self, body: Any, request: Request, session: Any, handler: str) -> None:
+        session.spent = handler
+        SESSIONS[request] = session
+        self._body, self._items, self._request = body, iter(body), request
+
+    def __iter__(self) -> _SessionKept:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    def close(self) -> None:
+        SESSIONS.pop(self._request, None)
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:
+        SESSIONS.pop(self._request, None)
 
 
 def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler:
