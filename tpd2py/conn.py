@@ -18,22 +18,35 @@ How it works: ``deadline`` floats checked by the server's sweep (O(1) per reques
 ``gsocket.recv_nowait``, output by ``send_queued`` (files: ``sendfile_nowait``); ``sock`` is the
 transport seam (a socket, or a TLS transport). A connection enters epoll when it first waits.
 Switch points: ``recv``, ``flush``, ``send_file``, ``park`` (and ``serve`` through them).
+The waiting wing (the states, park/detach/upgrade/resume) is ``connwait.Waiting``, a base.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
 
-from .app import FileBody, Response, Upgraded
+from .app import FileBody
+from .connwait import (
+    CLOSED,
+    DETACHED_STATE,
+    IDLE,
+    LINGERING,
+    PARKED,
+    SENDING,
+    SERVING,
+    UPGRADED,
+    State,
+    Waiting,
+    call_hook,
+    hangup_check,
+)
 from .errors import (
     Cancelled,
     ClientDisconnected,
@@ -50,13 +63,11 @@ from .gsocket import (
     READ_PIECE,
     can_sendfile,
     make_nonblocking,
-    peek_hangup,
     recv_nowait,
     send_queued,
     sendfile_nowait,
     watch_pending,
 )
-from .hub import FdRecord
 from .inbuf import MAX_POOLED
 from .sendbuf import SendBuf
 from .wire import error_response
@@ -74,24 +85,10 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 
 
-State = enum.IntEnum("State", "IDLE SERVING PARKED DETACHED LINGERING CLOSED UPGRADED", start=0)
-IDLE, SERVING, PARKED, UPGRADED = State.IDLE, State.SERVING, State.PARKED, State.UPGRADED
-DETACHED_STATE, LINGERING, CLOSED = State.DETACHED, State.LINGERING, State.CLOSED
-
-# Exchange.later when resume() queued the response and sent part of it: serve sends the rest.
-_SENDING = object()
-
-
-def hangup_check(conn: Connection) -> None:
-    """Hub callback while PARKED or DETACHED: a readable edge on a busy connection is either
-    the client's next pipelined request (left for later) or EOF/reset (the client is gone)."""
-    if peek_hangup(conn, conn.sock):
-        conn.hung_up()
-
-
-class Connection(FdRecord):
-    """A client connection, and its own hub record (``FdRecord``): the hub calls its
-    ``on_readable`` with it, so no second object or lookup is paid per connection or request."""
+class Connection(Waiting):
+    """A client connection, and its own hub record (an ``FdRecord``, through ``Waiting``): the
+    hub calls its ``on_readable`` with it, so no second object or lookup is paid per connection
+    or request."""
 
     __slots__ = ("ctx", "sock", "peer", "state", "buf", "view", "start", "end", "scan",
                  "out", "deadline", "worker", "queued", "park_hook", "nodelay", "ex", "upgraded")
@@ -120,7 +117,7 @@ class Connection(FdRecord):
         self.ex = ctx.new_exchange()
         # Not in epoll until something waits on it or it goes idle (Hub.arm): no epoll_ctl for
         # a connection answered and closed at once. on_readable gets the record: this object.
-        FdRecord.__init__(self, sock.fileno(), Connection.serve)  # type: ignore[arg-type]
+        Waiting.__init__(self, sock.fileno(), Connection.serve)  # type: ignore[arg-type]
 
     def address(self) -> Any:
         """The peer's address (from accept, or getpeername when it was not kept)."""
@@ -228,7 +225,7 @@ class Connection(FdRecord):
         if hook is not None:
             # A parked handler (or a detached one's waiter) learns that its connection is gone.
             self.park_hook = None
-            _call_hook(hook)
+            call_hook(hook)
 
     # -- I/O (switch points) --------------------------------------------------------------------
 
@@ -389,7 +386,7 @@ class Connection(FdRecord):
                     later, ex.later = ex.later, None
                     head = ex.head
                     assert head is not None
-                    if later is not _SENDING:
+                    if later is not SENDING:
                         ex.write_response(self, later, head.method == b"HEAD")
                     if not ex.keep_alive:
                         # The last response (sent by resume(), maybe only in part) ends it.
@@ -515,104 +512,6 @@ class Connection(FdRecord):
             pass
         self.close()
 
-    # -- waiting on something else: park (a greenlet waits) and detach (none does) --------------
-
-    def park(self, on_hangup: Callable[[], None] | None = None) -> None:
-        """SERVING -> PARKED: send what is queued (earlier pipelined requests must not wait),
-        lend the buffer back if empty, and watch for a hang-up: it throws ``ClientDisconnected``
-        into the handler, or calls ``on_hangup`` instead (once). May switch to the hub."""
-        if self.state is not SERVING:
-            raise RuntimeError(f"park() from a connection in state {self.state.name}")
-        if self.out.size:
-            self.set_nodelay()  # this handler's response will be a second write
-        try:
-            self.flush()
-        except ConnectionError:
-            raise ClientDisconnected() from None  # reset while sending: a normal event
-        self._enter(PARKED, on_hangup)
-
-    def unpark(self) -> None:
-        """PARKED -> SERVING (the handler runs again); takes an input buffer. Never switches."""
-        if self.state is PARKED or self.state is SERVING:
-            self._enter(SERVING)
-
-    def detach(self, on_hangup: Callable[[], None]) -> None:
-        """SERVING -> DETACHED (Later's response is not ready): the connection waits for
-        ``resume`` with no greenlet (an upgrade's has left SERVING already). Never switches."""
-        if self.state is SERVING:
-            self._enter(DETACHED_STATE, on_hangup)
-
-    def upgrade(self, head: bytes, protocol: Upgraded, resume: Any) -> None:
-        """Leave HTTP: ``Request.upgrade``'s Later.attach; the input that came after the
-        request goes to ``protocol``. Never switches."""
-        if self.ctx.access_log is not None:
-            self.ctx.access_log.write(self.address(), self.ex.head, 101, 0)
-        self.out.add(head)
-        self.upgraded: Upgraded = protocol
-        self.ex = None  # HTTP is over: no exchange, no head kept
-        pending = bytes(self.buf[self.start:self.end]) if self.buf is not None else b""
-        self.start = self.end
-        self._enter(UPGRADED, protocol.closed)
-        protocol.start(self, pending)
-
-    def hung_up(self) -> None:
-        """From the hub (hangup_check): the client is gone while PARKED or DETACHED."""
-        state = self.state
-        hook = self.park_hook
-        if state is DETACHED_STATE:
-            self.close()  # calls the hook: the waiter forgets this connection
-        elif state is PARKED:
-            self._enter(SERVING)  # stop watching; the handler is woken to learn of it
-            if hook is not None:
-                _call_hook(hook)
-            elif self.worker is not None:
-                self.ctx.hub.throw(self.worker, ClientDisconnected())
-
-    def resumer(self) -> Callable[[Response], None]:
-        """The ``resume`` for ``Later.attach``: it answers only the request that detaches now (a
-        stale call after the connection detached again for a later request does nothing)."""
-        ex = self.ex
-        ex.detaches += 1
-        return partial(self._resume_detached, ex.detaches)
-
-    def _resume_detached(self, detach: int, response: Response) -> None:
-        if self.ex.detaches == detach:
-            self.resume(response)
-
-    def resume(self, response: Response) -> None:
-        """From the hub: Later's response is ready. Never switches. The common case ends here:
-        nothing more to read and a bytes body, so it goes out in one send and the connection
-        goes idle without a greenlet (a publish to 10,000 long polls is 10,000 of these).
-        Otherwise the hub calls ``serve`` on its next turn to send it and go on."""
-        ex = self.ex
-        if self.state is not DETACHED_STATE or ex.later is not None:
-            return  # closed meanwhile, or resumed already
-        # Taken: a hang-up from now on only closes (the hook runs only if it came first).
-        self.park_hook = None
-        head = ex.head
-        if self.read_pending or self.buf is not None or type(response.body) is not bytes \
-                or head is None:
-            ex.later = response
-            self.ctx.hub.call_soon(Connection.serve, self)
-            return
-        out = self.out
-        ex.write_response(self, response, head.method == b"HEAD")
-        client_closes = not head.keep_alive and not head.must_close  # see serve()
-        try:
-            done = send_queued(self.sock, out, LAST if client_closes else DONTWAIT)
-        except OSError:
-            self.close()
-            return
-        self.ctx.sendmsg_calls += 1
-        if not done:
-            ex.later = _SENDING  # a greenlet sends the rest, waiting for the socket if need be
-            self.ctx.hub.call_soon(Connection.serve, self)
-            return
-        if ex.keep_alive:
-            self._enter(IDLE)
-        else:
-            self.close()
-
     # -- for the server: the sweep and shutdown -------------------------------------------------
 
     def expire(self) -> None:
@@ -630,10 +529,3 @@ class Connection(FdRecord):
         if self.worker is None:
             (self.upgraded.drain if self.state is UPGRADED else self.close)()
 
-
-def _call_hook(hook: Callable[[], None]) -> None:
-    """Run an application's hang-up hook from the hub: its error is logged, not fatal."""
-    try:
-        hook()
-    except Exception:
-        log.exception("hang-up hook %r failed", hook)

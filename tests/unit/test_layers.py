@@ -15,8 +15,7 @@ SANS_IO = ["wire", "http11", "chunked", "headcache", "_grammar", "sendbuf", "htm
 IO_MODULES = {".hub", "socket", "_socket", "greenlet"}
 READINESS = {"read_pending", "hangup", "armed"}  # the hub's and gsocket's alone
 # conn.py and app.py were at 619 and 607 lines before the WebSocket upgrade seam (issue 17)
-# added ~20 lines to each: they are due a split (the park/detach/upgrade wing out of conn.py,
-# routing out of app.py), a decision for the merge of every branch, not for one feature.
+# added ~20 lines to each; the park/detach/upgrade wing has since left conn.py (connwait.py).
 MAX_LINES = 640
 
 
