@@ -121,10 +121,14 @@ class _Client:
     def _perform(self, fn: Callable[[], TestResponse]) -> TestResponse:
         return fn()
 
-    def close(self) -> None:
+    def _drop(self) -> None:
+        """Close the current connection (the next request opens another)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def close(self) -> None:
+        self._drop()
 
     def request(self, method: str, path: str, *, body: bytes | str | None = None,
                 headers: Mapping[str, str] | None = None, form: Mapping[str, str] | None = None,
@@ -174,11 +178,14 @@ class _Client:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # The server closed a kept-alive connection between two requests (after an
                 # error answer, say): one retry on a new connection.
-                self.close()
+                self._drop()
                 if attempt == 2:
                     raise
+            except BaseException:
+                self._drop()  # a half-read response: the connection cannot be reused
+                raise
         if raw.will_close:
-            self.close()
+            self._drop()
         return TestResponse(raw.status, raw.reason, raw.getheaders(), data)
 
     def _store(self, line: str) -> None:
