@@ -319,7 +319,7 @@ class TestClient(_Client):
         ok, value = outcome[0]
         if not ok:
             raise value
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _new_connection(self) -> http.client.HTTPConnection:
         return _PairConnection(self)

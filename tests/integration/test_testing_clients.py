@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tpd2py  # noqa: E402
 from tpd2py import App, HTTPError, Request, Response, get_hub  # noqa: E402
-from tpd2py.forms import read_form  # noqa: E402
 from tpd2py.errors import Timeout  # noqa: E402
+from tpd2py.forms import read_form  # noqa: E402
 from tpd2py.hooks import SESSIONS, _SessionKept  # noqa: E402
+from tpd2py.server import Config  # noqa: E402
 from tpd2py.sessions import Sessions  # noqa: E402
 from tpd2py.testing import TestClient, TestResponse, TestServer  # noqa: E402
 from tpd2py.urls import redirect  # noqa: E402
@@ -272,7 +273,7 @@ def test_in_process_request_that_never_ends_times_out() -> None:
         assert client.get("/").status == 404  # a new connection serves on
 
 
-# -- the router's errors go through the app's hooks ------------------------------------------------
+# -- the router's errors go through the app's hooks ---------------------------------------------
 
 
 @pytest.mark.parametrize(("method", "path", "status"),
@@ -313,7 +314,7 @@ def test_router_errors_give_sessions_to_the_hooks() -> None:
     assert not SESSIONS
 
 
-# -- sessions and streamed bodies --------------------------------------------------------------------
+# -- sessions and streamed bodies ---------------------------------------------------------------
 
 
 def streaming_session_app() -> App:
@@ -384,3 +385,19 @@ def test_a_streamed_body_dropped_unsent_lets_its_session_go() -> None:
     assert request in SESSIONS
     del wrapper
     assert request not in SESSIONS
+
+
+# -- conftest's server on TestServer keeps its rule ----------------------------------------------
+
+
+def test_conftest_server_fails_the_test_when_the_connection_logs_an_unexpected_error() -> None:
+    from conftest import RunningServer, make_app
+
+    running = RunningServer(make_app(), Config(grace=0.5))
+    assert running.get("/").status == 200
+    running.call(lambda: logging.getLogger("tpd2py.conn").error("a server bug (the test's)"))
+    running.call(lambda: logging.getLogger("tpd2py.conn").error("handler error in x (app's)"))
+    with pytest.raises(AssertionError, match="the server logged errors") as failed:
+        running.stop()
+    assert "a server bug" in str(failed.value) and "app's" not in str(failed.value)
+    assert running.wait_closed(1) is None  # the client's connection was counted closed
