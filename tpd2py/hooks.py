@@ -9,7 +9,9 @@ Rules:
 - A before-hook that returns something other than None answers the request itself (the
   handler does not run); an after-hook gets ``(request, response)`` and returns the response
   to send (or None to keep it). A handler that returns ``Later`` answers after the hooks have
-  run, so after-hooks do not see its response.
+  run, so after-hooks do not see its response. The router's own 404/405/501 go through the
+  same wrapper once the app has any hook, page or ``debug`` (``router_error_handler``): the
+  answer is the canned one unless a hook or page changes it.
 - Error pages: ``@app.error(404)`` is called with ``(request, error)`` for an ``HTTPError`` of
   that status (the router's own 404/405/501 included); ``@app.error(500)`` for any other
   exception of a handler or hook, after it is logged once with the request line and peer. A
@@ -188,9 +190,10 @@ class _SessionKept:
 
 
 def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler:
-    """A handler for the router's own 404/405/501 when the app has a page for it: the error
-    goes through the same wrapper as a handler's (before-hooks, the page, after-hooks), so a
-    session or a security header works there too."""
+    """A handler for the router's own 404/405/501 in an app with hooks, pages or debug: the
+    error goes through the same wrapper as a handler's (before-hooks, the page if any,
+    after-hooks), so a session or a security header works there too. Without a page the
+    answer is ``app.error_response``'s, the same bytes as the exchange's canned one."""
     key = (status, tuple(allowed))
     cached = app.error_handlers.get(key)
     if cached is not None:
