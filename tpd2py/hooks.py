@@ -130,6 +130,7 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
                 else:
                     result = fn(request, **params)
                 if type(result) is app.later_type:
+                    SESSIONS.pop(request, None)  # answered later, after the hooks
                     return result
                 response = app.to_response(result)
             except Exception as e:  # noqa: BLE001 - mapped by _fail, re-raised when unmapped

@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tpd2py  # noqa: E402
-from tpd2py import App, HTTPError, Request, Response, get_hub  # noqa: E402
+from tpd2py import App, HTTPError, Later, Request, Response, get_hub  # noqa: E402
 from tpd2py.errors import Timeout  # noqa: E402
 from tpd2py.forms import read_form  # noqa: E402
 from tpd2py.hooks import SESSIONS, _SessionKept  # noqa: E402
@@ -367,6 +367,21 @@ def test_a_session_changed_by_a_streamed_body_is_an_error_naming_the_handler(
     assert "streaming_session_app.<locals>.late_write" in message
     assert "change it in the handler" in message
     assert not SESSIONS
+
+
+def test_a_handler_answering_later_leaves_no_session_behind() -> None:
+    app = App()
+    Sessions(app, secret_keys=[KEY])
+
+    @app.route("/later")
+    def later(req: Request) -> Later:
+        req.session["seen"] = True  # not saved: the hooks ran before the answer exists
+        return Later(lambda resume: Response(b"answered later"), lambda: None)
+
+    with TestClient(app) as client:
+        r = client.get("/later")
+        assert r.body == b"answered later" and r.header("Set-Cookie") is None
+    assert not SESSIONS  # regression: the entry stayed when the wrapper returned Later
 
 
 def test_a_streamed_body_dropped_unsent_lets_its_session_go() -> None:
