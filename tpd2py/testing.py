@@ -25,7 +25,8 @@ Rules:
   request is in flight: a spawned background task runs then, not between requests. What
   differs from TCP: ``request.peer`` is ``peer`` (``("127.0.0.1", 0)`` by default), the
   ``Host`` header is ``testclient``, no watchdog thread, and it cannot run inside a running
-  hub (from a handler: use ``TestServer``).
+  hub (from a handler: use ``TestServer``). A WSGI app (``tpd2py.wsgi.WSGI``) works the same
+  way: the client does not care which exchange the server uses.
 - ``TestServer`` runs ``Server`` on ``127.0.0.1:0`` in its own thread with its own hub. Start
   and stop are awaited, never slept on: ``start`` returns once the socket listens (or raises
   what the server thread raised), ``stop`` shuts the server down from its own hub
@@ -49,6 +50,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .app import App
+from .context import ExchangeApp
 from .gsocket import Socket
 from .hub import Hub, get_hub
 from .server import Config, Server
@@ -276,7 +278,7 @@ class TestClient(_Client):
     """``app`` served in-process: each connection is a socketpair whose server end is a real
     ``Connection`` of a ``Server`` on this thread's hub (no listener, no thread)."""
 
-    def __init__(self, app: App, config: Config | None = None, *,
+    def __init__(self, app: App | ExchangeApp, config: Config | None = None, *,
                  peer: Any = ("127.0.0.1", 0), timeout: float = WAIT) -> None:
         super().__init__()
         self.app, self.peer, self.timeout = app, peer, timeout
@@ -353,8 +355,9 @@ class TestServer:
 
     __test__ = False
 
-    def __init__(self, app: App, config: Config | None = None, host: str = "127.0.0.1",
-                 port: int = 0, transport: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, app: App | ExchangeApp, config: Config | None = None,
+                 host: str = "127.0.0.1", port: int = 0,
+                 transport: Callable[[Any], Any] | None = None) -> None:
         self.app, self.config, self.host, self.port = app, config, host, port
         self.transport = transport
         self.server: Server | None = None

@@ -29,6 +29,7 @@ from tpd2py.server import Config  # noqa: E402
 from tpd2py.sessions import Sessions  # noqa: E402
 from tpd2py.testing import TestClient, TestResponse, TestServer  # noqa: E402
 from tpd2py.urls import redirect  # noqa: E402
+from tpd2py.wsgi import WSGI  # noqa: E402
 
 KEY = "test-key-" + "y" * 32
 BIG = bytes(range(256)) * 12_000  # ~3 MiB: more than a socket buffer holds, both ways
@@ -271,6 +272,27 @@ def test_in_process_request_that_never_ends_times_out() -> None:
         with pytest.raises(Timeout):
             client.get("/forever")
         assert client.get("/").status == 404  # a new connection serves on
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    if environ["PATH_INFO"] == "/fail":
+        raise RuntimeError("WSGI app failed (expected by the test)")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Path", environ["PATH_INFO"])])
+    return [b"got %d bytes by %s" % (len(body), environ["REQUEST_METHOD"].encode())]
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_wsgi_app_in_process_answers_as_over_tcp(
+        threads: int, caplog: pytest.LogCaptureFixture) -> None:
+    with TestServer(WSGI(wsgi_app, threads=threads)) as server, \
+            TestClient(WSGI(wsgi_app, threads=threads)) as in_process, \
+            caplog.at_level(logging.CRITICAL, logger="tpd2py"):
+        for method, path, body in [("GET", "/", None), ("POST", "/up", BIG),
+                                   ("HEAD", "/", None), ("GET", "/fail", None)]:
+            expected = server.client().request(method, path, body=body)
+            got = in_process.request(method, path, body=body)
+            assert comparable(got) == comparable(expected)
 
 
 # -- the router's errors go through the app's hooks ---------------------------------------------
