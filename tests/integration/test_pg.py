@@ -334,6 +334,39 @@ def test_transactions_commit_or_roll_back(cluster: Any) -> None:
     assert in_hub(work) == [(1, 70), (2, 30)]
 
 
+def test_every_lease_gives_its_connection_back(cluster: Any) -> None:
+    """connection()/transaction()/pipeline() take the connection when called (pg.Lease):
+    whatever the block does, the connection is back in the pool after it, and a COMMIT that
+    fails raises its error."""
+    def work() -> list:
+        db = pg.Pool(cluster.conninfo, size=1, checkout_timeout=5)
+        db.execute("DROP TABLE IF EXISTS leased")
+        db.execute("CREATE TABLE leased (id int PRIMARY KEY, parent int REFERENCES leased (id)"
+                   " DEFERRABLE INITIALLY DEFERRED)")
+        idle = []
+        with db.connection() as conn:
+            conn.execute("INSERT INTO leased VALUES (1, NULL)")
+        idle.append(db.statistics()["idle"])
+        with pytest.raises(psycopg.errors.ForeignKeyViolation), db.transaction() as conn:
+            conn.execute("INSERT INTO leased VALUES (2, 99)")  # checked only at COMMIT
+        idle.append(db.statistics()["idle"])
+        with pytest.raises(ZeroDivisionError), db.pipeline() as conn:
+            conn.execute("INSERT INTO leased VALUES (3, 1)")
+            1 / 0  # noqa: B018
+        idle.append(db.statistics()["idle"])
+        with pytest.raises(psycopg.errors.UndefinedTable), db.connection() as conn:
+            conn.execute("SELECT * FROM no_such_table")
+        idle.append(db.statistics()["idle"])
+        rows = db.fetch("SELECT id FROM leased ORDER BY id")
+        db.execute("DROP TABLE leased")
+        db.close()
+        return [idle, rows]
+
+    idle, rows = in_hub(work)
+    assert idle == [1, 1, 1, 1]  # size=1: a connection not given back would hang the next
+    assert rows == [(1,), (3,)]  # the failed COMMIT left nothing; the pipeline's autocommit did
+
+
 def test_prepared_statements_and_pipelined_batches(cluster: Any) -> None:
     def work() -> tuple:
         db = pg.Pool(cluster.conninfo, size=1)
