@@ -399,7 +399,8 @@ class _Link:
         while True:
             self.read_generation = self.generation
             keys = list(self.channels)
-            ids = [b"0-%d" % max(c.version for c in self.channels[k]) for k in keys]
+            ids = [b"0-%d" % max(max(c.version, c._skipped) for c in self.channels[k])
+                   for k in keys]
             if not keys:
                 # Nothing to read yet: wait for a channel (add() unblocks this).
                 reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS // 1000)
@@ -460,6 +461,8 @@ class RedisChannel(Channel):
         self.address = parse_address(address) if isinstance(address, str) else address
         self.key = (KEY_PREFIX + name).encode()
         self._link: _Link | None = None
+        self._undecodable = False  # an entry that did not decode was logged
+        self._skipped = 0  # the last version read and skipped: the reader reads after it
 
     def _linked(self) -> _Link:
         hub = get_hub()
@@ -535,10 +538,21 @@ class RedisChannel(Channel):
             if run and version != last + 1:
                 self._receive(run)
                 run = []
-            values = dict(zip(fields[::2], fields[1::2], strict=True))
-            event = values.get(b"e")
-            run.append(Message(version, _decode(values.get(b"t", _BYTES), values.get(b"d", b"")),
-                               None if event is None else event.decode()))
+            try:
+                values = dict(zip(fields[::2], fields[1::2], strict=True))
+                event = values.get(b"e")
+                message = Message(version, _decode(values.get(b"t", _BYTES),
+                                                   values.get(b"d", b"")),
+                                  None if event is None else event.decode())
+            except ValueError as e:  # bad JSON or UTF-8, an odd field list: not ours
+                # Skipped (its waiters see a gap), never the reader's end; said once.
+                if not self._undecodable:
+                    self._undecodable = True
+                    log.warning("redis stream %r: skipping entry %r that does not decode "
+                                "(%s); said once per channel", self.key, ident, e)
+                self._skipped = max(self._skipped, version)
+                continue
+            run.append(message)
             last = version
         if run:
             self._receive(run)

@@ -16,6 +16,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,36 @@ def test_a_publisher_interrupted_while_it_waits_never_gets_a_stray_reply(redis):
     seen, second = in_hub(main)
     assert seen == ["timeout", "from main"]
     assert second == 3  # the interrupted XADD was sent: Redis numbered it 2
+
+
+def test_an_entry_that_does_not_decode_is_skipped_and_the_reader_goes_on(redis, redis_log):
+    # Anyone may write the stream (redis-cli, another program): an entry whose data does not
+    # decode (bad JSON, bad UTF-8, an odd field list) must not end the worker's reader, which
+    # would leave every channel of the worker frozen, with a traceback in the log.
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert publish(server, "first") == 1
+        sock = start_poll(server, 1)
+        waiting(server, 1)
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "j", "d", "{not json")
+        redis_log.wait(lambda records: any("does not decode" in r.getMessage()
+                                           for r in records))
+        # The reader reads on after the bad entry, not from before it again and again.
+        before = xreads(redis)
+        time.sleep(0.3)  # a window to count in: a reader stuck on it makes thousands
+        assert xreads(redis) - before <= 3
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "after")
+        reply = read_reply(sock).json()
+        sock.close()
+        assert texts(reply) == [(3, "after")]  # 2 is lost to this worker: a gap
+        assert all(r.exc_info is None for r in redis_log.records), redis_log.records
+    finally:
+        server.stop()
+
+
+def xreads(redis: RedisServer) -> int:
+    """How many XREADs Redis has answered (INFO commandstats)."""
+    for line in redis.command("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_xread:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
