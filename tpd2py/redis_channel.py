@@ -225,6 +225,8 @@ class _Link:
         self.state = "starting"  # "up", "down"
         self.down_since = 0.0
         self.down_reason = ""
+        self.back = False  # connected after an outage, not yet said (a read has not worked)
+        self.delay = MIN_BACKOFF
         self.starters: list[Any] = []  # greenlets waiting for the first connect
         hub.spawn(self._run)
 
@@ -334,23 +336,24 @@ class _Link:
     # -- the reader loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = MIN_BACKOFF
         while True:
             try:
                 self._connect()
             except (OSError, ConnectionClosed, Timeout, RedisError,
                     hiredis.ProtocolError) as e:
                 self._down(e)
-                self.hub.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
-                continue
-            delay = MIN_BACKOFF
-            self._up()
-            try:
-                self._read()
-            except (OSError, ConnectionClosed, RedisError, hiredis.ProtocolError) as e:
-                self._break(e)
-                self._down(e)
+            else:
+                self._up()
+                try:
+                    self._read()
+                except (OSError, ConnectionClosed, RedisError, hiredis.ProtocolError) as e:
+                    self._break(e)
+                    self._down(e)
+            # Backoff until a read works (``_working``), not until a connect does: a Redis that
+            # accepts but answers the read with an error (-LOADING, WRONGTYPE) is retried at
+            # this pace too, not in a tight loop.
+            self.hub.sleep(self.delay)
+            self.delay = min(self.delay * 2, MAX_BACKOFF)
 
     def _connect(self) -> None:
         reader = commands = None
@@ -371,23 +374,30 @@ class _Link:
         self.hub.spawn(self._read_replies, commands)
 
     def _up(self) -> None:
-        if self.state == "down":
-            log.warning("redis at %s is reachable again after %.1f s: publishing works, "
-                        "channels catch up", self.label, time.monotonic() - self.down_since)
+        self.back = self.state == "down"  # said by _working, once a read works
         self.state = "up"
         self.down_reason = ""
         for g in self.starters:
             self.hub.schedule(g, None)
         self.starters.clear()
 
+    def _working(self) -> None:
+        """The connection's first read worked: the backoff starts anew; Redis is back."""
+        self.delay = MIN_BACKOFF
+        if self.back:
+            self.back = False
+            log.warning("redis at %s is reachable again after %.1f s: publishing works, "
+                        "channels catch up", self.label, time.monotonic() - self.down_since)
+
     def _down(self, exc: BaseException) -> None:
         reason = self.down_reason or _reason(exc)
         self.down_reason = reason
-        if self.state != "down":
+        if self.state != "down" and not self.back:  # not back yet: the same outage
             self.down_since = time.monotonic()
             log.error("redis at %s is unreachable (%s): publishing fails with 503 until it is "
                       "back; reconnecting", self.label, reason)
         self.state = "down"
+        self.back = False
         for g in self.starters:
             self.hub.schedule(g, None)
         self.starters.clear()
@@ -396,17 +406,27 @@ class _Link:
         """XREAD all of this worker's streams from each channel's version, forever."""
         reader = self.reader
         assert reader is not None
+        first = True
         while True:
             self.read_generation = self.generation
             keys = list(self.channels)
             ids = [b"0-%d" % max(max(c.version, c._skipped) for c in self.channels[k])
                    for k in keys]
             if not keys:
+                if first:
+                    first = False
+                    self._working()
                 # Nothing to read yet: wait for a channel (add() unblocks this).
                 reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS // 1000)
                 continue
-            reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS,
+            # The connection's first XREAD does not block, so that it says at once whether
+            # reading works.
+            block = () if first else (b"BLOCK", READ_BLOCK_MS)
+            reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, *block,
                                    b"STREAMS", *keys, *ids)
+            if first:
+                first = False
+                self._working()
             if reply is None:
                 continue
             for key, entries in reply:

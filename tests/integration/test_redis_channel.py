@@ -418,3 +418,24 @@ def xreads(redis: RedisServer) -> int:
         if line.startswith("cmdstat_xread:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+def test_an_error_reply_to_the_read_backs_off_and_logs_once(redis, redis_log):
+    # The stream's key holds something else (a wrong type; a Redis still loading answers
+    # -LOADING the same way): the reader's XREAD fails at once after each connect. It must
+    # back off like a refused connect, with one line for the outage, not reconnect in a tight
+    # loop with a "back" and a "lost" line each time.
+    redis.command("SET", "tpd2py:channel:room", "not a stream")
+    server = ServerThread(make_app(redis.socket))
+    try:
+        sock = start_poll(server, 0)  # the channel links on first use
+        redis_log.wait(lambda records: len(errors(records)) >= 1)
+        time.sleep(0.5)  # a window to count in: backoff makes a few connects, a spin thousands
+        connects = int(redis.command("INFO", "stats").split("total_connections_received:")[1]
+                       .split()[0])
+        assert connects <= 12, connects
+        assert len(errors(redis_log.records)) == 1
+        assert not [r for r in redis_log.records if "reachable again" in r.getMessage()]
+        sock.close()
+    finally:
+        server.stop()
