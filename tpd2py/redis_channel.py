@@ -346,7 +346,8 @@ class _Link:
                 self._up()
                 try:
                     self._read()
-                except (OSError, ConnectionClosed, RedisError, hiredis.ProtocolError) as e:
+                except (OSError, ConnectionClosed, Timeout, RedisError,
+                        hiredis.ProtocolError) as e:
                     self._break(e)
                     self._down(e)
             # Backoff until a read works (``_working``), not until a connect does: a Redis that
@@ -359,6 +360,7 @@ class _Link:
         reader = commands = None
         try:
             reader = _Connection(self.hub, self.address, self._send_failed)
+            reader.sock.timeout = COMMAND_TIMEOUT  # a Redis that accepts but hangs
             self.reader_id = reader.request(b"CLIENT", b"ID")
             commands = _Connection(self.hub, self.address, self._send_failed)
             for key, channels in list(self.channels.items()):
@@ -406,6 +408,10 @@ class _Link:
         """XREAD all of this worker's streams from each channel's version, forever."""
         reader = self.reader
         assert reader is not None
+        # Every XREAD (and BLPOP) is answered within READ_BLOCK_MS: silence past that and
+        # COMMAND_TIMEOUT means Redis hung or its machine is gone without a reset, which an
+        # idle reader would otherwise wait on forever.
+        reader.sock.timeout = READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT
         first = True
         while True:
             self.read_generation = self.generation
@@ -417,7 +423,7 @@ class _Link:
                     first = False
                     self._working()
                 # Nothing to read yet: wait for a channel (add() unblocks this).
-                reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS // 1000)
+                reply = reader.request(b"BLPOP", b"tpd2py:nothing", b"%g" % (READ_BLOCK_MS / 1000))
                 continue
             # The connection's first XREAD does not block, so that it says at once whether
             # reading works.

@@ -439,3 +439,37 @@ def test_an_error_reply_to_the_read_backs_off_and_logs_once(redis, redis_log):
         sock.close()
     finally:
         server.stop()
+
+
+def test_a_hung_redis_is_seen_by_an_idle_reader(redis, redis_log, monkeypatch):
+    # A worker that only waits (never publishes) must notice a Redis that stopped answering
+    # (hung, or a machine gone without a reset, where nothing would ever arrive): its XREAD
+    # BLOCK answers within READ_BLOCK_MS, so silence past that and COMMAND_TIMEOUT is an
+    # outage. Then it reconnects and its waiters get what follows.
+    import os
+    import signal
+
+    from tpd2py import redis_channel
+
+    monkeypatch.setattr(redis_channel, "READ_BLOCK_MS", 200)
+    monkeypatch.setattr(redis_channel, "COMMAND_TIMEOUT", 0.5)
+    server = ServerThread(make_app(redis.socket))
+    pid = redis.proc.pid  # type: ignore[union-attr]
+    try:
+        sock = start_poll(server, 0)
+        waiting(server, 1)
+        server.wait_for(lambda: server.app.channel._link.state == "up")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            redis_log.wait(lambda records: len(errors(records)) == 1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        redis_log.wait(lambda records: any("reachable again" in r.getMessage()
+                                           for r in records))
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "after")
+        reply = read_reply(sock).json()
+        sock.close()
+        assert texts(reply) == [(1, "after")]
+        assert len(errors(redis_log.records)) == 1
+    finally:
+        server.stop()
