@@ -227,6 +227,9 @@ class _Link:
         self.down_reason = ""
         self.back = False  # connected after an outage, not yet said (a read has not worked)
         self.delay = MIN_BACKOFF
+        self.worked = False  # the connection's first read worked (retry at once if it breaks)
+        self.up_at = 0.0
+        self.last_command = 0.0  # when the command connection last sent (keepalive())
         self.starters: list[Any] = []  # greenlets waiting for the first connect
         hub.spawn(self._run)
 
@@ -272,6 +275,7 @@ class _Link:
         me = getcurrent()
         commands.pending.append(me)
         commands.send(*args)  # a send error breaks the link: this caller is woken with it
+        self.last_command = self.hub.now
         timer = self.hub.call_later(COMMAND_TIMEOUT, self._timed_out, commands)
         try:
             result = self.hub.park()
@@ -352,7 +356,12 @@ class _Link:
                     self._down(e)
             # Backoff until a read works (``_working``), not until a connect does: a Redis that
             # accepts but answers the read with an error (-LOADING, WRONGTYPE) is retried at
-            # this pace too, not in a tight loop.
+            # this pace too, not in a tight loop. A connection that worked for a while is
+            # retried at once (Redis is most likely still there).
+            if self.worked and self.hub.now - self.up_at >= MAX_BACKOFF:
+                self.worked = False
+                continue
+            self.worked = False
             self.hub.sleep(self.delay)
             self.delay = min(self.delay * 2, MAX_BACKOFF)
 
@@ -377,15 +386,27 @@ class _Link:
 
     def _up(self) -> None:
         self.back = self.state == "down"  # said by _working, once a read works
+        self.up_at = self.hub.now
         self.state = "up"
         self.down_reason = ""
         for g in self.starters:
             self.hub.schedule(g, None)
         self.starters.clear()
 
+    def _keepalive(self) -> None:
+        """A PING on the command connection when it has sent nothing for READ_BLOCK_MS: Redis's
+        ``timeout`` closes idle clients, and a worker that only reads would see that as an
+        outage (an error line, 503s while it reconnects). Its reply goes to no one."""
+        commands = self.commands
+        if commands is not None and self.hub.now - self.last_command >= READ_BLOCK_MS / 1000:
+            self.last_command = self.hub.now
+            commands.pending.append(None)
+            commands.send(b"PING")
+
     def _working(self) -> None:
         """The connection's first read worked: the backoff starts anew; Redis is back."""
         self.delay = MIN_BACKOFF
+        self.worked = True
         if self.back:
             self.back = False
             log.warning("redis at %s is reachable again after %.1f s: publishing works, "
@@ -433,6 +454,7 @@ class _Link:
             if first:
                 first = False
                 self._working()
+            self._keepalive()
             if reply is None:
                 continue
             for key, entries in reply:

@@ -473,3 +473,21 @@ def test_a_hung_redis_is_seen_by_an_idle_reader(redis, redis_log, monkeypatch):
         assert len(errors(redis_log.records)) == 1
     finally:
         server.stop()
+
+
+def test_redis_closing_an_idle_command_connection_is_no_outage(redis, redis_log, monkeypatch):
+    # Redis's `timeout` (idle clients are closed; often 300 s in production configs) closes
+    # the command connection of a worker that has not published for that long. That is no
+    # outage: no error line, no 503, no reconnect of the reader.
+    from tpd2py import redis_channel
+
+    monkeypatch.setattr(redis_channel, "READ_BLOCK_MS", 300)
+    redis.command("CONFIG", "SET", "timeout", "1")
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert publish(server, "first") == 1
+        time.sleep(3)  # idle past Redis's timeout (its clientsCron checks a few times a second)
+        assert publish(server, "second") == 2
+        assert errors(redis_log.records) == []
+    finally:
+        server.stop()
