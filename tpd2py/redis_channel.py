@@ -36,6 +36,7 @@ Switch points: ``RedisChannel.publish``; the link's greenlets.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import logging
 import os
@@ -48,10 +49,11 @@ import hiredis
 from greenlet import getcurrent
 
 from .channel import DEFAULT_HISTORY, Channel, Message, Update
-from .errors import ConnectionClosed, HTTPError, HubError, Timeout
+from .errors import ConnectionClosed, HTTPError, HubError, Overloaded, Timeout
 from .gsocket import Socket, send_queued
 from .hub import Hub, get_hub
 from .sendbuf import SendBuf
+from .threads import run_in_thread
 
 log = logging.getLogger("tpd2py.redis")
 
@@ -140,13 +142,11 @@ class _Connection:
     greenlet waits for space, so a caller only ever waits for its reply (the reply reader
     wakes callers from that one park). ``on_error`` hears of a failed send."""
 
-    def __init__(self, hub: Hub, address: str | tuple[str, int],
+    def __init__(self, hub: Hub, family: int, address: Any,
                  on_error: Callable[[_Connection, BaseException], None]) -> None:
-        if isinstance(address, str):
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        else:
-            raw = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET,
-                                socket.SOCK_STREAM)
+        """``address``: a socket path, or a numeric (host, port) (``_Link._resolve``)."""
+        raw = socket.socket(family, socket.SOCK_STREAM)
+        if family != socket.AF_UNIX:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.hub = hub
         self.on_error = on_error
@@ -367,11 +367,12 @@ class _Link:
 
     def _connect(self) -> None:
         reader = commands = None
+        family, address = self._resolve()
         try:
-            reader = _Connection(self.hub, self.address, self._send_failed)
+            reader = _Connection(self.hub, family, address, self._send_failed)
             reader.sock.timeout = COMMAND_TIMEOUT  # a Redis that accepts but hangs
             self.reader_id = reader.request(b"CLIENT", b"ID")
-            commands = _Connection(self.hub, self.address, self._send_failed)
+            commands = _Connection(self.hub, family, address, self._send_failed)
             for key, channels in list(self.channels.items()):
                 version = max(channel.version for channel in channels)
                 if version:
@@ -383,6 +384,28 @@ class _Link:
             raise
         self.reader, self.commands = reader, commands
         self.hub.spawn(self._read_replies, commands)
+
+    def _resolve(self) -> tuple[int, Any]:
+        """The family and address to connect to. A host name is resolved in a thread, at each
+        connect: getaddrinfo blocks, and a DNS server that is slow or gone (likely in the
+        outage being retried) would stop the whole worker. May switch to the hub."""
+        address = self.address
+        if isinstance(address, str):
+            return socket.AF_UNIX, address
+        host, port = address
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
+        try:
+            infos = run_in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        except Overloaded:
+            raise OSError(f"no thread free to resolve {host}") from None
+        if not infos:
+            raise OSError(f"{host} has no address")
+        return infos[0][0], infos[0][4]
 
     def _up(self) -> None:
         self.back = self.state == "down"  # said by _working, once a read works
@@ -463,6 +486,8 @@ class _Link:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"{exc.args[-1]}"  # its errno is getaddrinfo's, not one os.strerror knows
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     if isinstance(exc, ConnectionClosed):

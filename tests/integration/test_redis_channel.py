@@ -491,3 +491,36 @@ def test_redis_closing_an_idle_command_connection_is_no_outage(redis, redis_log,
         assert errors(redis_log.records) == []
     finally:
         server.stop()
+
+
+def test_a_redis_host_name_is_resolved_off_the_hub(monkeypatch, free_port):
+    # "redis.internal:6379": the name must not be resolved by the hub's own thread (a slow or
+    # unreachable DNS server during an outage would stop the whole worker at every
+    # reconnect). Here the resolver takes a second; the worker answers meanwhile.
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def slow_dns(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "redis.test":
+            asked.append(host)
+            time.sleep(1.0)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    port = free_port
+    redis = RedisServer(persist=False, port=port)
+    monkeypatch.setattr(socket, "getaddrinfo", slow_dns)
+    server = ServerThread(make_app(f"redis.test:{port}"))
+    try:
+        sock = start_poll(server, 0)  # the link starts: it resolves the name
+        waiting(server, 1)
+        started = time.monotonic()
+        assert call(server, "GET", "/hello") == (200, b"hello")
+        assert time.monotonic() - started < 0.5
+        assert publish(server, "through a name") == 1
+        assert texts(read_reply(sock).json()) == [(1, "through a name")]
+        sock.close()
+        assert asked
+    finally:
+        server.stop()
+        redis.stop()
