@@ -128,6 +128,13 @@ def _decode(kind: bytes, raw: bytes) -> Any:
     return raw
 
 
+def _event_name(event: str) -> str:
+    """``event``, or ValueError when it cannot be an event stream's field (sse_event's rule)."""
+    if "\n" in event or "\r" in event:
+        raise ValueError("an event name cannot contain CR or LF")
+    return event
+
+
 def _version_of(ident: bytes) -> int | None:
     """The version in an entry id ``0-V``; None for an id not made by us."""
     ms, _, seq = ident.partition(b"-")
@@ -354,10 +361,9 @@ class _Link:
                         hiredis.ProtocolError) as e:
                     self._break(e)
                     self._down(e)
-            # Backoff until a read works (``_working``), not until a connect does: a Redis that
-            # accepts but answers the read with an error (-LOADING, WRONGTYPE) is retried at
-            # this pace too, not in a tight loop. A connection that worked for a while is
-            # retried at once (Redis is most likely still there).
+            # Backoff until a read works (``_working``), not a connect: a Redis that answers the
+            # read with an error (-LOADING, WRONGTYPE) is no tight loop. A connection that
+            # worked for a while is retried at once.
             if self.worked and self.hub.now - self.up_at >= MAX_BACKOFF:
                 self.worked = False
                 continue
@@ -386,9 +392,8 @@ class _Link:
         self.hub.spawn(self._read_replies, commands)
 
     def _resolve(self) -> tuple[int, Any]:
-        """The family and address to connect to. A host name is resolved in a thread, at each
-        connect: getaddrinfo blocks, and a DNS server that is slow or gone (likely in the
-        outage being retried) would stop the whole worker. May switch to the hub."""
+        """The family and address to connect to; a host name is resolved in a thread at each
+        connect (getaddrinfo blocks: a slow DNS would stop the worker). May switch to the hub."""
         address = self.address
         if isinstance(address, str):
             return socket.AF_UNIX, address
@@ -417,9 +422,8 @@ class _Link:
         self.starters.clear()
 
     def _keepalive(self) -> None:
-        """A PING on the command connection when it has sent nothing for READ_BLOCK_MS: Redis's
-        ``timeout`` closes idle clients, and a worker that only reads would see that as an
-        outage (an error line, 503s while it reconnects). Its reply goes to no one."""
+        """PING the command connection after READ_BLOCK_MS unused (its reply goes to no one):
+        Redis's ``timeout`` closes idle clients, an outage to a worker that only reads."""
         commands = self.commands
         if commands is not None and self.hub.now - self.last_command >= READ_BLOCK_MS / 1000:
             self.last_command = self.hub.now
@@ -452,28 +456,22 @@ class _Link:
         """XREAD all of this worker's streams from each channel's version, forever."""
         reader = self.reader
         assert reader is not None
-        # Every XREAD (and BLPOP) is answered within READ_BLOCK_MS: silence past that and
-        # COMMAND_TIMEOUT means Redis hung or its machine is gone without a reset, which an
-        # idle reader would otherwise wait on forever.
+        # Every XREAD is answered within READ_BLOCK_MS: silence past that and COMMAND_TIMEOUT
+        # is a hung Redis or a machine gone without a reset (an idle reader would wait forever).
         reader.sock.timeout = READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT
-        first = True
+        first = True  # the connection's first XREAD does not block: it says if reading works
         while True:
             self.read_generation = self.generation
             keys = list(self.channels)
             ids = [b"0-%d" % max(max(c.version, c._skipped) for c in self.channels[k])
                    for k in keys]
-            if not keys:
-                if first:
-                    first = False
-                    self._working()
-                # Nothing to read yet: wait for a channel (add() unblocks this).
-                reply = reader.request(b"BLPOP", b"tpd2py:nothing", b"%g" % (READ_BLOCK_MS / 1000))
-                continue
-            # The connection's first XREAD does not block, so that it says at once whether
-            # reading works.
-            block = () if first else (b"BLOCK", READ_BLOCK_MS)
-            reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, *block,
-                                   b"STREAMS", *keys, *ids)
+            if keys:
+                block = () if first else (b"BLOCK", READ_BLOCK_MS)
+                reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, *block,
+                                       b"STREAMS", *keys, *ids)
+            else:  # nothing to read yet: wait for a channel (add() unblocks this)
+                reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS / 1000)
+                reply = None
             if first:
                 first = False
                 self._working()
@@ -582,6 +580,8 @@ class RedisChannel(Channel):
         if not link.hub.running:
             raise HubError("RedisChannel.publish waits for Redis: call it from a greenlet of a "
                            "running hub (a handler), not from another thread")
+        if event is not None:
+            _event_name(event)  # in Redis, a bad one would reach every worker's streams
         kind, raw = _encode(data)
         args: list[Any] = [b"XADD", self.key, b"MAXLEN", b"~", self.history, b"0-*",
                            b"t", kind, b"d", raw]
@@ -616,9 +616,9 @@ class RedisChannel(Channel):
                 event = values.get(b"e")
                 message = Message(version, _decode(values.get(b"t", _BYTES),
                                                    values.get(b"d", b"")),
-                                  None if event is None else event.decode())
-            except ValueError as e:  # bad JSON or UTF-8, an odd field list: not ours
-                # Skipped (its waiters see a gap), never the reader's end; said once.
+                                  None if event is None else _event_name(event.decode()))
+            except ValueError as e:  # bad JSON or UTF-8, odd fields, an event name with CR/LF:
+                # not ours. Skipped (its waiters see a gap), never the reader's end; said once.
                 if not self._undecodable:
                     self._undecodable = True
                     log.warning("redis stream %r: skipping entry %r that does not decode "

@@ -524,3 +524,36 @@ def test_a_redis_host_name_is_resolved_off_the_hub(monkeypatch, free_port):
     finally:
         server.stop()
         redis.stop()
+
+
+def test_an_event_name_with_a_line_break_never_reaches_an_event_stream(redis, redis_log):
+    # An entry whose event name has CR or LF cannot be an SSE frame: read from the stream it
+    # closed every event stream of every worker with a traceback, again at each reconnect
+    # (Last-Event-ID before it): a poison message kept by Redis. It is skipped like any entry
+    # that does not decode, and publish refuses such a name before it reaches Redis.
+    from pg_helpers import in_hub
+
+    server = ServerThread(make_app(redis.socket))
+    try:
+        sock = socket.create_connection(server.address, timeout=WAIT)
+        sock.sendall(request("/events", headers={"Last-Event-ID": "0"}))
+        waiting(server, 1)
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "x", "e", "a\nb")
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "y")
+        _head, frames = read_events(sock, 2)
+        sock.close()
+        frames = [f for f in frames if not f.startswith(b":")]
+        assert [f.split(b"\n")[:2] for f in frames] == [[b"id: 2", b"data: y"]]
+        assert all(r.exc_info is None for r in redis_log.records), redis_log.records
+    finally:
+        server.stop()
+    channel = RedisChannel(redis.socket, "room")
+
+    def main() -> str:
+        try:
+            channel.publish("z", event="a\rb")
+        except ValueError as e:
+            return str(e)
+        return "published"
+
+    assert "CR or LF" in in_hub(main)
