@@ -243,7 +243,10 @@ class _Link:
     # -- channels -------------------------------------------------------------------------------
 
     def add(self, channel: RedisChannel) -> None:
-        self.channels.setdefault(channel.key, []).append(channel)
+        channels = self.channels.setdefault(channel.key, [])
+        if channel in channels:
+            return
+        channels.append(channel)
         self.generation += 1
         if self.state == "up":
             self.hub.spawn(self._unblock)
@@ -538,7 +541,9 @@ class RedisChannel(Channel):
     def _linked(self) -> _Link:
         hub = get_hub()
         link = self._link
-        if link is None or link.hub is not hub:
+        # Not to a hub that is not running (a thread's: run_in_thread, WSGI): it would never
+        # read, and the channel would move there and back at every call.
+        if link is None or (link.hub is not hub and hub.running):
             link = self._link = _link(hub, self.address)
             link.add(self)
         return link

@@ -557,3 +557,31 @@ def test_an_event_name_with_a_line_break_never_reaches_an_event_stream(redis, re
         return "published"
 
     assert "CR or LF" in in_hub(main)
+
+
+def test_reading_a_channel_from_a_thread_does_not_relink_it(redis):
+    # A handler's blocking part in a thread (run_in_thread, a WSGI app's threads) may read a
+    # channel (since). That thread's hub never runs: the channel must stay with the worker's
+    # link, not move to a link of its own there and back at every call, each return adding
+    # it once more to the worker's reader (a list growing per request, an UNBLOCK each time).
+    from tpd2py.threads import run_in_thread
+
+    app = make_app(redis.socket)
+    channel = app.channel  # type: ignore[attr-defined]
+
+    @app.route("/both")
+    def both(request: Request) -> Response:
+        run_in_thread(channel.since, 0)
+        channel.since(0)
+        return Response(b"ok")
+
+    server = ServerThread(app)
+    try:
+        for _ in range(20):
+            assert call(server, "GET", "/both") == (200, b"ok")
+        link = server.call(lambda: channel._link)
+        assert link.hub is server.server.hub
+        assert len(link.channels[channel.key]) == 1
+        assert publish(server, "still read") == 1
+    finally:
+        server.stop()
