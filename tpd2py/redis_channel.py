@@ -36,6 +36,7 @@ Switch points: ``RedisChannel.publish``; the link's greenlets.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -151,7 +152,6 @@ class _Connection:
 
     def __init__(self, hub: Hub, family: int, address: Any,
                  on_error: Callable[[_Connection, BaseException], None]) -> None:
-        """``address``: a socket path, or a numeric (host, port) (``_Link._resolve``)."""
         raw = socket.socket(family, socket.SOCK_STREAM)
         if family != socket.AF_UNIX:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -401,18 +401,13 @@ class _Link:
         if isinstance(address, str):
             return socket.AF_UNIX, address
         host, port = address
-        try:
+        with contextlib.suppress(ValueError):  # a numeric address needs no resolver
             ip = ipaddress.ip_address(host)
-        except ValueError:
-            pass
-        else:
             return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
         try:
             infos = run_in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         except Overloaded:
             raise OSError(f"no thread free to resolve {host}") from None
-        if not infos:
-            raise OSError(f"{host} has no address")
         return infos[0][0], infos[0][4]
 
     def _up(self) -> None:
@@ -592,11 +587,18 @@ class RedisChannel(Channel):
                            b"t", kind, b"d", raw]
         if event is not None:
             args += [b"e", event.encode()]
+        known = self._version  # an intact stream numbers this message above it
         try:
             ident = link.call(*args)
+            version = _version_of(ident)
+            if version is not None and version <= known:
+                # The stream went while we were connected (FLUSHALL, DEL, eviction): no one
+                # past this version would read it. Floor the stream, drop the stray, again.
+                link.call(b"EVAL", _FLOOR, 1, self.key, self._version)
+                link.call(b"XDEL", self.key, ident)
+                version = _version_of(link.call(*args))
         except RedisError as e:
             raise RedisUnavailable(link.label, str(e)) from None
-        version = _version_of(ident)
         if version is None:
             raise RedisUnavailable(link.label, f"stream {self.key!r} has foreign ids")
         message = Message(version, data, event)

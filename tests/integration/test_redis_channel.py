@@ -585,3 +585,22 @@ def test_reading_a_channel_from_a_thread_does_not_relink_it(redis):
         assert publish(server, "still read") == 1
     finally:
         server.stop()
+
+
+def test_a_stream_lost_while_connected_never_makes_versions_go_back(redis):
+    # The key goes while the link is up (FLUSHALL, DEL, eviction under maxmemory): the next
+    # XADD would be 0-1 again, below what every worker has, so no waiter anywhere would get
+    # it. The publisher sees its version is not above its own, floors the stream again,
+    # removes the stray entry and publishes once more.
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert [publish(server, f"m{i}") for i in range(3)] == [1, 2, 3]
+        waiter = start_poll(server, 3)
+        waiting(server, 1)
+        redis.command("FLUSHALL")
+        assert publish(server, "after the loss") == 4
+        assert texts(read_reply(waiter).json()) == [(4, "after the loss")]
+        waiter.close()
+        assert redis.command("XLEN", "tpd2py:channel:room") == "1"
+    finally:
+        server.stop()
