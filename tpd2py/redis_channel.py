@@ -383,7 +383,7 @@ class _Link:
             self.reader_id = reader.request(b"CLIENT", b"ID")
             commands = _Connection(self.hub, family, address, self._send_failed)
             for key, channels in list(self.channels.items()):
-                version = max(channel.version for channel in channels)
+                version = max(max(c.version, c._skipped) for c in channels)
                 if version:
                     reader.request(b"EVAL", _FLOOR, 1, key, version)
         except BaseException:
