@@ -141,6 +141,20 @@ def control(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, 
         return status, data
 
 
+
+def wait_started(port: int, proc: subprocess.Popen, timeout: float, name: str) -> None:
+    """Until ``GET /hello`` answers on ``port`` (tried every 50 ms, at most ``timeout`` s);
+    RuntimeError if ``proc`` exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            control(port, "GET", "/hello")
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start") from None
+            time.sleep(0.05)
+
 def stats(port: int) -> dict:
     return json.loads(control(port, "GET", "/stats")[1])  # type: ignore[no-any-return]
 
@@ -280,15 +294,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
                             start_new_session=True)
     fleet = Fleet(port)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                control(port, "GET", "/hello")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start") from None
-                time.sleep(0.05)
+        wait_started(port, proc, START_TIMEOUT, name)
         version = stats(port)["version"]
         idle = run_wrk(port, proc.pid, wrk_seconds, wrk_runs)
         result.rss_base_kib = rss_kib(proc.pid)

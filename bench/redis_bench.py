@@ -8,7 +8,7 @@ process, so the ratio is the cost of the Redis path, not a parallel speed-up), t
 redis-server to CPU 1. Interleaved, ``--rounds`` times each:
 - single: one process, the in-process Channel (bench/peers/comet_tpd2py.py);
 - redis: ``--workers 2 --reuse-port`` (an even spread of the connections), the RedisChannel
-  (bench/peers/comet_redis.py), a fresh redis-server on a unix socket.
+  (bench/peers/comet_tpd2py.py with TPD2PY_REDIS), a fresh redis-server on a unix socket.
 For each: park N clients on ``GET /poll?after=V`` (in batches, confirmed parked), then time
 from just before ``POST /publish`` is sent until every client holds its complete, checked
 response (bench/comet_bench.py's Fleet), then all poll again. The figure is the median of the
@@ -35,6 +35,7 @@ from bench.comet_bench import (  # noqa: E402
     control,
     free_port,
     read_response,
+    wait_started,
 )
 from bench.redisserver import RedisServer  # noqa: E402
 
@@ -70,13 +71,14 @@ def run(kind: str, clients: int, rounds: int) -> tuple[list[float], list[int]]:
     env = dict(os.environ)
     argv = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "tpd2py"]
     if kind == "single":
+        env.pop("TPD2PY_REDIS", None)  # the in-process Channel
         argv += ["bench.peers.comet_tpd2py:app"]
     else:
         redis = RedisServer(persist=False)
         subprocess.run(["taskset", "-pc", CLIENT_CPU, str(redis.proc.pid)],  # type: ignore[union-attr]
                        check=True, capture_output=True)
         env["TPD2PY_REDIS"] = redis.socket
-        argv += ["bench.peers.comet_redis:app", "--workers", "2", "--reuse-port",
+        argv += ["bench.peers.comet_tpd2py:app", "--workers", "2", "--reuse-port",
                  "--stats-path", "/_stats"]
     argv += ["--port", str(port), "--keepalive-timeout", "600", "--max-connections", "30000",
              "--log-level", "warning"]
@@ -86,15 +88,7 @@ def run(kind: str, clients: int, rounds: int) -> tuple[list[float], list[int]]:
     times: list[float] = []
     spread: list[int] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                control(port, "GET", "/hello")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} did not start") from None
-                time.sleep(0.05)
+        wait_started(port, proc, 20, kind)
         if kind == "single":
             def parked() -> int:
                 return waiting_single(port)

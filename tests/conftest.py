@@ -2,9 +2,10 @@
 
 How it works:
 - ``server(app=None, **config)`` starts ``tpd2py.server.Server`` in a background thread (each
-  thread has its own hub, so the Server is built inside it) and returns a ``RunningServer``;
-  teardown shuts it down through ``call_soon_threadsafe`` and joins the thread. Errors the hub or
-  the accept/connection loop log in that thread fail the test: they are server bugs.
+  thread has its own hub, so the Server is built inside it) and returns a ``RunningServer``: the
+  package's own ``tpd2py.testing.TestServer`` with the raw-socket helpers below. Teardown shuts
+  it down through ``call_soon_threadsafe`` and joins the thread. Errors the hub or the
+  accept/connection loop log in that thread fail the test: they are server bugs.
 - ``RunningServer.frozen()`` blocks the hub thread in a callback, so a test can put bytes on the
   wire (or close a socket) and be sure the server sees all of it at once when it resumes. That
   makes "which recv sees what" deterministic without sleeping.
@@ -22,7 +23,6 @@ import contextlib
 import http.client
 import logging
 import os
-import queue
 import selectors
 import signal
 import socket
@@ -47,7 +47,8 @@ if str(REPO) not in sys.path:
 import tpd2py  # noqa: E402
 from tpd2py import App, HTTPError, Request, Response  # noqa: E402
 from tpd2py.hub import Hub  # noqa: E402
-from tpd2py.server import Config, Server  # noqa: E402
+from tpd2py.server import Config  # noqa: E402
+from tpd2py.testing import TestServer  # noqa: E402
 
 # Any single wait in a test: far above what loopback needs, far below the suite budget.
 WAIT = 10.0
@@ -187,6 +188,22 @@ class Reply:
 
 class WireError(AssertionError):
     pass
+
+
+def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:
+    """Wait until 127.0.0.1:``port`` accepts (a process that says nothing when it listens, as
+    nginx): tried every 20 ms, bounded by WAIT; fails the test with the process's stderr if it
+    exits or the time runs out."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read() if proc.stderr else b""
+                pytest.fail(f"{what} did not start: {err!r}")
+            time.sleep(0.02)
 
 
 def parse_replies(data: bytes, methods: list[str] | None = None) -> tuple[list[Reply], bytes]:
@@ -381,13 +398,13 @@ def _server_fault(record: logging.LogRecord) -> bool:
 class _ThreadErrors(logging.Handler):
     """Collects ERROR records the hub or the server loop log from one thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: TestServer) -> None:
         super().__init__(logging.ERROR)
-        self.thread_id: int | None = None
+        self.owner = owner  # its thread_id is the server thread's, once it runs
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread_id and record.name in _SERVER_LOGGERS:
+        if record.thread == self.owner.thread_id and record.name in _SERVER_LOGGERS:
             if record.name in ("tpd2py.conn", "tpd2py.wsgi") \
                     and str(record.msg).startswith(_APP_ERRORS) \
                     and not _server_fault(record):
@@ -399,10 +416,7 @@ class Client:
     """Client-side helpers shared by in-process and subprocess servers (needs ``address``)."""
 
     address: tuple[str, int]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+    port: int
 
     read_until_close = staticmethod(read_until_close)
     read_replies = staticmethod(read_replies)
@@ -438,154 +452,43 @@ class Client:
         return replies[0]
 
 
-class RunningServer(Client):
-    """A Server serving in a background thread, plus client-side helpers."""
+class RunningServer(TestServer, Client):
+    """tpd2py.testing's TestServer (a Server in a background thread; ``call``, ``frozen``,
+    ``sync``, ``wait_closed``, ``wait_thrown``), started at once, with conftest's raw-socket
+    client helpers and its rule: an error the hub or the server loop logs fails the test."""
 
     def __init__(self, app: App, config: Config, allow_errors: bool = False,
                  transport: Callable[[Any], Any] | None = None) -> None:
-        self.app = app
-        self.config = config
+        TestServer.__init__(self, app, config, transport=transport)
+        self.config: Config = config
         self.allow_errors = allow_errors
-        self.transport = transport
-        self.server: Server
-        self.address: tuple[str, int]
-        self._ready: queue.Queue[Any] = queue.Queue()
-        self._failure: BaseException | None = None
-        self._closed = 0
-        self._thrown: list[type] = []
-        self._closed_cond = threading.Condition()
-        self._release: threading.Event | None = None
-        self._errors = _ThreadErrors()
-        self.thread = threading.Thread(target=self._run, name="tpd2py-test-server", daemon=True)
+        self._errors = _ThreadErrors(self)
         for name in _SERVER_LOGGERS:
             logging.getLogger(name).addHandler(self._errors)
-        self.thread.start()
-        ready = self._ready.get(timeout=WAIT)
-        if isinstance(ready, BaseException):
-            raise ready
-        self.server, self.address = ready
-
-    def _run(self) -> None:
-        self._errors.thread_id = threading.get_ident()
         try:
-            server = Server(self.app, self.config)
-            address = server.listen_tcp("127.0.0.1", 0, transport=self.transport)
-            forget = server.ctx.forget
+            self.start()
+        except BaseException:
+            self._remove_log_handler()
+            raise
 
-            def counting_forget(conn: Any) -> None:
-                forget(conn)
-                with self._closed_cond:
-                    self._closed += 1
-                    self._closed_cond.notify_all()
+    def _remove_log_handler(self) -> None:
+        for name in _SERVER_LOGGERS:
+            logging.getLogger(name).removeHandler(self._errors)
 
-            server.ctx.forget = counting_forget
-            throw = server.hub.throw
-
-            def counting_throw(g: Any, exc: BaseException) -> None:
-                throw(g, exc)
-                with self._closed_cond:
-                    self._thrown.append(type(exc))
-                    self._closed_cond.notify_all()
-
-            server.hub.throw = counting_throw  # type: ignore[method-assign]
-        except BaseException as e:  # pragma: no cover - setup failure
-            self._ready.put(e)
-            return
-        self._ready.put((server, address))
+    def stop(self, grace: float | None = None) -> None:
         try:
-            server.serve_forever(install_signals=False)
-        except BaseException as e:
-            self._failure = e
-        finally:
-            # The thread's hub holds an epoll fd and a pipe: a suite that starts a thousand
-            # servers must not keep their fds open until a garbage collection.
-            with contextlib.suppress(Exception):
-                server.hub.close()
-
-    # -- server-side control ----------------------------------------------------------------------
-
-    def call(self, fn: Callable[[], Any], timeout: float = WAIT) -> Any:
-        """Run ``fn()`` in the hub thread (between greenlets) and return its result."""
-        result: queue.Queue[tuple[bool, Any]] = queue.Queue()
-
-        def run() -> None:
             try:
-                result.put((True, fn()))
-            except BaseException as e:  # noqa: BLE001 - handed back to the test thread
-                result.put((False, e))
-
-        self.server.hub.call_soon_threadsafe(run)
-        ok, value = result.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        """Block the hub thread for the duration of the block (the kernel keeps queueing)."""
-        entered = threading.Event()
-        release = self._release = threading.Event()
-
-        def block() -> None:
-            entered.set()
-            release.wait(WAIT * 3)
-
-        self.server.hub.call_soon_threadsafe(block)
-        assert entered.wait(WAIT), "hub did not run the freezing callback"
-        try:
-            yield
-        finally:
-            release.set()
-            self._release = None
-
-    def sync(self) -> None:
-        """Return once the hub has handled what the kernel held when this was called.
-
-        Two round trips through the hub's callback queue: the first lands in the same poll as
-        any bytes already queued on a socket, the second after the greenlets they woke ran.
-        """
-        self.call(lambda: None)
-        self.call(lambda: None)
-
-    def open_connections(self) -> int:
-        return self.call(lambda: len(self.server.conns))
-
-    @property
-    def closed_count(self) -> int:
-        with self._closed_cond:
-            return self._closed
-
-    def wait_closed(self, count: int, timeout: float = WAIT) -> None:
-        """Wait until the server has closed ``count`` connections in total."""
-        with self._closed_cond:
-            ok = self._closed_cond.wait_for(lambda: self._closed >= count, timeout)
-        assert ok, f"server closed {self._closed} connections, expected {count} within {timeout}s"
-
-    def wait_thrown(self, exc_type: type, count: int = 1, timeout: float = WAIT) -> None:
-        """Wait until the hub has thrown ``count`` exceptions of ``exc_type`` into greenlets
-        (the sweep throws ``Timeout`` into connections whose deadline passed)."""
-        with self._closed_cond:
-            ok = self._closed_cond.wait_for(
-                lambda: sum(issubclass(t, exc_type) for t in self._thrown) >= count, timeout)
-        assert ok, f"the hub threw {self._thrown}, expected {count} x {exc_type.__name__}"
-
-    def stop(self) -> None:
-        if self._release is not None:
-            self._release.set()
-        try:
-            if self.thread.is_alive():
-                self.server.hub.call_soon_threadsafe(self.server.shutdown)
-                self.thread.join(self.config.grace + WAIT)
-            assert not self.thread.is_alive(), "server thread did not stop after shutdown()"
-            if self._failure is not None:
-                raise AssertionError("serve_forever raised") from self._failure
+                TestServer.stop(self, self.config.grace if grace is None else grace)
+            except BaseException as e:
+                if e is not self.failure:
+                    raise
+                raise AssertionError("serve_forever raised") from e
             if self._errors.records and not self.allow_errors:
                 lines = [f"{r.name}: {r.getMessage()}\n{r.exc_text or ''}"
                          for r in self._errors.records]
                 raise AssertionError("the server logged errors:\n" + "\n".join(lines))
         finally:
-            for name in _SERVER_LOGGERS:
-                logging.getLogger(name).removeHandler(self._errors)
+            self._remove_log_handler()
 
 
 @pytest.fixture
@@ -640,6 +543,7 @@ class CliServer(Client):
     def __init__(self, spec: str, port: int, args: tuple[str, ...],
                  max_fds: int | None = None) -> None:
         self.address = ("127.0.0.1", port)
+        self.port = port
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]))
 
         def limit_fds() -> None:

@@ -623,7 +623,7 @@ class App(AppFeatures):
                         break
             if route is None:
                 status = 404 if method in self.methods else 501
-                if status in self.error_pages:
+                if self._hooked:  # hooks, pages or debug: the error goes through them too
                     return self.error_page(status, []), {}, 200, []
                 return None, params, status, []
         handler = route.handlers.get(method)
@@ -633,7 +633,7 @@ class App(AppFeatures):
             allowed = sorted(route.handlers)
             if b"GET" in route.handlers and b"HEAD" not in route.handlers:
                 allowed.append(b"HEAD")
-            if 405 in self.error_pages:
+            if self._hooked:
                 return self.error_page(405, allowed), {}, 200, []
             return None, params, 405, allowed
         return handler, params, 200, []

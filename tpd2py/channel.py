@@ -315,16 +315,21 @@ class Channel:
                 del messages[: len(messages) - self.history]
             self._version = version
             self._updates = {}
-            hub = self._hub
-            if hub is None or not self._waiters or self._wake_scheduled:
-                return message
-            self._wake_scheduled = True
-            in_hub_thread = threading.get_ident() == self._thread
-        if in_hub_thread:
-            hub.call_soon(self._wake)
-        else:
-            hub.call_soon_threadsafe(self._wake)
+            schedule = self._claim_wake()
+        if schedule is not None:
+            schedule(self._wake)
         return message
+
+    def _claim_wake(self) -> Callable[[Callable[[], None]], Any] | None:
+        """Under the lock, after new messages: how to have the hub wake the waiters (its
+        ``call_soon``, or ``call_soon_threadsafe`` from another thread), or None when no one
+        waits or a wake is scheduled already. Never switches."""
+        hub = self._hub
+        if hub is None or not self._waiters or self._wake_scheduled:
+            return None
+        self._wake_scheduled = True
+        return hub.call_soon if threading.get_ident() == self._thread \
+            else hub.call_soon_threadsafe
 
     def _receive(self, messages: list[Message]) -> None:
         """The backend seam: add ``messages`` whose versions a backend gave (a Redis stream's
@@ -340,15 +345,9 @@ class Channel:
                 del kept[: len(kept) - self.history]
             self._version = messages[-1].version
             self._updates = {}
-            hub = self._hub
-            if hub is None or not self._waiters or self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-            in_hub_thread = threading.get_ident() == self._thread
-        if in_hub_thread:
-            hub.call_soon(self._wake)
-        else:
-            hub.call_soon_threadsafe(self._wake)
+            schedule = self._claim_wake()
+        if schedule is not None:
+            schedule(self._wake)
 
     # -- reading (never switches) ---------------------------------------------------------------
 

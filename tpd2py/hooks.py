@@ -9,7 +9,9 @@ Rules:
 - A before-hook that returns something other than None answers the request itself (the
   handler does not run); an after-hook gets ``(request, response)`` and returns the response
   to send (or None to keep it). A handler that returns ``Later`` answers after the hooks have
-  run, so after-hooks do not see its response.
+  run, so after-hooks do not see its response. The router's own 404/405/501 go through the
+  same wrapper once the app has any hook, page or ``debug`` (``router_error_handler``): the
+  answer is the canned one unless a hook or page changes it.
 - Error pages: ``@app.error(404)`` is called with ``(request, error)`` for an ``HTTPError`` of
   that status (the router's own 404/405/501 included); ``@app.error(500)`` for any other
   exception of a handler or hook, after it is logged once with the request line and peer. A
@@ -46,7 +48,7 @@ log = logging.getLogger("tpd2py.app")
 # itself: a side table rather than a slot on Request, which would cost every request, session
 # or not, ~40 instructions (bench/instructions.py). Only an app with hooks fills it (the
 # Sessions before-hook), and the wrappers below remove the entry once the handler and the
-# after-hooks are done: a generator body that runs later cannot use the session.
+# after-hooks are done; a streamed body keeps it, read-only, until it ends (_SessionKept).
 SESSIONS: dict[Any, Any] = {}
 
 __all__ = ["wrap_handler", "router_error_handler", "SESSIONS"]
@@ -114,6 +116,8 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
     """``fn`` run with the app's hooks and error pages (read when called, so hooks added later
     apply too)."""
 
+    name = _name(fn)
+
     @functools.wraps(fn)
     def handler(request: Request, **params: Any) -> Any:
         try:
@@ -126,6 +130,7 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
                 else:
                     result = fn(request, **params)
                 if type(result) is app.later_type:
+                    SESSIONS.pop(request, None)  # answered later, after the hooks
                     return result
                 response = app.to_response(result)
             except Exception as e:  # noqa: BLE001 - mapped by _fail, re-raised when unmapped
@@ -137,17 +142,59 @@ def wrap_handler(app: App, fn: Handler) -> Handler:
                         response = app.to_response(replaced)
             except Exception as e:  # noqa: BLE001
                 response = _fail(app, fn, request, e)
-            return response
-        finally:
-            SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
+        except BaseException:
+            SESSIONS.pop(request, None)
+            raise
+        session = SESSIONS.pop(request, None)  # the request's session, if Sessions gave it one
+        if session is not None and _streamed(response.body):
+            response.body = _SessionKept(response.body, request, session, name)
+        return response
 
     return handler
 
 
+def _streamed(body: Any) -> bool:
+    """Whether ``body`` is produced after the handler returned (an iterator, not bytes, a list
+    of chunks or a file)."""
+    return not isinstance(body, (bytes, list)) and hasattr(body, "__iter__")
+
+
+class _SessionKept:
+    """A streamed body whose request keeps its session, read-only, until the body is done: a
+    generator runs after the handler returned and after the session was saved (the cookie
+    goes in the response's head, which is sent before the first chunk), so it may read the
+    session but a change raises, naming the handler, instead of being lost. The entry leaves
+    SESSIONS when the exchange closes the body or, if it never does (the body was dropped
+    unsent, or wrapped by a later wrapper that never ran it), when this object is freed."""
+
+    __slots__ = ("_body", "_items", "_request")
+
+    def __init__(self, body: Any, request: Request, session: Any, handler: str) -> None:
+        session.spent = handler
+        SESSIONS[request] = session
+        self._body, self._items, self._request = body, iter(body), request
+
+    def __iter__(self) -> _SessionKept:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    def close(self) -> None:
+        SESSIONS.pop(self._request, None)
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:
+        SESSIONS.pop(self._request, None)
+
+
 def router_error_handler(app: App, status: int, allowed: list[bytes]) -> Handler:
-    """A handler for the router's own 404/405/501 when the app has a page for it: the error
-    goes through the same wrapper as a handler's (before-hooks, the page, after-hooks), so a
-    session or a security header works there too."""
+    """A handler for the router's own 404/405/501 in an app with hooks, pages or debug: the
+    error goes through the same wrapper as a handler's (before-hooks, the page if any,
+    after-hooks), so a session or a security header works there too. Without a page the
+    answer is ``app.error_response``'s, the same bytes as the exchange's canned one."""
     key = (status, tuple(allowed))
     cached = app.error_handlers.get(key)
     if cached is not None:

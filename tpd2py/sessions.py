@@ -66,13 +66,25 @@ def _unb64(text: str) -> bytes:
 class Session(MutableMapping[str, Any]):
     """One request's session: a dict loaded from the cookie on first use."""
 
-    __slots__ = ("_sessions", "_request", "_data", "modified")
+    __slots__ = ("_sessions", "_request", "_data", "modified", "spent")
 
     def __init__(self, sessions: Sessions, request: Request) -> None:
         self._sessions = sessions
         self._request = request
         self._data: dict[str, Any] | None = None
         self.modified = False
+        # The handler's name once it has returned and the session was saved (hooks.py): a
+        # streamed body may still read the session, and a change raises.
+        self.spent: str | None = None
+
+    def _changing(self) -> dict[str, Any]:
+        if self.spent is not None:
+            raise RuntimeError(
+                f"request.session changed by the streamed body of {self.spent} after the "
+                "handler returned: the session was saved then (its cookie goes in the "
+                "response head, sent before the first chunk); change it in the handler, "
+                "before returning the generator")
+        return self.data
 
     @property
     def data(self) -> dict[str, Any]:
@@ -88,11 +100,11 @@ class Session(MutableMapping[str, Any]):
         return self.data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
+        self._changing()[key] = value
         self.modified = True
 
     def __delitem__(self, key: str) -> None:
-        del self.data[key]
+        del self._changing()[key]
         self.modified = True
 
     def __iter__(self) -> Iterator[str]:
@@ -103,6 +115,7 @@ class Session(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         """Empty the session; the cookie is deleted with the response."""
+        self._changing()
         self._data = {}
         self.modified = True
 

@@ -180,7 +180,7 @@ class AppFeatures:
         return build_url(pattern, params)
 
     def error_page(self, status: int, allowed: list[bytes]) -> Handler:
-        """The handler the router gives for its own 404/405/501 when the app has a page."""
+        """The handler the router gives for its own 404/405/501 once the app has hooks."""
         return router_error_handler(self, status, allowed)
 
 

@@ -12,12 +12,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from test_stats import fetch, log_lines
 from test_workers import APP, Master
+
+from tests.conftest import wait_listening
 
 WAIT = 10.0
 
@@ -81,18 +82,11 @@ def nginx_front(tmp_path: Path):
                                 user="user root;" if os.geteuid() == 0 else ""))
     proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # nginx tells no one when it listens: poll the port, bounded (there is nothing to await).
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read() if proc.stderr else b""
-                master.stop()
-                pytest.fail(f"nginx did not start: {err!r}")
-            time.sleep(0.02)
+    try:
+        wait_listening(port, proc, "nginx")  # nginx tells no one when it listens
+    except BaseException:
+        master.stop()
+        raise
     master.address = ("127.0.0.1", port)
     yield master
     proc.terminate()

@@ -88,9 +88,13 @@ def test_reload_restarts_the_server_when_a_source_file_changes(
               "def index(req):\n    return 'version %d'\n")
     app_file.write_text(source % 1)
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # Ctrl-C as a terminal delivers it: a suite started in the background (``cmd &`` in a
+    # non-interactive shell, a lock wrapper) runs with SIGINT ignored, which
+    # a child inherits, and the reload parent would never see the test's SIGINT.
     proc = subprocess.Popen([sys.executable, "-m", "tpd2py", "reloadme:app", "--port",
                              str(free_port), "--reload"], cwd=tmp_path, env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     lines: list[bytes] = []
 

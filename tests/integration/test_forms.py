@@ -20,7 +20,7 @@ pytest.importorskip("multipart", reason="needs the multipart package (the forms/
 
 from tpd2py import App, Request  # noqa: E402
 from tpd2py.forms import read_form  # noqa: E402
-from tpd2py.testing import TestServer  # noqa: E402
+from tpd2py.testing import Client, TestClient, TestServer  # noqa: E402
 
 WAIT = 10.0
 CURL = shutil.which("curl")
@@ -58,9 +58,20 @@ def server() -> Iterator[TestServer]:
         yield srv
 
 
-def test_fields_and_files(server: TestServer) -> None:
+@pytest.fixture(params=["tcp", "in-process"])
+def client(request: pytest.FixtureRequest) -> Iterator[Client | TestClient]:
+    """The form tests that need only a client run over TCP and with the in-process client."""
+    if request.param == "tcp":
+        with TestServer(forms_app()) as srv:
+            yield srv.client()
+    else:
+        with TestClient(forms_app()) as in_process:
+            yield in_process
+
+
+def test_fields_and_files(client: Client | TestClient) -> None:
     big = bytes(range(256)) * 8192  # 2 MiB: over the 1 MiB spool size
-    r = server.client().post("/form", form={"title": "caf\u00e9", "tags": "a"}, files={
+    r = client.post("/form", form={"title": "caf\u00e9", "tags": "a"}, files={
         "small": ("notes.txt", b"hello", "text/plain"),
         "big": ("photo.bin", big, "application/octet-stream"),
     })
@@ -75,8 +86,8 @@ def test_fields_and_files(server: TestServer) -> None:
     assert body["files"]["big"][0]["on_disk"] is True
 
 
-def test_urlencoded_forms_read_the_same_way(server: TestServer) -> None:
-    r = server.client().post("/form", form={"a": "1 2", "b": "\u00e9"})
+def test_urlencoded_forms_read_the_same_way(client: Client | TestClient) -> None:
+    r = client.post("/form", form={"a": "1 2", "b": "\u00e9"})
     assert r.json() == {"fields": {"a": ["1 2"], "b": ["\u00e9"]}, "files": {}}
 
 
@@ -100,9 +111,9 @@ def test_curl_upload_saved_to_disk(server: TestServer, tmp_path: Path) -> None:
     ("?max_parts=2", {"a": "1", "b": "2", "c": "3"}, None, "more than 2 form fields"),
     ("?max_field_size=3", {"a": "1234"}, None, "the field 'a' is over 3 bytes"),
 ])
-def test_limits_are_413(server: TestServer, query: str, form: dict, files: dict | None,
-                        message: str) -> None:
-    r = server.client().post("/form" + query, form=form, files=files)
+def test_limits_are_413(client: Client | TestClient, query: str, form: dict,
+                        files: dict | None, message: str) -> None:
+    r = client.post("/form" + query, form=form, files=files)
     assert r.status == 413 and message in r.text, r.text
 
 

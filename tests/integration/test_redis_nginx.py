@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from comet_helpers import request  # noqa: E402
 from test_workers import Master  # noqa: E402
 
 from bench.redisserver import RedisServer, find_redis  # noqa: E402
+from tests.conftest import wait_listening  # noqa: E402
 
 pytest.importorskip("hiredis", reason="needs hiredis (the redis extra; the test extra has it)")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -120,16 +120,7 @@ def front(tmp_path: Path) -> Iterator[int]:
         assert NGINX is not None
         proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # nginx tells no one when it listens: try the port, bounded (there is nothing to await).
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-                time.sleep(0.02)
+        wait_listening(port, proc, "nginx")  # nginx tells no one when it listens
         yield port
     finally:
         if proc is not None:

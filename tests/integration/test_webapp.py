@@ -1,10 +1,12 @@
 """The web-app basics over real sockets: cookies, signed sessions, redirects and url_for, hooks
 and error pages, debug pages, handler footguns, per-route body limits. Served with
 ``tpd2py.testing.TestServer`` (a real server in a thread) and driven by its ``Client``
-(http.client) or by raw sockets for malformed input."""
+(http.client) or by raw sockets for malformed input; the tests of cookies, sessions, hooks and
+handler mistakes run a second time with the in-process ``TestClient``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -19,11 +21,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tpd2py import App, HTTPError, Request, Response, get_hub, serve  # noqa: E402
 from tpd2py.server import Config  # noqa: E402
 from tpd2py.sessions import Sessions  # noqa: E402
-from tpd2py.testing import TestServer  # noqa: E402
+from tpd2py.testing import TestClient, TestServer  # noqa: E402
 from tpd2py.urls import redirect  # noqa: E402
 
 KEY = "test-key-" + "x" * 32
 WAIT = 10.0
+
+
+KINDS = ["tcp", "in-process"]
+
+
+class InProcess:
+    """TestServer's shape for the in-process client: ``client()`` gives a ``TestClient``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.clients: list[TestClient] = []
+
+    def client(self) -> TestClient:
+        client = TestClient(self.app)
+        self.clients.append(client)
+        return client
+
+
+Served = TestServer | InProcess
+
+
+@contextlib.contextmanager
+def served(app: App, kind: str) -> Iterator[TestServer | InProcess]:
+    """The fixtures below run each test twice: against a TestServer over TCP and with the
+    in-process TestClient (which must not differ)."""
+    if kind == "tcp":
+        with TestServer(app) as server:
+            yield server
+        return
+    in_process = InProcess(app)
+    try:
+        yield in_process
+    finally:
+        for client in in_process.clients:
+            client.close()
 
 
 def raw(server: TestServer, data: bytes) -> bytes:
@@ -73,20 +110,20 @@ def cookie_app() -> App:
     return app
 
 
-@pytest.fixture
-def cookie_server() -> Iterator[TestServer]:
-    with TestServer(cookie_app()) as server:
+@pytest.fixture(params=KINDS)
+def cookie_server(request: pytest.FixtureRequest) -> Iterator[TestServer | InProcess]:
+    with served(cookie_app(), request.param) as server:
         yield server
 
 
-def test_request_cookies_are_parsed_and_bad_pairs_skipped(cookie_server: TestServer) -> None:
+def test_request_cookies_are_parsed_and_bad_pairs_skipped(cookie_server: Served) -> None:
     client = cookie_server.client()
     r = client.get("/show", headers={"Cookie": 'a=1; bad pair=2; b="two"; a=3; c=x y'})
     assert r.json() == {"a": "1", "b": "two"}
     assert client.get("/show").json() == {}
 
 
-def test_set_cookie_round_trip_and_delete(cookie_server: TestServer) -> None:
+def test_set_cookie_round_trip_and_delete(cookie_server: Served) -> None:
     client = cookie_server.client()
     r = client.get("/set?v=light")
     assert r.header("Set-Cookie") == "theme=light; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax"
@@ -97,7 +134,7 @@ def test_set_cookie_round_trip_and_delete(cookie_server: TestServer) -> None:
 
 
 def test_a_cookie_value_that_would_split_the_header_is_a_500_not_sent(
-        cookie_server: TestServer, caplog: pytest.LogCaptureFixture) -> None:
+        cookie_server: Served, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="tpd2py.conn"):
         r = cookie_server.client().get("/bad?v=a%0d%0aX-Evil:%201")
     assert r.status == 500 and r.header("X-Evil") is None
@@ -144,13 +181,13 @@ def guestbook_app() -> App:
     return app
 
 
-@pytest.fixture
-def guestbook() -> Iterator[TestServer]:
-    with TestServer(guestbook_app()) as server:
+@pytest.fixture(params=KINDS)
+def guestbook(request: pytest.FixtureRequest) -> Iterator[TestServer | InProcess]:
+    with served(guestbook_app(), request.param) as server:
         yield server
 
 
-def test_session_survives_requests(guestbook: TestServer) -> None:
+def test_session_survives_requests(guestbook: Served) -> None:
     client = guestbook.client()
     assert client.get("/").text == "visits=0 user=None"
     for _ in range(3):
@@ -164,7 +201,7 @@ def test_session_survives_requests(guestbook: TestServer) -> None:
     assert not SESSIONS  # each request's entry went with its handler, errors included
 
 
-def test_post_redirect_get_with_a_session(guestbook: TestServer) -> None:
+def test_post_redirect_get_with_a_session(guestbook: Served) -> None:
     client = guestbook.client()
     r = client.post("/login", form={"user": "ada"}, follow_redirects=False)
     assert r.status == 303 and r.header("Location") == "/"
@@ -212,14 +249,14 @@ def test_sessions_work_on_error_pages_and_after_a_before_hook_answered() -> None
         assert (r.status, r.text) == (403, "gated first")
 
 
-def test_untouched_sessions_send_no_cookie(guestbook: TestServer) -> None:
+def test_untouched_sessions_send_no_cookie(guestbook: Served) -> None:
     client = guestbook.client()
     client.get("/visit")
     assert client.get("/").header("Set-Cookie") is None  # read, not changed
     assert client.get("/plain").header("Set-Cookie") is None
 
 
-def test_a_tampered_session_is_empty_not_an_error(guestbook: TestServer) -> None:
+def test_a_tampered_session_is_empty_not_an_error(guestbook: Served) -> None:
     client = guestbook.client()
     client.post("/login", form={"user": "ada"})
     value = client.cookies["session"]
@@ -288,13 +325,13 @@ def hooked_app() -> App:
     return app
 
 
-@pytest.fixture
-def hooked() -> Iterator[TestServer]:
-    with TestServer(hooked_app()) as server:
+@pytest.fixture(params=KINDS)
+def hooked(request: pytest.FixtureRequest) -> Iterator[TestServer | InProcess]:
+    with served(hooked_app(), request.param) as server:
         yield server
 
 
-def test_before_and_after_hooks(hooked: TestServer) -> None:
+def test_before_and_after_hooks(hooked: Served) -> None:
     client = hooked.client()
     r = client.get("/")
     assert r.text == "index" and r.header("X-Frame-Options") == "DENY"
@@ -304,7 +341,7 @@ def test_before_and_after_hooks(hooked: TestServer) -> None:
     assert hooked.app.seen[3:] == ["before", "after"]  # type: ignore[attr-defined]
 
 
-def test_error_pages(hooked: TestServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_error_pages(hooked: Served, caplog: pytest.LogCaptureFixture) -> None:
     client = hooked.client()
     r = client.get("/nowhere/%3Cx%3E")
     assert (r.status, r.text) == (404, "<h1>no page at /nowhere/<x></h1>")
@@ -397,9 +434,9 @@ def footgun_app() -> App:
     return app
 
 
-@pytest.fixture
-def footguns() -> Iterator[TestServer]:
-    with TestServer(footgun_app()) as server:
+@pytest.fixture(params=KINDS)
+def footguns(request: pytest.FixtureRequest) -> Iterator[TestServer | InProcess]:
+    with served(footgun_app(), request.param) as server:
         yield server
 
 
@@ -409,7 +446,7 @@ def footguns() -> Iterator[TestServer]:
     ("/gen-length", "Content-Length is set by the server"),
 ])
 def test_bad_returns_are_500_with_a_message_naming_the_handler(
-        footguns: TestServer, caplog: pytest.LogCaptureFixture, path: str, message: str) -> None:
+        footguns: Served, caplog: pytest.LogCaptureFixture, path: str, message: str) -> None:
     with caplog.at_level(logging.ERROR, logger="tpd2py.conn"):
         r = footguns.client().get(path)
     assert r.status == 500
@@ -420,12 +457,12 @@ def test_bad_returns_are_500_with_a_message_naming_the_handler(
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[" * 100_000, b""])
-def test_bad_json_is_a_400(footguns: TestServer, body: bytes) -> None:
+def test_bad_json_is_a_400(footguns: Served, body: bytes) -> None:
     r = footguns.client().post("/json", body=body, headers={"Content-Type": "application/json"})
     assert r.status == 400 and "not valid JSON" in r.text
 
 
-def test_json_and_tuple_returns(footguns: TestServer) -> None:
+def test_json_and_tuple_returns(footguns: Served) -> None:
     client = footguns.client()
     assert client.post("/json", json={"a": [1, 2]}).json() == {"got": {"a": [1, 2]}}
     r = client.post("/created", body=b"")
