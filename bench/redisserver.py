@@ -26,7 +26,8 @@ def find_redis() -> str | None:
 
 
 class RedisServer:
-    def __init__(self, persist: bool = True, directory: str | None = None) -> None:
+    def __init__(self, persist: bool = True, directory: str | None = None,
+                 port: int = 0) -> None:
         binary = find_redis()
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -36,12 +37,14 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = str(self.dir / "redis.sock")
         self.persist = persist
+        self.port = port  # 0: no TCP listener (the unix socket only)
         self.proc: subprocess.Popen[str] | None = None
         self.start()
 
     def start(self) -> None:
-        args = [self.binary, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm",
-                "700", "--dir", str(self.dir), "--save", "", "--daemonize", "no",
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--unixsocket", self.socket, "--unixsocketperm", "700", "--dir", str(self.dir),
+                "--save", "", "--daemonize", "no",
                 "--loglevel", "notice", "--logfile", ""]
         if self.persist:
             args += ["--appendonly", "yes", "--appendfsync", "always"]

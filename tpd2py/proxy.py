@@ -192,15 +192,15 @@ class ProxyHeaders:
                                         bytes | None, bytes | None] | None:
         """The hops the headers list (address, port, proto, host), and the nearest hop's proto
         and host; None when there are no proxy headers or ``Forwarded`` does not parse."""
-        xff = head.header(b"x-forwarded-for")
-        xproto = head.header(b"x-forwarded-proto")
-        xhost = head.header(b"x-forwarded-host")
+        xff = _field(head, b"x-forwarded-for")
+        xproto = _field(head, b"x-forwarded-proto")
+        xhost = _field(head, b"x-forwarded-host")
         hops: list[tuple[str, int, bytes | None, bytes | None]] = []
         if xff is not None or xproto is not None or xhost is not None:
             for item in (xff or b"").split(b","):
                 hops.append((item.strip().decode("latin-1"), 0, None, None))
             return hops, _last(xproto), _last(xhost)
-        value = head.header(b"forwarded")
+        value = _field(head, b"forwarded")
         elements = parse_forwarded(value) if value is not None else None
         if not elements:
             return None
@@ -221,6 +221,16 @@ class ProxyHeaders:
             if not self.trusts_ip(ip):
                 break
         return client
+
+
+def _field(head: Any, name: bytes) -> bytes | None:
+    """Every line of header ``name`` as one list (RFC 9110 §5.3): a proxy may add its own line
+    after the client's (HAProxy's option forwardfor), so the first line alone is the client's
+    word, not the proxy's."""
+    values = [value for key, value in head.headers if key == name]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else b", ".join(values)
 
 
 def _last(value: bytes | None) -> bytes | None:

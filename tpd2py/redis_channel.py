@@ -36,6 +36,8 @@ Switch points: ``RedisChannel.publish``; the link's greenlets.
 from __future__ import annotations
 
 import collections
+import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -48,10 +50,11 @@ import hiredis
 from greenlet import getcurrent
 
 from .channel import DEFAULT_HISTORY, Channel, Message, Update
-from .errors import ConnectionClosed, HTTPError, HubError, Timeout
+from .errors import ConnectionClosed, HTTPError, HubError, Overloaded, Timeout
 from .gsocket import Socket, send_queued
 from .hub import Hub, get_hub
 from .sendbuf import SendBuf
+from .threads import run_in_thread
 
 log = logging.getLogger("tpd2py.redis")
 
@@ -126,6 +129,13 @@ def _decode(kind: bytes, raw: bytes) -> Any:
     return raw
 
 
+def _event_name(event: str) -> str:
+    """``event``, or ValueError when it cannot be an event stream's field (sse_event's rule)."""
+    if "\n" in event or "\r" in event:
+        raise ValueError("an event name cannot contain CR or LF")
+    return event
+
+
 def _version_of(ident: bytes) -> int | None:
     """The version in an entry id ``0-V``; None for an id not made by us."""
     ms, _, seq = ident.partition(b"-")
@@ -140,13 +150,10 @@ class _Connection:
     greenlet waits for space, so a caller only ever waits for its reply (the reply reader
     wakes callers from that one park). ``on_error`` hears of a failed send."""
 
-    def __init__(self, hub: Hub, address: str | tuple[str, int],
+    def __init__(self, hub: Hub, family: int, address: Any,
                  on_error: Callable[[_Connection, BaseException], None]) -> None:
-        if isinstance(address, str):
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        else:
-            raw = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET,
-                                socket.SOCK_STREAM)
+        raw = socket.socket(family, socket.SOCK_STREAM)
+        if family != socket.AF_UNIX:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.hub = hub
         self.on_error = on_error
@@ -225,13 +232,21 @@ class _Link:
         self.state = "starting"  # "up", "down"
         self.down_since = 0.0
         self.down_reason = ""
+        self.back = False  # connected after an outage, not yet said (a read has not worked)
+        self.delay = MIN_BACKOFF
+        self.worked = False  # the connection's first read worked (retry at once if it breaks)
+        self.up_at = 0.0
+        self.last_command = 0.0  # when the command connection last sent (keepalive())
         self.starters: list[Any] = []  # greenlets waiting for the first connect
         hub.spawn(self._run)
 
     # -- channels -------------------------------------------------------------------------------
 
     def add(self, channel: RedisChannel) -> None:
-        self.channels.setdefault(channel.key, []).append(channel)
+        channels = self.channels.setdefault(channel.key, [])
+        if channel in channels:
+            return
+        channels.append(channel)
         self.generation += 1
         if self.state == "up":
             self.hub.spawn(self._unblock)
@@ -270,6 +285,7 @@ class _Link:
         me = getcurrent()
         commands.pending.append(me)
         commands.send(*args)  # a send error breaks the link: this caller is woken with it
+        self.last_command = self.hub.now
         timer = self.hub.call_later(COMMAND_TIMEOUT, self._timed_out, commands)
         try:
             result = self.hub.park()
@@ -334,32 +350,40 @@ class _Link:
     # -- the reader loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = MIN_BACKOFF
         while True:
             try:
                 self._connect()
             except (OSError, ConnectionClosed, Timeout, RedisError,
                     hiredis.ProtocolError) as e:
                 self._down(e)
-                self.hub.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+            else:
+                self._up()
+                try:
+                    self._read()
+                except (OSError, ConnectionClosed, Timeout, RedisError,
+                        hiredis.ProtocolError) as e:
+                    self._break(e)
+                    self._down(e)
+            # Backoff until a read works (``_working``), not a connect: a Redis that answers the
+            # read with an error (-LOADING, WRONGTYPE) is no tight loop. A connection that
+            # worked for a while is retried at once.
+            if self.worked and self.hub.now - self.up_at >= MAX_BACKOFF:
+                self.worked = False
                 continue
-            delay = MIN_BACKOFF
-            self._up()
-            try:
-                self._read()
-            except (OSError, ConnectionClosed, RedisError, hiredis.ProtocolError) as e:
-                self._break(e)
-                self._down(e)
+            self.worked = False
+            self.hub.sleep(self.delay)
+            self.delay = min(self.delay * 2, MAX_BACKOFF)
 
     def _connect(self) -> None:
         reader = commands = None
+        family, address = self._resolve()
         try:
-            reader = _Connection(self.hub, self.address, self._send_failed)
+            reader = _Connection(self.hub, family, address, self._send_failed)
+            reader.sock.timeout = COMMAND_TIMEOUT  # a Redis that accepts but hangs
             self.reader_id = reader.request(b"CLIENT", b"ID")
-            commands = _Connection(self.hub, self.address, self._send_failed)
+            commands = _Connection(self.hub, family, address, self._send_failed)
             for key, channels in list(self.channels.items()):
-                version = max(channel.version for channel in channels)
+                version = max(max(c.version, c._skipped) for c in channels)
                 if version:
                     reader.request(b"EVAL", _FLOOR, 1, key, version)
         except BaseException:
@@ -370,24 +394,58 @@ class _Link:
         self.reader, self.commands = reader, commands
         self.hub.spawn(self._read_replies, commands)
 
+    def _resolve(self) -> tuple[int, Any]:
+        """The family and address to connect to; a host name is resolved in a thread at each
+        connect (getaddrinfo blocks: a slow DNS would stop the worker). May switch to the hub."""
+        address = self.address
+        if isinstance(address, str):
+            return socket.AF_UNIX, address
+        host, port = address
+        with contextlib.suppress(ValueError):  # a numeric address needs no resolver
+            ip = ipaddress.ip_address(host)
+            return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
+        try:
+            infos = run_in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        except Overloaded:
+            raise OSError(f"no thread free to resolve {host}") from None
+        return infos[0][0], infos[0][4]
+
     def _up(self) -> None:
-        if self.state == "down":
-            log.warning("redis at %s is reachable again after %.1f s: publishing works, "
-                        "channels catch up", self.label, time.monotonic() - self.down_since)
+        self.back = self.state == "down"  # said by _working, once a read works
+        self.up_at = self.hub.now
         self.state = "up"
         self.down_reason = ""
         for g in self.starters:
             self.hub.schedule(g, None)
         self.starters.clear()
 
+    def _keepalive(self) -> None:
+        """PING the command connection after READ_BLOCK_MS unused (its reply goes to no one):
+        Redis's ``timeout`` closes idle clients, an outage to a worker that only reads."""
+        commands = self.commands
+        if commands is not None and self.hub.now - self.last_command >= READ_BLOCK_MS / 1000:
+            self.last_command = self.hub.now
+            commands.pending.append(None)
+            commands.send(b"PING")
+
+    def _working(self) -> None:
+        """The connection's first read worked: the backoff starts anew; Redis is back."""
+        self.delay = MIN_BACKOFF
+        self.worked = True
+        if self.back:
+            self.back = False
+            log.warning("redis at %s is reachable again after %.1f s: publishing works, "
+                        "channels catch up", self.label, time.monotonic() - self.down_since)
+
     def _down(self, exc: BaseException) -> None:
         reason = self.down_reason or _reason(exc)
         self.down_reason = reason
-        if self.state != "down":
+        if self.state != "down" and not self.back:  # not back yet: the same outage
             self.down_since = time.monotonic()
             log.error("redis at %s is unreachable (%s): publishing fails with 503 until it is "
                       "back; reconnecting", self.label, reason)
         self.state = "down"
+        self.back = False
         for g in self.starters:
             self.hub.schedule(g, None)
         self.starters.clear()
@@ -396,16 +454,26 @@ class _Link:
         """XREAD all of this worker's streams from each channel's version, forever."""
         reader = self.reader
         assert reader is not None
+        # Every XREAD is answered within READ_BLOCK_MS: silence past that and COMMAND_TIMEOUT
+        # is a hung Redis or a machine gone without a reset (an idle reader would wait forever).
+        reader.sock.timeout = READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT
+        first = True  # the connection's first XREAD does not block: it says if reading works
         while True:
             self.read_generation = self.generation
             keys = list(self.channels)
-            ids = [b"0-%d" % max(c.version for c in self.channels[k]) for k in keys]
-            if not keys:
-                # Nothing to read yet: wait for a channel (add() unblocks this).
-                reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS // 1000)
-                continue
-            reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS,
-                                   b"STREAMS", *keys, *ids)
+            ids = [b"0-%d" % max(max(c.version, c._skipped) for c in self.channels[k])
+                   for k in keys]
+            if keys:
+                block = () if first else (b"BLOCK", READ_BLOCK_MS)
+                reply = reader.request(b"XREAD", b"COUNT", READ_COUNT, *block,
+                                       b"STREAMS", *keys, *ids)
+            else:  # nothing to read yet: wait for a channel (add() unblocks this)
+                reply = reader.request(b"BLPOP", b"tpd2py:nothing", READ_BLOCK_MS / 1000)
+                reply = None
+            if first:
+                first = False
+                self._working()
+            self._keepalive()
             if reply is None:
                 continue
             for key, entries in reply:
@@ -414,6 +482,8 @@ class _Link:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"{exc.args[-1]}"  # its errno is getaddrinfo's, not one os.strerror knows
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     if isinstance(exc, ConnectionClosed):
@@ -460,11 +530,15 @@ class RedisChannel(Channel):
         self.address = parse_address(address) if isinstance(address, str) else address
         self.key = (KEY_PREFIX + name).encode()
         self._link: _Link | None = None
+        self._undecodable = False  # an entry that did not decode was logged
+        self._skipped = 0  # the last version read and skipped: the reader reads after it
 
     def _linked(self) -> _Link:
         hub = get_hub()
         link = self._link
-        if link is None or link.hub is not hub:
+        # Not to a hub that is not running (a thread's: run_in_thread, WSGI): it would never
+        # read, and the channel would move there and back at every call.
+        if link is None or (link.hub is not hub and hub.running):
             link = self._link = _link(hub, self.address)
             link.add(self)
         return link
@@ -506,16 +580,25 @@ class RedisChannel(Channel):
         if not link.hub.running:
             raise HubError("RedisChannel.publish waits for Redis: call it from a greenlet of a "
                            "running hub (a handler), not from another thread")
+        if event is not None:
+            _event_name(event)  # in Redis, a bad one would reach every worker's streams
         kind, raw = _encode(data)
         args: list[Any] = [b"XADD", self.key, b"MAXLEN", b"~", self.history, b"0-*",
                            b"t", kind, b"d", raw]
         if event is not None:
             args += [b"e", event.encode()]
+        known = self._version  # an intact stream numbers this message above it
         try:
             ident = link.call(*args)
+            version = _version_of(ident)
+            if version is not None and version <= known:
+                # The stream went while we were connected (FLUSHALL, DEL, eviction): no one
+                # past this version would read it. Floor the stream, drop the stray, again.
+                link.call(b"EVAL", _FLOOR, 1, self.key, self._version)
+                link.call(b"XDEL", self.key, ident)
+                version = _version_of(link.call(*args))
         except RedisError as e:
             raise RedisUnavailable(link.label, str(e)) from None
-        version = _version_of(ident)
         if version is None:
             raise RedisUnavailable(link.label, f"stream {self.key!r} has foreign ids")
         message = Message(version, data, event)
@@ -535,10 +618,21 @@ class RedisChannel(Channel):
             if run and version != last + 1:
                 self._receive(run)
                 run = []
-            values = dict(zip(fields[::2], fields[1::2], strict=True))
-            event = values.get(b"e")
-            run.append(Message(version, _decode(values.get(b"t", _BYTES), values.get(b"d", b"")),
-                               None if event is None else event.decode()))
+            try:
+                values = dict(zip(fields[::2], fields[1::2], strict=True))
+                event = values.get(b"e")
+                message = Message(version, _decode(values.get(b"t", _BYTES),
+                                                   values.get(b"d", b"")),
+                                  None if event is None else _event_name(event.decode()))
+            except ValueError as e:  # bad JSON or UTF-8, odd fields, an event name with CR/LF:
+                # not ours. Skipped (its waiters see a gap), never the reader's end; said once.
+                if not self._undecodable:
+                    self._undecodable = True
+                    log.warning("redis stream %r: skipping entry %r that does not decode "
+                                "(%s); said once per channel", self.key, ident, e)
+                self._skipped = max(self._skipped, version)
+                continue
+            run.append(message)
             last = version
         if run:
             self._receive(run)

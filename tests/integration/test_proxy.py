@@ -108,3 +108,19 @@ def test_parse_forwarded(value, expected):
 def test_bad_trust_list_is_a_clear_error():
     with pytest.raises(ValueError, match="not an address or network: 'x.y'"):
         ProxyHeaders("127.0.0.1,x.y")
+
+
+def test_header_lines_repeated_by_a_proxy_are_one_list(server):
+    # RFC 9110 §5.3: "X-Forwarded-For: a" then "X-Forwarded-For: b" is "a, b". The client
+    # sent the first line; the proxy (HAProxy's option forwardfor) added the second.
+    import socket
+
+    srv = server(make_app(None))
+    for name in (b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9",
+                 b"Forwarded: for=6.6.6.6\r\nForwarded: for=203.0.113.9"):
+        with socket.create_connection(srv.address) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n" + name + b"\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert json.loads(data.split(b"\r\n\r\n", 1)[1])["peer"] == ["203.0.113.9", 0], name

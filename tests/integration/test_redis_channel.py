@@ -16,6 +16,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,222 @@ def test_a_publisher_interrupted_while_it_waits_never_gets_a_stray_reply(redis):
     seen, second = in_hub(main)
     assert seen == ["timeout", "from main"]
     assert second == 3  # the interrupted XADD was sent: Redis numbered it 2
+
+
+def test_an_entry_that_does_not_decode_is_skipped_and_the_reader_goes_on(redis, redis_log):
+    # Anyone may write the stream (redis-cli, another program): an entry whose data does not
+    # decode (bad JSON, bad UTF-8, an odd field list) must not end the worker's reader, which
+    # would leave every channel of the worker frozen, with a traceback in the log.
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert publish(server, "first") == 1
+        sock = start_poll(server, 1)
+        waiting(server, 1)
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "j", "d", "{not json")
+        redis_log.wait(lambda records: any("does not decode" in r.getMessage()
+                                           for r in records))
+        # The reader reads on after the bad entry, not from before it again and again.
+        before = xreads(redis)
+        time.sleep(0.3)  # a window to count in: a reader stuck on it makes thousands
+        assert xreads(redis) - before <= 3
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "after")
+        reply = read_reply(sock).json()
+        sock.close()
+        assert texts(reply) == [(3, "after")]  # 2 is lost to this worker: a gap
+        assert all(r.exc_info is None for r in redis_log.records), redis_log.records
+    finally:
+        server.stop()
+
+
+def xreads(redis: RedisServer) -> int:
+    """How many XREADs Redis has answered (INFO commandstats)."""
+    for line in redis.command("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_xread:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_an_error_reply_to_the_read_backs_off_and_logs_once(redis, redis_log):
+    # The stream's key holds something else (a wrong type; a Redis still loading answers
+    # -LOADING the same way): the reader's XREAD fails at once after each connect. It must
+    # back off like a refused connect, with one line for the outage, not reconnect in a tight
+    # loop with a "back" and a "lost" line each time.
+    redis.command("SET", "tpd2py:channel:room", "not a stream")
+    server = ServerThread(make_app(redis.socket))
+    try:
+        sock = start_poll(server, 0)  # the channel links on first use
+        redis_log.wait(lambda records: len(errors(records)) >= 1)
+        time.sleep(0.5)  # a window to count in: backoff makes a few connects, a spin thousands
+        connects = int(redis.command("INFO", "stats").split("total_connections_received:")[1]
+                       .split()[0])
+        assert connects <= 12, connects
+        assert len(errors(redis_log.records)) == 1
+        assert not [r for r in redis_log.records if "reachable again" in r.getMessage()]
+        sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_hung_redis_is_seen_by_an_idle_reader(redis, redis_log, monkeypatch):
+    # A worker that only waits (never publishes) must notice a Redis that stopped answering
+    # (hung, or a machine gone without a reset, where nothing would ever arrive): its XREAD
+    # BLOCK answers within READ_BLOCK_MS, so silence past that and COMMAND_TIMEOUT is an
+    # outage. Then it reconnects and its waiters get what follows.
+    import os
+    import signal
+
+    from tpd2py import redis_channel
+
+    monkeypatch.setattr(redis_channel, "READ_BLOCK_MS", 200)
+    monkeypatch.setattr(redis_channel, "COMMAND_TIMEOUT", 0.5)
+    server = ServerThread(make_app(redis.socket))
+    pid = redis.proc.pid  # type: ignore[union-attr]
+    try:
+        sock = start_poll(server, 0)
+        waiting(server, 1)
+        server.wait_for(lambda: server.app.channel._link.state == "up")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            redis_log.wait(lambda records: len(errors(records)) == 1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        redis_log.wait(lambda records: any("reachable again" in r.getMessage()
+                                           for r in records))
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "after")
+        reply = read_reply(sock).json()
+        sock.close()
+        assert texts(reply) == [(1, "after")]
+        assert len(errors(redis_log.records)) == 1
+    finally:
+        server.stop()
+
+
+def test_redis_closing_an_idle_command_connection_is_no_outage(redis, redis_log, monkeypatch):
+    # Redis's `timeout` (idle clients are closed; often 300 s in production configs) closes
+    # the command connection of a worker that has not published for that long. That is no
+    # outage: no error line, no 503, no reconnect of the reader.
+    from tpd2py import redis_channel
+
+    monkeypatch.setattr(redis_channel, "READ_BLOCK_MS", 300)
+    redis.command("CONFIG", "SET", "timeout", "1")
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert publish(server, "first") == 1
+        time.sleep(3)  # idle past Redis's timeout (its clientsCron checks a few times a second)
+        assert publish(server, "second") == 2
+        assert errors(redis_log.records) == []
+    finally:
+        server.stop()
+
+
+def test_a_redis_host_name_is_resolved_off_the_hub(monkeypatch, free_port):
+    # "redis.internal:6379": the name must not be resolved by the hub's own thread (a slow or
+    # unreachable DNS server during an outage would stop the whole worker at every
+    # reconnect). Here the resolver takes a second; the worker answers meanwhile.
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def slow_dns(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "redis.test":
+            asked.append(host)
+            time.sleep(1.0)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    port = free_port
+    redis = RedisServer(persist=False, port=port)
+    monkeypatch.setattr(socket, "getaddrinfo", slow_dns)
+    server = ServerThread(make_app(f"redis.test:{port}"))
+    try:
+        sock = start_poll(server, 0)  # the link starts: it resolves the name
+        waiting(server, 1)
+        started = time.monotonic()
+        assert call(server, "GET", "/hello") == (200, b"hello")
+        assert time.monotonic() - started < 0.5
+        assert publish(server, "through a name") == 1
+        assert texts(read_reply(sock).json()) == [(1, "through a name")]
+        sock.close()
+        assert asked
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_an_event_name_with_a_line_break_never_reaches_an_event_stream(redis, redis_log):
+    # An entry whose event name has CR or LF cannot be an SSE frame: read from the stream it
+    # closed every event stream of every worker with a traceback, again at each reconnect
+    # (Last-Event-ID before it): a poison message kept by Redis. It is skipped like any entry
+    # that does not decode, and publish refuses such a name before it reaches Redis.
+    from pg_helpers import in_hub
+
+    server = ServerThread(make_app(redis.socket))
+    try:
+        sock = socket.create_connection(server.address, timeout=WAIT)
+        sock.sendall(request("/events", headers={"Last-Event-ID": "0"}))
+        waiting(server, 1)
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "x", "e", "a\nb")
+        redis.command("XADD", "tpd2py:channel:room", "0-*", "t", "s", "d", "y")
+        _head, frames = read_events(sock, 2)
+        sock.close()
+        frames = [f for f in frames if not f.startswith(b":")]
+        assert [f.split(b"\n")[:2] for f in frames] == [[b"id: 2", b"data: y"]]
+        assert all(r.exc_info is None for r in redis_log.records), redis_log.records
+    finally:
+        server.stop()
+    channel = RedisChannel(redis.socket, "room")
+
+    def main() -> str:
+        try:
+            channel.publish("z", event="a\rb")
+        except ValueError as e:
+            return str(e)
+        return "published"
+
+    assert "CR or LF" in in_hub(main)
+
+
+def test_reading_a_channel_from_a_thread_does_not_relink_it(redis):
+    # A handler's blocking part in a thread (run_in_thread, a WSGI app's threads) may read a
+    # channel (since). That thread's hub never runs: the channel must stay with the worker's
+    # link, not move to a link of its own there and back at every call, each return adding
+    # it once more to the worker's reader (a list growing per request, an UNBLOCK each time).
+    from tpd2py.threads import run_in_thread
+
+    app = make_app(redis.socket)
+    channel = app.channel  # type: ignore[attr-defined]
+
+    @app.route("/both")
+    def both(request: Request) -> Response:
+        run_in_thread(channel.since, 0)
+        channel.since(0)
+        return Response(b"ok")
+
+    server = ServerThread(app)
+    try:
+        for _ in range(20):
+            assert call(server, "GET", "/both") == (200, b"ok")
+        link = server.call(lambda: channel._link)
+        assert link.hub is server.server.hub
+        assert len(link.channels[channel.key]) == 1
+        assert publish(server, "still read") == 1
+    finally:
+        server.stop()
+
+
+def test_a_stream_lost_while_connected_never_makes_versions_go_back(redis):
+    # The key goes while the link is up (FLUSHALL, DEL, eviction under maxmemory): the next
+    # XADD would be 0-1 again, below what every worker has, so no waiter anywhere would get
+    # it. The publisher sees its version is not above its own, floors the stream again,
+    # removes the stray entry and publishes once more.
+    server = ServerThread(make_app(redis.socket))
+    try:
+        assert [publish(server, f"m{i}") for i in range(3)] == [1, 2, 3]
+        waiter = start_poll(server, 3)
+        waiting(server, 1)
+        redis.command("FLUSHALL")
+        assert publish(server, "after the loss") == 4
+        assert texts(read_reply(waiter).json()) == [(4, "after the loss")]
+        waiter.close()
+        assert redis.command("XLEN", "tpd2py:channel:room") == "1"
+    finally:
+        server.stop()

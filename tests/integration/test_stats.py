@@ -238,3 +238,16 @@ def test_a_streamed_304_is_logged_and_counted(server):
     srv.call(lambda: stats.attach(srv.server))
     assert fetch(srv.address, "/gen304")[0] == 304
     assert classes(scrape(srv.address))["3xx"] == 1
+
+
+def test_access_log_a_second_forwarded_line_from_the_proxy_is_not_spoofed(cli_server, tmp_path):
+    # A proxy that adds its own X-Forwarded-For line (HAProxy's option forwardfor) after the
+    # client's: RFC 9110 §5.3 makes them one list, "client's, proxy's". Taking the first
+    # line alone would log (and give the handler) the address the client made up.
+    log = tmp_path / "access.log"
+    srv = cli_server("conftest:app", "--proxy-headers", "--access-log", str(log))
+    ex = srv.exchange(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\n"
+                      b"X-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n")
+    assert ex.statuses == [200]
+    assert srv.terminate() == 0
+    assert [r[0] for r in log_lines(log)] == ["203.0.113.9"]
