@@ -318,7 +318,7 @@ class StaticFiles:
 
         entry.pinned = pinned
         for app, prefix in self.routers:
-            app.pin(prefix + tail, pinned)
+            app.pin(prefix + tail, pinned, prefix)
 
     def _refresh(self, key: bytes, raw_path: bytes, old: _Entry | None, now: float,
                  query: bytes) -> _Entry:

@@ -1,0 +1,58 @@
+"""Regression (review13): a pin must only be made where the pinning mount owns the path.
+
+A folder mounted under two prefixes pins each small file it caches under both; when another
+mount (or the same folder under a longer prefix) owns one of those paths, the pin shadowed
+it: the router's exact-route fast path answered with the wrong file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tpd2py import App, Response
+from tpd2py.static import StaticFiles
+
+
+def test_a_pin_never_serves_a_nested_mount_of_the_same_folder_from_the_wrong_file(
+        server, tmp_path: Path):
+    pub = tmp_path / "pub"
+    (pub / "b").mkdir(parents=True)
+    (pub / "x.txt").write_bytes(b"top\n")
+    (pub / "b" / "x.txt").write_bytes(b"nested\n")
+    app = App()
+    files = StaticFiles(pub, revalidate_after=3600)
+    app.mount("/a", files)
+    app.mount("/a/b", files)
+    srv = server(app)
+    # /a/b/b/x.txt is the folder's b/x.txt (tail "/b/x.txt" under the longer prefix)...
+    assert srv.get("/a/b/b/x.txt").body == b"nested\n"
+    # ...and /a/b/x.txt is the folder's x.txt (the mount /a/b owns it), pinned or not.
+    assert srv.get("/a/b/x.txt").body == b"top\n"
+    assert srv.get("/a/b/x.txt").body == b"top\n"
+
+
+def test_a_pin_never_shadows_a_longer_mount_of_another_handler(server, tmp_path: Path):
+    pub = tmp_path / "pub"
+    (pub / "gen").mkdir(parents=True)
+    (pub / "gen" / "a.js").write_bytes(b"from the folder\n")
+    app = App()
+    files = StaticFiles(pub, revalidate_after=3600)
+    app.mount("/s", files)
+    app.mount("/static", files)
+    app.mount("/static/gen", lambda request: Response(b"generated\n"))
+    srv = server(app)
+    assert srv.get("/s/gen/a.js").body == b"from the folder\n"
+    assert srv.get("/static/gen/a.js").body == b"generated\n"
+
+
+def test_a_shorter_mount_added_later_keeps_the_longer_mounts_pins(server, tmp_path: Path):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "a.txt").write_bytes(b"a\n")
+    app = App()
+    app.mount("/static", StaticFiles(pub, revalidate_after=3600))
+    srv = server(app)
+    assert srv.get("/static/a.txt").body == b"a\n"
+    assert b"/static/a.txt" in app.exact
+    app.mount("/", lambda request: Response(b"root\n"))
+    assert b"/static/a.txt" in app.exact  # /static still owns it: the pin stays
+    assert srv.get("/static/a.txt").body == b"a\n"
