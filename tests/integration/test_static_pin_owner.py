@@ -56,3 +56,23 @@ def test_a_shorter_mount_added_later_keeps_the_longer_mounts_pins(server, tmp_pa
     app.mount("/", lambda request: Response(b"root\n"))
     assert b"/static/a.txt" in app.exact  # /static still owns it: the pin stays
     assert srv.get("/static/a.txt").body == b"a\n"
+
+
+def test_one_folder_in_two_apps_under_nested_prefixes_serves_each_apps_own_path(
+        server, tmp_path: Path):
+    # Before review13 the folder cut the longest prefix it had in any app: in the app that
+    # mounts it at /a, /a/b/x.txt was read as x.txt (the other app's /a/b), not b/x.txt.
+    pub = tmp_path / "pub"
+    (pub / "b").mkdir(parents=True)
+    (pub / "x.txt").write_bytes(b"top\n")
+    (pub / "b" / "x.txt").write_bytes(b"nested\n")
+    files = StaticFiles(pub, revalidate_after=3600)
+    one, two = App(), App()
+    one.mount("/a", files)
+    two.mount("/a/b", files)
+    s1, s2 = server(one), server(two)
+    for _ in range(2):  # through the mount, then through the pin
+        assert s1.get("/a/b/x.txt").body == b"nested\n"
+        assert s1.get("/a/x.txt").body == b"top\n"
+        assert s2.get("/a/b/x.txt").body == b"top\n"
+        assert s2.get("/a/b/b/x.txt").body == b"nested\n"
