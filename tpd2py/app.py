@@ -514,13 +514,13 @@ class App(AppFeatures):
         """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
         called as ``handler(request)``: it reads ``request.raw_path`` itself (not decoded). A
         mount is matched on the raw path's prefix, after exact routes and before patterns. A
-        handler's ``mounted_at(prefix)`` is called first, its ``routed_by(app, prefix)`` after
-        (``static.StaticFiles`` pins the files it answers from memory: ``pin``)."""
+        handler's ``mounted_at(prefix)`` is called first, its class's ``routed_by(app, prefix)``
+        (not a delegate's) after (``static.StaticFiles`` pins files it keeps in memory: ``pin``)."""
         if not prefix.startswith("/") or "<" in prefix:
             raise ValueError("a mount prefix is a plain path starting with '/'")
         prefix = prefix.rstrip("/")
         mounted_at = getattr(handler, "mounted_at", None)
-        routed_by = getattr(handler, "routed_by", None)
+        told = getattr(handler, "routed_by", None) if hasattr(type(handler), "routed_by") else None
         if mounted_at is not None:
             mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
         if prefix:
@@ -536,8 +536,8 @@ class App(AppFeatures):
         for path, (_, pinned) in list(self._pinned.items()):
             if _owner(self._mounts, path) == start:  # the new mount owns it (not when shorter)
                 self.unpin(path, pinned)
-        if routed_by is not None:
-            routed_by(self, prefix)
+        if told is not None:
+            told(self, prefix)
 
     def pin(self, raw_path: bytes, handler: Handler, prefix: bytes) -> None:
         """For the mount at ``prefix``: GET of ``raw_path`` goes to ``handler`` by an exact route

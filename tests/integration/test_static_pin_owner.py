@@ -76,3 +76,65 @@ def test_one_folder_in_two_apps_under_nested_prefixes_serves_each_apps_own_path(
         assert s1.get("/a/x.txt").body == b"top\n"
         assert s2.get("/a/b/x.txt").body == b"top\n"
         assert s2.get("/a/b/b/x.txt").body == b"nested\n"
+
+
+def test_a_mounted_object_that_delegates_to_a_folder_is_not_bypassed_by_pins(
+        server, tmp_path: Path):
+    # An access check written as an object around the folder, delegating the rest
+    # (``__getattr__``): its routed_by was the folder's, so the folder pinned its files and
+    # the router's fast path answered them without the check.
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "secret.txt").write_bytes(b"secret\n")
+
+    class Private:
+        def __init__(self, inner: StaticFiles) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def __call__(self, request):  # type: ignore[no-untyped-def]
+            if request.header("Authorization") != "Bearer ok":
+                return Response(b"no\n", status=403)
+            return self.inner(request)
+
+    app = App()
+    app.mount("/private", Private(StaticFiles(pub, revalidate_after=3600)))
+    srv = server(app)
+    ok = {"Authorization": "Bearer ok"}
+    assert srv.get("/private/secret.txt", ok).body == b"secret\n"
+    assert srv.get("/private/secret.txt").status == 403
+    assert srv.get("/private/secret.txt", ok).body == b"secret\n"
+
+
+def test_a_subclass_with_its_own_call_sees_every_request(server, tmp_path: Path):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "a.txt").write_bytes(b"a\n")
+    seen = []
+
+    class Counted(StaticFiles):
+        def __call__(self, request):  # type: ignore[no-untyped-def]
+            seen.append(request.path)
+            return super().__call__(request)
+
+    app = App()
+    app.mount("/static", Counted(pub, revalidate_after=3600))
+    srv = server(app)
+    for _ in range(3):
+        assert srv.get("/static/a.txt").body == b"a\n"
+    assert seen == ["/static/a.txt"] * 3
+
+
+def test_a_folder_mounted_after_a_wrapper_is_still_pinned(server, tmp_path: Path):
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "a.txt").write_bytes(b"a\n")
+    app = App()
+    app.wrap(lambda fn: fn)  # a wrapper before the mount (``--gzip``, hooks)
+    app.mount("/static", StaticFiles(pub, revalidate_after=3600))
+    srv = server(app)
+    assert srv.get("/static/a.txt").body == b"a\n"
+    assert b"/static/a.txt" in app.exact
+    assert srv.get("/static/a.txt").body == b"a\n"
