@@ -436,6 +436,8 @@ class Request:
             raise HTTPError(400, f"400 Bad Request: the body is not valid JSON ({e})\n") from None
 
 
+def _owner(mounts: list[tuple[bytes, Any]], path: bytes) -> bytes | None:  # match()'s mount
+    return next((start for start, _ in mounts if path.startswith(start)), None)
 
 
 class _Route:
@@ -510,16 +512,15 @@ class App(AppFeatures):
 
     def mount(self, prefix: str, handler: Handler) -> None:
         """Route GET and HEAD of ``prefix``, ``prefix/`` and every path under it to ``handler``,
-        called as ``handler(request)``: it reads ``request.raw_path`` itself (no decoding
-        happens before it sees the path). A mount is matched on the raw path's prefix, after
-        exact routes and before patterns. A handler with a ``mounted_at(prefix)`` method is
-        told its prefix first, one with ``routed_by(app, prefix)`` the app after
-        (``static.StaticFiles`` pins the files it answers from memory: ``pin``)."""
+        called as ``handler(request)``: it reads ``request.raw_path`` itself (not decoded). A
+        mount is matched on the raw path's prefix, after exact routes and before patterns. A
+        handler's ``mounted_at(prefix)`` is called first, its class's ``routed_by(app, prefix)``
+        (not a delegate's) after (``static.StaticFiles`` pins files it keeps in memory: ``pin``)."""
         if not prefix.startswith("/") or "<" in prefix:
             raise ValueError("a mount prefix is a plain path starting with '/'")
         prefix = prefix.rstrip("/")
         mounted_at = getattr(handler, "mounted_at", None)
-        routed_by = getattr(handler, "routed_by", None)
+        told = getattr(handler, "routed_by", None) if hasattr(type(handler), "routed_by") else None
         if mounted_at is not None:
             mounted_at(prefix)  # the handler learns its prefix (StaticFiles slices raw paths)
         if prefix:
@@ -530,19 +531,18 @@ class App(AppFeatures):
             handler = wrapper(handler)
         route.handlers[b"GET"] = handler
         self._all[prefix + "/*"] = route  # so that wrap() reaches it too
-        self._mounts.append(((prefix + "/").encode(), route))
+        self._mounts.append((start := (prefix + "/").encode(), route))
         self._mounts.sort(key=lambda m: -len(m[0]))
         for path, (_, pinned) in list(self._pinned.items()):
-            if path.startswith((prefix + "/").encode()):
-                self.unpin(path, pinned)  # the new mount owns it now
-        if routed_by is not None:
-            routed_by(self, prefix)
+            if _owner(self._mounts, path) == start:  # the new mount owns it (not when shorter)
+                self.unpin(path, pinned)
+        if told is not None:
+            told(self, prefix)
 
-    def pin(self, raw_path: bytes, handler: Handler) -> None:
-        """For a mount: route GET of ``raw_path`` (a path under its prefix) straight to
-        ``handler``, as an exact route (the router's fast path), until ``unpin``. An exact
-        route of the app's own comes first: the pin is then not made. Never switches."""
-        if raw_path in self.exact:
+    def pin(self, raw_path: bytes, handler: Handler, prefix: bytes) -> None:
+        """For the mount at ``prefix``: GET of ``raw_path`` goes to ``handler`` by an exact route
+        until ``unpin``; not where a route of the app or a longer mount owns it. Never switches."""
+        if raw_path in self.exact or _owner(self._mounts, raw_path) != prefix + b"/":
             return
         route = _Route("/")  # not parsed as a pattern: the path is taken as it is
         route.pattern = raw_path.decode("latin-1")

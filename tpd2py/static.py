@@ -155,6 +155,7 @@ class StaticFiles:
         self.cached_bytes = 0
         # (app, raw prefix) of each mount (``routed_by``): where cached files are pinned.
         self.routers: list[tuple[Any, bytes]] = []
+        self.app_prefixes: dict[int, list[bytes]] = {}  # id(app): its prefixes, longest first
 
     def mounted_at(self, prefix: str) -> None:
         """Called by ``App.mount``: a URL prefix this folder is served under (one folder may
@@ -167,6 +168,8 @@ class StaticFiles:
         """Called by ``App.mount`` after ``mounted_at``: the app whose router gets an exact
         route (``App.pin``) for each small file cached from now on."""
         self.routers.append((app, prefix.encode()))
+        self.app_prefixes[id(app)] = sorted({p for a, p in self.routers if a is app}, key=len,
+                                            reverse=True)
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -199,7 +202,7 @@ class StaticFiles:
 
     def _serve(self, request: Request, retry: bool) -> Response:
         head = request._head
-        tail = self._tail(head.path)
+        tail = self._tail(request)
         # The cache is keyed by the decoded path: every spelling of a name is one entry.
         key = self._decode(tail) if b"%" in tail else tail
         now = time.monotonic()
@@ -272,15 +275,22 @@ class StaticFiles:
 
     # -- the cache -----------------------------------------------------------------------------
 
-    def _tail(self, raw: bytes) -> bytes:
-        """The raw path after the mount's prefix (b"" or starting with "/")."""
-        for prefix in self.prefixes:
+    def _tail(self, request: Request) -> bytes:
+        """The raw path after the mount's prefix (b"" or starting with "/"). A folder in several
+        apps cuts only the request's app's prefixes: another app's longer one (``/a/b`` there,
+        ``/a`` here) must not decide which file ``/a/b/x`` is (review13)."""
+        raw = request._head.path
+        prefixes = self.prefixes
+        if len(self.app_prefixes) > 1:
+            app = getattr(getattr(request._conn, "ctx", None), "app", None)
+            prefixes = self.app_prefixes.get(id(app), prefixes)
+        for prefix in prefixes:
             if raw.startswith(prefix) and (len(raw) == len(prefix) or raw[len(prefix)] == 47):
                 return raw[len(prefix):]
         raise HTTPError(404)  # the prefix itself was percent-encoded: not this mount's URL
 
     def _forget_request(self, request: Request) -> None:
-        tail = self._tail(request._head.path)
+        tail = self._tail(request)
         self._forget(self._decode(tail) if b"%" in tail else tail)
 
     def _forget(self, tail: bytes) -> None:
@@ -297,8 +307,9 @@ class StaticFiles:
         prefix search and this class's path checks (bench/instructions.py --app static)."""
         rep = entry.reps[None]
         body = rep.body
-        if body is None or b"%" in tail or not self.routers:
-            return
+        if body is None or b"%" in tail or not self.routers \
+                or type(self).__call__ is not StaticFiles.__call__:
+            return  # (a subclass's own __call__ must see every request: review13)
         fields = rep.fields
         full = self._serve
 
@@ -318,7 +329,7 @@ class StaticFiles:
 
         entry.pinned = pinned
         for app, prefix in self.routers:
-            app.pin(prefix + tail, pinned)
+            app.pin(prefix + tail, pinned, prefix)
 
     def _refresh(self, key: bytes, raw_path: bytes, old: _Entry | None, now: float,
                  query: bytes) -> _Entry:
