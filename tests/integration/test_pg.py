@@ -397,11 +397,19 @@ def test_a_restart_gives_503_to_requests_in_flight_and_the_pool_recovers(
             db.putconn(conn)
         return b"warm"
 
+    @app.route("/lock-and-stay/<int:key>")
+    def lock_and_stay(req: Request, key: int) -> dict:
+        # The restart kills the holder first or last: a backend granted the lock in between
+        # must still be in its statement when it is terminated (it was a 200, once).
+        with db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s), pg_sleep(60)", (key,))
+        return {"locked": key}
+
     srv = server(app)
     try:
         assert get(srv, "/warm")[0] == 200  # three idle connections; two go to /lock
         with held(cluster.conninfo, 103) as holder:
-            in_flight = [in_thread(lambda: get(srv, "/lock/103")) for _ in range(2)]
+            in_flight = [in_thread(lambda: get(srv, "/lock-and-stay/103")) for _ in range(2)]
             until(lambda: holder.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             ).fetchone()[0] == 2, "two handlers waiting on the lock")
