@@ -87,6 +87,14 @@ def _text_bytes(data: Any) -> bytes:
     return _json_bytes(data)
 
 
+def check_event_name(event: str) -> str:
+    """``event``, or ValueError when it cannot be an event stream's ``event:`` field (CR or LF
+    would end the field and let the rest be read as other fields). Never switches."""
+    if "\n" in event or "\r" in event:
+        raise ValueError("an event name cannot contain CR or LF")
+    return event
+
+
 def sse_event(data: Any = None, *, event: str | None = None, id: int | str | None = None,
               retry: int | None = None) -> bytes:
     """One Server-Sent Events frame (HTML Living Standard §9.2.5), as bytes.
@@ -101,10 +109,7 @@ def sse_event(data: Any = None, *, event: str | None = None, id: int | str | Non
             raise ValueError("an event id cannot contain CR, LF or NUL")
         parts.append(b"id: %s\n" % ident)
     if event is not None:
-        name = event.encode()
-        if b"\n" in name or b"\r" in name:
-            raise ValueError("an event name cannot contain CR or LF")
-        parts.append(b"event: %s\n" % name)
+        parts.append(b"event: %s\n" % check_event_name(event).encode())
     if retry is not None:
         parts.append(b"retry: %d\n" % retry)
     if data is not None:
@@ -306,6 +311,8 @@ class Channel:
         streams) or anything ``json.dumps`` takes; it is encoded once, when first needed.
         Safe from any thread; see the module header for signal handlers.
         """
+        if event is not None:
+            check_event_name(event)  # refused now, not when a stream frames it for a client
         with self._lock:
             version = self._version + 1
             message = Message(version, data, event)

@@ -49,7 +49,7 @@ from typing import Any
 import hiredis
 from greenlet import getcurrent
 
-from .channel import DEFAULT_HISTORY, Channel, Message, Update
+from .channel import DEFAULT_HISTORY, Channel, Message, Update, check_event_name
 from .errors import ConnectionClosed, HTTPError, HubError, Overloaded, Timeout
 from .gsocket import Socket, send_queued
 from .hub import Hub, get_hub
@@ -127,13 +127,6 @@ def _decode(kind: bytes, raw: bytes) -> Any:
     if kind == _TEXT:
         return raw.decode()
     return raw
-
-
-def _event_name(event: str) -> str:
-    """``event``, or ValueError when it cannot be an event stream's field (sse_event's rule)."""
-    if "\n" in event or "\r" in event:
-        raise ValueError("an event name cannot contain CR or LF")
-    return event
 
 
 def _version_of(ident: bytes) -> int | None:
@@ -581,7 +574,7 @@ class RedisChannel(Channel):
             raise HubError("RedisChannel.publish waits for Redis: call it from a greenlet of a "
                            "running hub (a handler), not from another thread")
         if event is not None:
-            _event_name(event)  # in Redis, a bad one would reach every worker's streams
+            check_event_name(event)  # in Redis, a bad one would reach every worker's streams
         kind, raw = _encode(data)
         args: list[Any] = [b"XADD", self.key, b"MAXLEN", b"~", self.history, b"0-*",
                            b"t", kind, b"d", raw]
@@ -623,7 +616,7 @@ class RedisChannel(Channel):
                 event = values.get(b"e")
                 message = Message(version, _decode(values.get(b"t", _BYTES),
                                                    values.get(b"d", b"")),
-                                  None if event is None else _event_name(event.decode()))
+                                  None if event is None else check_event_name(event.decode()))
             except ValueError as e:  # bad JSON or UTF-8, odd fields, an event name with CR/LF:
                 # not ours. Skipped (its waiters see a gap), never the reader's end; said once.
                 if not self._undecodable:

@@ -534,6 +534,24 @@ def test_event_stream_replays_history_then_streams_new_events(chat: Any) -> None
         assert more == [b"id: 2\nevent: note\ndata: line one\ndata: line two"]
 
 
+def test_an_event_name_with_a_line_break_is_refused_at_publish(chat: Any) -> None:
+    """It would end the ``event:`` field of every stream that frames it (and a stream that
+    failed to frame it closed): refused at publish, the channel unchanged, streams go on."""
+    chat_app, srv = chat()
+    publish(srv, "first")
+    with srv.connect() as sock:
+        sock.sendall(request("/events"))
+        read_events(sock, 2)
+        srv.wait_for(lambda: chat_app.channel.waiting == 1)
+        for bad in ("x\ndata: forged", "x\rretry: 1"):
+            with pytest.raises(ValueError, match="CR or LF"):
+                srv.call(lambda bad=bad: chat_app.channel.publish("body", event=bad))
+        assert srv.call(lambda: chat_app.channel.version) == 1
+        publish(srv, "second", event="note")
+        _, more = read_events_continued(sock, 1)
+        assert more == [b"id: 2\nevent: note\ndata: second"]
+
+
 def test_event_stream_resumes_after_last_event_id(chat: Any) -> None:
     chat_app, srv = chat()
     for text in ("a", "b", "c"):
