@@ -15,7 +15,8 @@ SANS_IO = ["wire", "http11", "chunked", "headcache", "_grammar", "sendbuf", "htm
 IO_MODULES = {".hub", "socket", "_socket", "greenlet"}
 READINESS = {"read_pending", "hangup", "armed"}  # the hub's and gsocket's alone
 # conn.py and app.py were at 619 and 607 lines before the WebSocket upgrade seam (issue 17)
-# added ~20 lines to each; the park/detach/upgrade wing has since left conn.py (connwait.py).
+# added ~20 lines to each; the park/detach/upgrade wing has since left conn.py (connwait.py)
+# and the response side left app.py (response.py).
 MAX_LINES = 640
 
 
