@@ -50,12 +50,13 @@ from .wsframe import (
     POLICY,
     PONG,
     TEXT,
-    Deflater,
     FrameParser,
     Inflater,
     WebSocketError,
     close_payload,
+    data_frame,
     encode_frame,
+    message_frame,
 )
 from .wshandshake import Deflate, Options, WebSocketClosed, handshake
 
@@ -92,24 +93,6 @@ def route(app: Any, pattern: str, **options: Any) -> Callable[[Callable[..., Any
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
-def _message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
-                   window_bits: int | None) -> bytes:
-    """One message's frame for every socket with this deflate window (the same bytes)."""
-    data = message.json if encode is None else encode(message)
-    opcode = TEXT if encode is None or isinstance(data, str) else BINARY
-    return _data_frame(opcode, data.encode() if isinstance(data, str) else bytes(data),
-                       window_bits)
-
-
-def _data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
-    """A whole message's frame, deflated (RSV1) when permessage-deflate was negotiated with
-    this window and it is worth it; no compressor is kept (a new one per message)."""
-    if window_bits is not None and len(payload) > 64:
-        return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
-                            rsv1=True)
-    return encode_frame(opcode, payload)
-
-
 class _Subscription:
     """One channel forwarded to one WebSocket: the ``Channel.watch(every=True)`` callback
     itself (no bound method). An Update's frames are made once for every subscriber with
@@ -134,7 +117,7 @@ class _Subscription:
 
     def frames(self, update: Any) -> bytes:
         _, encode, bits = key = self.key
-        return b"".join(m.encoded(key, lambda m: _message_frame(m, encode, bits)) for m in update)
+        return b"".join(m.encoded(key, lambda m: message_frame(m, encode, bits)) for m in update)
 
 
 _KEYS: dict[tuple[str, Any, int | None], tuple[str, Any, int | None]] = {}
@@ -418,7 +401,7 @@ class WebSocket:
             opcode, payload = TEXT, data.encode()
         else:
             opcode, payload = BINARY, bytes(data)
-        return _data_frame(opcode, payload, None if self._deflate is None
+        return data_frame(opcode, payload, None if self._deflate is None
                            else self._deflate.server_window_bits)
 
     def _cancel_watches(self) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import codecs
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -405,3 +406,22 @@ class FrameParser:
         self.decoder = None
         self.compressed = False
         return data
+
+
+def message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
+                   window_bits: int | None) -> bytes:
+    """One Channel message's frame for every socket with this deflate window (the same
+    bytes): ``encode`` (or the message's JSON) gives its text or binary payload."""
+    data = message.json if encode is None else encode(message)
+    opcode = TEXT if encode is None or isinstance(data, str) else BINARY
+    return data_frame(opcode, data.encode() if isinstance(data, str) else bytes(data),
+                       window_bits)
+
+
+def data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
+    """A whole message's frame, deflated (RSV1) when permessage-deflate was negotiated with
+    this window and it is worth it; no compressor is kept (a new one per message)."""
+    if window_bits is not None and len(payload) > 64:
+        return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
+                            rsv1=True)
+    return encode_frame(opcode, payload)
