@@ -299,7 +299,12 @@ class Master:
 
     def _spawn(self, slot: int, generation: int) -> None:
         row = self._free_rows.pop(0) if self._free_rows else -1
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            if row >= 0:
+                self._free_rows.insert(0, row)  # the row stays free for the next try
+            raise
         if pid == 0:  # the worker
             status = 1
             try:
@@ -311,6 +316,12 @@ class Master:
                     logging.shutdown()
                 os._exit(status)
         w = self.workers[pid] = _Worker(pid, slot, generation, row)
+        if row < 0 and self.options.stats is not None:
+            # Every row is held (three generations alive: reloads faster than old workers
+            # drain): said, not silent; the next worker after one exits gets a row again.
+            log.warning("stats: no free row on the board for worker %d (%d rows in use): its "
+                        "counts are missing from the sums until it exits", pid,
+                        self.options.stats.board.rows)
         for x in self.workers.values():
             if x.slot == slot and x.recycling and not x.retiring:
                 w.predecessor = x.pid

@@ -3,9 +3,14 @@ the sums, and ResponseCounts (the access log's seam)."""
 
 from __future__ import annotations
 
+import logging
 import os
 
-from tpd2py.stats import COUNTERS, GAUGES, SEQ, Board, ResponseCounts
+import pytest
+
+from tpd2py import App
+from tpd2py.stats import COUNTERS, GAUGES, SEQ, Board, ResponseCounts, Stats
+from tpd2py.workers import Master, WorkerOptions
 
 
 def values(counter: int, gauge: int) -> list[int]:
@@ -73,3 +78,27 @@ def test_read_gives_up_on_a_retire_that_never_ends():
     SEQ.pack_into(board.mem, 0, 7)
     rows, retired = board.read()
     assert [r[0] for r in rows] == [101] and retired[2] == 0
+
+
+def test_a_failed_fork_gives_its_row_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    master = Master(WorkerOptions(make_app=App, stats=Stats("/_stats", None, Board(2))), [])
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(OSError):
+        master._spawn(0, 1)
+    assert master._free_rows == [0, 1]  # not lost: the next worker gets it
+
+
+def test_a_worker_without_a_row_is_said_not_silent(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    master = Master(WorkerOptions(make_app=App, stats=Stats("/_stats", None, Board(1))), [])
+    master._free_rows = []  # every row held (generations still draining)
+    monkeypatch.setattr(os, "fork", lambda: 4242)  # the master's side of a fork only
+    with caplog.at_level(logging.WARNING, logger="tpd2py.workers"):
+        master._spawn(0, 1)
+    assert master.workers[4242].row == -1
+    assert any("no free row" in r.getMessage() and "4242" in r.getMessage()
+               for r in caplog.records)
