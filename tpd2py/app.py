@@ -312,6 +312,8 @@ class App(AppFeatures):
         if not prefix.startswith("/") or "<" in prefix:
             raise ValueError("a mount prefix is a plain path starting with '/'")
         prefix = prefix.rstrip("/")
+        if prefix + "/*" in self._all:  # the first would keep the paths under it, the second
+            raise ValueError(f"{prefix or '/'!r} is mounted already")  # the prefix itself
         mounted_at = getattr(handler, "mounted_at", None)
         told = getattr(handler, "routed_by", None) if hasattr(type(handler), "routed_by") else None
         if mounted_at is not None:

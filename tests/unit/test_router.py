@@ -178,3 +178,16 @@ def test_to_response_fast_path_equals_the_checked_constructor(result):
     assert type(fast) is Response
     assert [getattr(fast, name) for name in Response.__slots__] == \
         [getattr(slow, name) for name in Response.__slots__]
+
+
+@pytest.mark.parametrize("second", ["/static", "/static/", "/static//"])
+def test_a_second_mount_at_the_same_prefix_is_refused(second):
+    # Before: the first kept every path under the prefix and the second the prefix itself.
+    app = App()
+    app.mount("/static", lambda req: b"first")
+    with pytest.raises(ValueError, match="mounted already"):
+        app.mount(second, lambda req: b"second")
+    handler, _, status, _ = app.match(b"GET", b"/static/x")
+    assert status == 200 and handler(None) == b"first"
+    app.mount("/static/inner", lambda req: b"inner")  # a longer prefix is another mount
+    assert app.match(b"GET", b"/static/inner/x")[0](None) == b"inner"
