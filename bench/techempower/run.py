@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def main() -> int:
         world = world_reader(dsn)
         for name in args.servers.split(","):
             port = servers.free_port()
-            workdir = Path(os.path.join("/tmp", f"tfb-{name}-{port}"))
+            workdir = Path(tempfile.gettempdir()) / f"tfb-{name}-{port}"
             workdir.mkdir(exist_ok=True)
             running = servers.Running(name, command(name, port), port,
                                       logs / f"techempower-{name}.log", workdir, args.server_cpu)
