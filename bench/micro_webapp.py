@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import resource
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
+from bench.micro_conn import paths  # noqa: E402
 from tpd2py import App, Request, Response  # noqa: E402
 from tpd2py.server import Server  # noqa: E402
 from tpd2py.sessions import Sessions  # noqa: E402
@@ -79,33 +79,10 @@ def request(cookie: str | None) -> bytes:
 
 
 def keepalive_path(app: App, data: bytes) -> tuple[Server, Callable[[], None]]:
+    """bench/micro_conn.py's keep-alive round (the path bench/instructions.py counts), with
+    ``data`` as the request."""
     server = Server(app)
-    a, b = socket.socketpair()
-    adopt = _adopter(server)
-    conn = adopt(a)
-
-    def one() -> None:
-        b.sendall(data)
-        conn.read_pending = True
-        conn.serve()
-        b.recv(65536)
-
-    return server, one
-
-
-def _adopter(server: Server) -> Callable[[socket.socket], object]:
-    import _socket
-
-    from tpd2py.conn import Connection
-
-    def adopt(sock: socket.socket) -> Connection:
-        raw = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0,
-                             sock.detach())
-        conn = Connection(server.ctx, raw)
-        server.conns[raw.fileno()] = conn
-        return conn
-
-    return adopt
+    return server, paths(server, data)["keepalive"]
 
 
 def cpu_us(fn: Callable[[], None], number: int) -> float:

@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.comet_bench import control, free_port  # noqa: E402
+from bench.comet_bench import control, free_port, wait_started  # noqa: E402
 from bench.servers import cpu_seconds, rss_kib  # noqa: E402  (whole process trees: granian forks)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,15 +92,7 @@ class Server:
         argv = ["taskset", "-c", str(SERVER_CPU), *server_command(name, self.port)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                control(self.port, "GET", "/hello")
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start") from None
-                time.sleep(0.05)
+        wait_started(self.port, self.proc, 20, name)
 
     def stats(self) -> dict[str, int]:
         status, body = control(self.port, "GET", "/stats")
