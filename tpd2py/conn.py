@@ -157,16 +157,10 @@ class Connection(Waiting):
             # served, the header timeout holds (nginx's); after a request, the keep-alive one.
             timeout = ctx.header_timeout if ex.head is None else ctx.keepalive_timeout
             ex.head = None
-            buf = self.buf
-            if buf is not None:
-                # BufferPool.give's common case inline: once per request (bench/instructions.py
-                # --mode keep: ~0.4k instructions, a call's cost).
-                pool = ctx.buffers
-                if len(buf) == pool.size and len(pool.free) < MAX_POOLED:
-                    pool.free.append((buf, self.view))  # type: ignore[arg-type]
-                    self.buf = self.view = None
-                else:
-                    self._give_buffer()
+            if self.buf is not None:
+                # Only after pipelined requests or a body read: the common request lent its
+                # buffer back before its handler ran (serve, inline there).
+                self._give_buffer()
             if ctx.draining:
                 self.close()
                 return
