@@ -13,27 +13,15 @@ contains itself raises RecursionError (json.dumps: ValueError). Never switches.
 
 from __future__ import annotations
 
+from _json import encode_basestring_ascii, make_encoder  # CPython's C accelerator
 from json import JSONEncoder
 from typing import Any
 
-try:
-    from _json import encode_basestring_ascii, make_encoder  # CPython's accelerator
-except ImportError:  # pragma: no cover - a Python without _json
-    make_encoder = None  # type: ignore[assignment,misc]
-
 _join = "".join
+_encode: Any = make_encoder(None, JSONEncoder().default, encode_basestring_ascii, None,
+                            ": ", ", ", False, False, True)
 
-if make_encoder is not None:
-    _encode: Any = make_encoder(None, JSONEncoder().default, encode_basestring_ascii, None,
-                                ": ", ", ", False, False, True)
 
-    def json_bytes(obj: Any) -> bytes:
-        """``json.dumps(obj).encode()`` (see the module rules)."""
-        return _join(_encode(obj, 0)).encode()
-
-else:  # pragma: no cover - a Python without _json
-    _encoder = JSONEncoder(check_circular=False)
-
-    def json_bytes(obj: Any) -> bytes:
-        """``json.dumps(obj).encode()`` (see the module rules)."""
-        return _encoder.encode(obj).encode()
+def json_bytes(obj: Any) -> bytes:
+    """``json.dumps(obj).encode()`` (see the module rules)."""
+    return _join(_encode(obj, 0)).encode()
