@@ -35,7 +35,6 @@ Switch points: ``RedisChannel.publish``; the link's greenlets.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ipaddress
 import json
@@ -43,7 +42,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -51,9 +50,8 @@ from greenlet import getcurrent
 
 from .channel import DEFAULT_HISTORY, Channel, Message, Update, check_event_name
 from .errors import ConnectionClosed, HTTPError, HubError, Overloaded, Timeout
-from .gsocket import Socket, send_queued
 from .hub import Hub, get_hub
-from .sendbuf import SendBuf
+from .redisconn import CONNECT_TIMEOUT, RedisError, RespConnection
 from .threads import run_in_thread
 
 log = logging.getLogger("tpd2py.redis")
@@ -64,8 +62,6 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 # A command (publish) with no reply after this long breaks the connection: Redis is hung.
 COMMAND_TIMEOUT = 5.0
-# Connecting (TCP to a machine that is gone) gives up after this long.
-CONNECT_TIMEOUT = 2.0
 # How long one XREAD blocks: a safety net only (a new channel unblocks it at once).
 READ_BLOCK_MS = 5000
 # Entries one XREAD takes per stream; more are read by the next XREAD at once.
@@ -109,10 +105,6 @@ class RedisUnavailable(HTTPError):
         self.reason = reason
 
 
-class RedisError(Exception):
-    """Redis answered a command with an error."""
-
-
 def _encode(data: Any) -> tuple[bytes, bytes]:
     if isinstance(data, bytes):
         return _BYTES, data
@@ -137,78 +129,6 @@ def _version_of(ident: bytes) -> int | None:
     return int(seq)
 
 
-class _Connection:
-    """One RESP connection on the hub: commands out through one SendBuf, replies parsed by
-    hiredis. Commands are sent at once when the socket takes them; when it is full, one writer
-    greenlet waits for space, so a caller only ever waits for its reply (the reply reader
-    wakes callers from that one park). ``on_error`` hears of a failed send."""
-
-    def __init__(self, hub: Hub, family: int, address: Any,
-                 on_error: Callable[[_Connection, BaseException], None]) -> None:
-        raw = socket.socket(family, socket.SOCK_STREAM)
-        if family != socket.AF_UNIX:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.hub = hub
-        self.on_error = on_error
-        self.sock = Socket(raw, hub, timeout=CONNECT_TIMEOUT)
-        self.parser = hiredis.Reader()
-        self.out = SendBuf()
-        self.writing = False
-        self.pending: collections.deque[Any] = collections.deque()
-        try:
-            self.sock.connect(address)
-        except BaseException:
-            self.sock.close()
-            raise
-        self.sock.timeout = None
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, *args: Any) -> None:
-        """Queue one command and send it now if the socket takes it. Never switches; a send
-        error closes the connection and is reported to ``on_error``."""
-        out = self.out
-        out.add(hiredis.pack_command(args))
-        if self.writing:
-            return
-        try:
-            if send_queued(self.sock.sock, out, 0):
-                return
-        except OSError as e:
-            self.on_error(self, e)
-            return
-        self.writing = True
-        self.hub.spawn(self._write)
-
-    def _write(self) -> None:
-        try:
-            self.sock.flush(self.out)
-        except (OSError, ConnectionClosed) as e:
-            self.on_error(self, e)
-        finally:
-            self.writing = False
-
-    def reply(self) -> Any:
-        """The next reply (a Redis error reply raises RedisError). May switch to the hub."""
-        parser = self.parser
-        while True:
-            value = parser.gets()
-            if value is not False:
-                if isinstance(value, hiredis.ReplyError):
-                    raise RedisError(str(value))
-                return value
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionClosed("Redis closed the connection")
-            parser.feed(data)
-
-    def request(self, *args: Any) -> Any:
-        """Send one command and return its reply (one greenlet only). May switch to the hub."""
-        self.send(*args)
-        return self.reply()
-
-
 class _Link:
     """One worker's (hub's) connections to one Redis: the reader and the command pipeline."""
 
@@ -219,8 +139,8 @@ class _Link:
         self.channels: dict[bytes, list[RedisChannel]] = {}
         self.generation = 0  # bumped when the set of channels changes
         self.read_generation = -1  # the generation of the XREAD in flight
-        self.reader: _Connection | None = None
-        self.commands: _Connection | None = None
+        self.reader: RespConnection | None = None
+        self.commands: RespConnection | None = None
         self.reader_id = 0
         self.state = "starting"  # "up", "down"
         self.down_since = 0.0
@@ -297,11 +217,11 @@ class _Link:
             raise result
         return result
 
-    def _timed_out(self, commands: _Connection) -> None:
+    def _timed_out(self, commands: RespConnection) -> None:
         if commands is self.commands:
             self._break(Timeout(f"no reply within {COMMAND_TIMEOUT:g} s"))
 
-    def _read_replies(self, commands: _Connection) -> None:
+    def _read_replies(self, commands: RespConnection) -> None:
         """The command connection's reply reader: wakes each caller in order."""
         try:
             while True:
@@ -318,7 +238,7 @@ class _Link:
             if commands is self.commands:
                 self._break(e)
 
-    def _send_failed(self, conn: _Connection, exc: BaseException) -> None:
+    def _send_failed(self, conn: RespConnection, exc: BaseException) -> None:
         if conn is self.commands or conn is self.reader:
             self._break(exc)
         else:
@@ -371,10 +291,10 @@ class _Link:
         reader = commands = None
         family, address = self._resolve()
         try:
-            reader = _Connection(self.hub, family, address, self._send_failed)
+            reader = RespConnection(self.hub, family, address, self._send_failed)
             reader.sock.timeout = COMMAND_TIMEOUT  # a Redis that accepts but hangs
             self.reader_id = reader.request(b"CLIENT", b"ID")
-            commands = _Connection(self.hub, family, address, self._send_failed)
+            commands = RespConnection(self.hub, family, address, self._send_failed)
             for key, channels in list(self.channels.items()):
                 version = max(max(c.version, c._skipped) for c in channels)
                 if version:
