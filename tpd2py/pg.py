@@ -280,9 +280,9 @@ class Pool:
     # -- the everyday calls ---------------------------------------------------------------------
 
     # The three leases below take their connection when called, not in ``__enter__``: the
-    # pool's wait then runs in the caller's own Python frame. A wait inside a generator-based
-    # context manager's ``__enter__`` kept two C eval frames per level on the waiting greenlet's
-    # saved stack (bench/pg_waiters.py: 9.95 -> 7.15 KiB per waiting handler). So they are
+    # pool's wait then runs in the caller's own Python frame. A wait inside generator-based
+    # context managers' ``__enter__`` (C calls: more saved C stack on the waiting greenlet)
+    # cost more (bench/pg_waiters.py: 9.92 -> 7.15 KiB per waiting handler). So they are
     # for ``with`` statements only: a lease made and never entered keeps its connection.
 
     def connection(self, timeout: float | None = None) -> Lease:
