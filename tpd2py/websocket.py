@@ -38,7 +38,8 @@ from typing import Any
 from greenlet import getcurrent
 
 from .errors import Timeout
-from .gsocket import DONTWAIT, recv_nowait, send_queued
+from .gsocket import DONTWAIT, send_queued
+from .inbuf import MAX_POOLED
 from .wsframe import (
     ABNORMAL,
     BINARY,
@@ -56,6 +57,7 @@ from .wsframe import (
     close_payload,
     data_frame,
     encode_frame,
+    frame_head,
     message_frame,
 )
 from .wshandshake import Deflate, Options, WebSocketClosed, handshake
@@ -120,6 +122,9 @@ class _Subscription:
         return b"".join(m.encoded(key, lambda m: message_frame(m, encode, bits)) for m in update)
 
 
+# The header of every unfragmented, uncompressed text and binary frame under 126 bytes.
+_SHORT_HEADS = {opcode: [frame_head(opcode, n) for n in range(126)] for opcode in (TEXT, BINARY)}
+
 _KEYS: dict[tuple[str, Any, int | None], tuple[str, Any, int | None]] = {}
 
 
@@ -173,10 +178,19 @@ class WebSocket:
         return self
 
     def __next__(self) -> str | bytes:
-        try:
-            return self.receive()
-        except WebSocketClosed:
-            raise StopIteration from None
+        while True:  # receive(), its common case inline: once per message
+            inbox = self._inbox
+            if inbox:
+                message = inbox.pop(0)
+                if len(inbox) == self._options.max_queue - 1:
+                    self._pump()  # reading had stopped at max_queue
+                return message
+            if self._state != OPEN or self._error is not None:
+                try:
+                    return self.receive()
+                except WebSocketClosed:
+                    raise StopIteration from None
+            self._park(None)
 
     def receive(self, timeout: float | None = None) -> Any:
         """The next message: str (text) or bytes (binary). None when ``timeout`` seconds pass
@@ -218,12 +232,23 @@ class WebSocket:
     def send(self, data: str | bytes | bytearray | memoryview) -> None:
         """Send one message: text for str, binary for bytes. Waits while the socket is full (a
         handler goes at its client's pace). WebSocketClosed once closed. May switch."""
-        self._check_open()
+        if self._state != OPEN:
+            raise WebSocketClosed(self.close_code, self.close_reason)
         frame: Any = self._frame(data)
-        if not self._conn.out.size and self._blocked is None and not self._conn.closed:
-            frame = self._send_now(frame)  # an echo's common case: one send, no SendBuf
-            if frame is None:
+        conn = self._conn
+        if not conn.out.size and self._blocked is None and not conn.closed:
+            # An echo's common case: one send, no SendBuf (_send_now, inline).
+            try:
+                sent = conn.sock.send(frame, DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                conn.close()
                 return
+            conn.ctx.sendmsg_calls += 1
+            if sent == len(frame):
+                return
+            frame = memoryview(frame)[sent:]
         self._queue(frame)
         blocked = self._blocked
         if blocked is not None:
@@ -383,14 +408,17 @@ class WebSocket:
             raise RuntimeError("two greenlets receive on one WebSocket")
         hub = self._hub
         me = self._waiter = getcurrent()
-        timer = None if timeout is None else hub.call_later(timeout, hub.schedule, me,
-                                                           _TIMED_OUT)
+        if timeout is None:
+            try:
+                return hub.park()
+            finally:
+                self._waiter = None
+        timer = hub.call_later(timeout, hub.schedule, me, _TIMED_OUT)
         try:
             return hub.park()
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
 
     def _wake(self) -> None:
         if self._waiter is not None:
@@ -401,6 +429,8 @@ class WebSocket:
             opcode, payload = TEXT, data.encode()
         else:
             opcode, payload = BINARY, bytes(data)
+        if self._deflate is None and len(payload) < 126:
+            return _SHORT_HEADS[opcode][len(payload)] + payload  # encode_frame's, from a table
         return data_frame(opcode, payload, None if self._deflate is None
                            else self._deflate.server_window_bits)
 
@@ -504,18 +534,27 @@ class WebSocket:
             inbox = self._inbox
             if self._runner is not None and inbox is not None and len(inbox) >= options.max_queue:
                 return  # the handler is behind: leave the rest in the kernel
+            # recv_nowait and the pool's take and give, inline: this is once per message.
             buffers = conn.ctx.buffers
-            buf, view = buffers.take()
+            free = buffers.free
+            entry = free.pop() if free else buffers.take()
+            view = entry[1]
+            conn.read_pending = False
             try:
-                n = recv_nowait(conn, conn.sock, view)
+                n = conn.sock.recv_into(view, 0, DONTWAIT)
+                if n == len(view):
+                    conn.read_pending = True  # maybe more in the kernel: no new edge will say so
                 if n > 0 and self._state != LINGER:
                     self._feed(view[:n])
+            except BlockingIOError:
+                return  # nothing there yet (the finally gives the buffer back)
             except OSError:
                 n = 0
             finally:
-                buffers.give(buf, view)
-            if n < 0:
-                return
+                if len(free) < MAX_POOLED:
+                    free.append(entry)
+                else:
+                    view.release()
             if n == 0:
                 if self._state == OPEN:
                     self.close_code = ABNORMAL  # gone without a Close frame
@@ -523,6 +562,8 @@ class WebSocket:
                 return
 
     def _feed(self, data: Any) -> None:
+        """Act on input. A handler waiting for it is woken on the loop's next turn (not
+        switched into from here: see docs/websocket.md, "Echo speed")."""
         now = self._hub.now
         self._last_input = now
         self._ping_due = 0.0
@@ -537,7 +578,7 @@ class WebSocket:
             events = parser.feed(data)
         except WebSocketError as e:
             events, error = e.events, e  # what came before the violation is handled first
-        if parser.in_message:
+        if parser.message or parser.buf or parser.state:  # parser.in_message, inline
             if not self._partial_since:
                 self._partial_since = now
                 conn = self._conn
@@ -545,31 +586,33 @@ class WebSocket:
         else:
             self._partial_since = 0.0
         woke = False
+        runner = self._runner  # the loop never switches: it stays
         for opcode, payload in events:
-            if opcode in (TEXT, BINARY):
+            if opcode < CLOSE:  # TEXT or BINARY
                 if self._state != OPEN:
                     continue  # after our Close: dropped (RFC 6455 §1.4)
-                if self._runner is None and self._on_message is not None:
-                    self._deliver(payload)
-                elif self._runner is not None:
-                    if self._inbox is None:
-                        self._inbox = []
-                    self._inbox.append(payload)
+                if runner is not None:
+                    inbox = self._inbox
+                    if inbox is None:
+                        inbox = self._inbox = []
+                    inbox.append(payload)
                     woke = True
+                elif self._on_message is not None:
+                    self._deliver(payload)
             elif opcode == PING:
                 if self._state == OPEN:
                     self._queue(encode_frame(PONG, payload))
             elif opcode == CLOSE:
                 self._closed_by_client(*payload)
                 return
-        if woke:
-            self._wake()
         if error is not None:
             log.debug("websocket %s: %s", self._conn.address(), error)
             if self._runner is not None and self._inbox:
                 self._error = (error.code, error.reason)  # see receive()
             else:
                 self._fail(error.code, error.reason)
+        if woke and self._waiter is not None:
+            self._hub.schedule(self._waiter, None)
 
     def _deliver(self, message: str | bytes) -> None:
         try:
