@@ -28,6 +28,7 @@ full); everything else never switches.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import socket
 from collections.abc import Callable, Mapping
@@ -39,7 +40,6 @@ from greenlet import getcurrent
 
 from .errors import Timeout
 from .gsocket import DONTWAIT, send_queued
-from .inbuf import MAX_POOLED
 from .wsframe import (
     ABNORMAL,
     BINARY,
@@ -534,32 +534,44 @@ class WebSocket:
             inbox = self._inbox
             if self._runner is not None and inbox is not None and len(inbox) >= options.max_queue:
                 return  # the handler is behind: leave the rest in the kernel
-            # recv_nowait and the pool's take and give, inline: this is once per message.
-            buffers = conn.ctx.buffers
-            free = buffers.free
-            entry = free.pop() if free else buffers.take()
-            view = entry[1]
+            # The parser slices bytes faster than a memoryview, more than a copy costs
+            # (measured): a kernel socket reads into a new bytes object; another transport
+            # (TLS) through the seam's recv_into (its recv is the hang-up peek) and a copy.
+            sock = conn.sock
+            size = conn.ctx.buffers.size
             conn.read_pending = False
             try:
-                n = conn.sock.recv_into(view, 0, DONTWAIT)
-                if n == len(view):
-                    conn.read_pending = True  # maybe more in the kernel: no new edge will say so
-                if n > 0 and self._state != LINGER:
-                    self._feed(view[:n])
-            except BlockingIOError:
-                return  # nothing there yet (the finally gives the buffer back)
-            except OSError:
-                n = 0
-            finally:
-                if len(free) < MAX_POOLED:
-                    free.append(entry)
+                if isinstance(sock, _socket.socket):
+                    data = sock.recv(size, DONTWAIT)
                 else:
-                    view.release()
+                    data = self._recv_copy(sock)
+            except BlockingIOError:
+                return  # nothing there yet
+            except OSError:
+                data = b""
+            n = len(data)
+            if n == size:
+                conn.read_pending = True  # maybe more in the kernel: no new edge will say so
+            if n and self._state != LINGER:
+                try:
+                    self._feed(data)
+                except OSError:
+                    n = 0
             if n == 0:
                 if self._state == OPEN:
                     self.close_code = ABNORMAL  # gone without a Close frame
                 conn.close()
                 return
+
+    def _recv_copy(self, sock: Any) -> bytes:
+        """One ``recv_into`` a pooled buffer (``buffers.size`` bytes at most), returned as
+        bytes; BlockingIOError when nothing is there yet."""
+        buffers = self._conn.ctx.buffers
+        buf, view = buffers.take()
+        try:
+            return view[:sock.recv_into(view, 0, DONTWAIT)].tobytes()
+        finally:
+            buffers.give(buf, view)
 
     def _feed(self, data: Any) -> None:
         """Act on input. A handler waiting for it is woken on the loop's next turn (not
