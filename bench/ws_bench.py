@@ -31,6 +31,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import socket
 import statistics
 import struct
@@ -159,6 +160,38 @@ def wait_stat(server: Server, key: str, count: int) -> None:
         time.sleep(0.05)
 
 
+def build_wsload() -> Path | None:
+    """bench/wsload.c built into bench/out/ (rebuilt when the source is newer); None when
+    there is no C compiler."""
+    source = ROOT / "bench" / "wsload.c"
+    binary = ROOT / "bench" / "out" / "wsload"
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    binary.parent.mkdir(exist_ok=True)
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def echo_c(server: Server, seconds: float, binary: Path,
+           connections: int = 100) -> dict[str, float]:
+    """The echo phase with bench/wsload.c as the client (pinned to the client CPU, as this
+    process is). The server's CPU includes the 100 handshakes (against ~10^5 messages)."""
+    cpu = cpu_seconds(server.proc.pid)
+    done = subprocess.run([str(binary), str(server.port), "/echo", str(connections),
+                           str(seconds), "32"], capture_output=True, text=True,
+                          timeout=seconds + DEADLINE)
+    if done.returncode != 0:
+        raise RuntimeError(f"wsload: {done.stderr.strip()}")
+    cpu = cpu_seconds(server.proc.pid) - cpu
+    result = json.loads(done.stdout)
+    count = result["messages"]
+    return {"echo_per_s": count / result["elapsed"], "echo_server_us": cpu / count * 1e6,
+            "echo_client_cpu": result["cpu"] / result["elapsed"]}
+
+
 def echo(server: Server, seconds: float, connections: int = 100) -> dict[str, float]:
     socks = open_sockets(server.port, "/echo", connections)
     message = masked_text(b"m" * 32)
@@ -220,11 +253,16 @@ def fan_out(server: Server, socks: list[socket.socket], rounds: int = 3) -> list
     return times
 
 
-def bench(name: str, idle: int, echo_seconds: float) -> dict[str, Any]:
+def bench(name: str, idle: int, echo_seconds: float,
+          wsload: Path | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"server": name, "idle": idle}
     server = Server(name)
     try:
-        result.update(echo(server, echo_seconds))
+        if wsload is None:
+            result.update(echo(server, echo_seconds))
+        else:
+            echo_c(server, 1.0, wsload)  # warm-up
+            result.update(echo_c(server, echo_seconds, wsload))
         base = rss_kib(server.proc.pid)
         socks = open_sockets(server.port, "/idle", idle)
         wait_stat(server, "idle", idle)
@@ -251,15 +289,24 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--echo-seconds", type=float, default=3.0)
     parser.add_argument("--servers", default="tpd2py,uvicorn,aiohttp,socketify,granian")
+    parser.add_argument("--client", choices=("c", "python"), default="c",
+                        help="the echo client: bench/wsload.c (built with cc; the default) or "
+                        "the Python one in this file")
     parser.add_argument("--json")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.sched_setaffinity(0, {CLIENT_CPU})
+    wsload = None
+    if args.client == "c":
+        wsload = build_wsload()
+        if wsload is None:
+            raise SystemExit("no C compiler for bench/wsload.c: apt-get install gcc, or "
+                             "--client python")
     results = []
     for name in args.servers.split(","):
         try:
-            results.append(bench(name, args.idle, args.echo_seconds))
+            results.append(bench(name, args.idle, args.echo_seconds, wsload))
         except (RuntimeError, OSError) as e:
             results.append({"server": name, "failed": str(e)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
