@@ -38,11 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 300.0
 
 
-def run(number: int, size: int, connections: int, tree: Path = ROOT) -> int:
+def run(number: int, size: int, connections: int, tree: Path = ROOT,
+        keep: str | None = None) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={keep or tmp + '/out'}",
              sys.executable, "-m", "tpd2py", "bench.peers.ws_tpd2py:app", "--port", str(port),
              "--log-level", "error"],
             cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -108,6 +109,8 @@ def main() -> int:
     parser.add_argument("--number", type=int, default=1000, help="rounds")
     parser.add_argument("--size", type=int, default=32, help="payload bytes (under 126)")
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--keep", metavar="FILE",
+                        help="keep the longer run's callgrind output (for callgrind_annotate)")
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="the checkout whose tpd2py to run (an A/B against a worktree); "
                         "it must have bench/peers/ws_tpd2py.py")
@@ -118,7 +121,7 @@ def main() -> int:
     if not 0 < args.size < 126:
         parser.error("--size must be 1-125 (masked_text makes 7-bit lengths only)")
     once = run(args.number, args.size, args.connections, args.tree)
-    twice = run(2 * args.number, args.size, args.connections, args.tree)
+    twice = run(2 * args.number, args.size, args.connections, args.tree, args.keep)
     per = (twice - once) / (args.number * args.connections)
     print(f"ws echo ({args.size} B text, {args.connections} connection(s)): {per:,.0f} "
           "instructions per message")

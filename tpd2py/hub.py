@@ -281,10 +281,6 @@ class Hub:
 
     # -- scheduling (never switch) --------------------------------------------------------------
 
-    def schedule(self, g: greenlet.greenlet, value: Any = None) -> None:
-        """Resume ``g`` with ``value`` on the next loop iteration (unless it is woken first)."""
-        self._wake(g, value)
-
     def throw(self, g: greenlet.greenlet, exc: BaseException) -> None:
         """Raise ``exc`` inside ``g`` on the next loop iteration."""
         self._wake(g, _Throw(exc))
@@ -295,16 +291,19 @@ class Hub:
         self.ready.append((g, _Start((self, fn, args))))  # a start, not a wake-up: never dropped
         return g
 
-    def _wake(self, g: greenlet.greenlet, value: Any) -> None:
-        """Queue one wake-up for a parked greenlet. A park is woken once: the first wake-up
-        queued wins and later ones are dropped (a hang-up and a timer in the same turn, say);
-        a greenlet resumed directly by its fd first makes its queued wake-up stale. Without
-        this a stray wake-up would resume the greenlet later, parked somewhere else."""
+    def schedule(self, g: greenlet.greenlet, value: Any = None) -> None:
+        """Resume ``g`` with ``value`` on the next loop iteration (unless it is woken first).
+        A park is woken once: the first wake-up queued wins and later ones are dropped (a
+        hang-up and a timer in the same turn, say); a greenlet resumed directly by its fd
+        first makes its queued wake-up stale. Without this a stray wake-up would resume the
+        greenlet later, parked somewhere else."""
         if g in self.wakes:
             return
         entry = (g, value)
         self.wakes[g] = entry
         self.ready.append(entry)
+
+    _wake = schedule  # the loop's own name for it (one call less than a wrapper: per message)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` from the loop itself, soon. If it waits, the loop goes on in

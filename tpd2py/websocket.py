@@ -562,6 +562,8 @@ class WebSocket:
                     self.close_code = ABNORMAL  # gone without a Close frame
                 conn.close()
                 return
+            if n < size and not conn.hangup:
+                return  # the read emptied the kernel's queue: the next edge says when
 
     def _recv_copy(self, sock: Any) -> bytes:
         """One ``recv_into`` a pooled buffer (``buffers.size`` bytes at most), returned as
