@@ -586,3 +586,55 @@ def test_wait_readable_or_writable_wakes_on_either(hub, event):
     hub.unregister(rec)
     a.close()
     b.close()
+
+
+def test_a_park_is_woken_once_by_the_first_wake_up(hub):
+    """schedule (the loop's _wake itself): of two wake-ups queued for one park, the first
+    wins and the second is dropped; it does not resume the greenlet's next park."""
+    got = []
+
+    def parker():
+        got.append(hub.park())
+        got.append(hub.park())
+
+    g = hub.spawn(parker)
+
+    def wake_twice():
+        hub.schedule(g, "first")
+        hub.schedule(g, "second")  # same turn: dropped
+        hub.throw(g, Timeout())  # dropped too
+
+    hub.call_soon(wake_twice)
+    hub.call_later(0.02, hub.schedule, g, "third")  # after the first was delivered: a new park
+    hub.call_later(0.05, hub.stop)
+    run_until(hub)
+    assert got == ["first", "third"]
+
+
+def test_a_wake_up_is_stale_once_the_fd_resumed_the_greenlet(hub):
+    """A wake-up queued for a greenlet that its fd then resumes directly (later in the same
+    batch of events) is stale: dropped, it does not end the greenlet's next park."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.setblocking(False)
+    got = []
+
+    def reader():
+        hub.wait_readable(rec)
+        got.append(a.recv(10))
+        got.append(hub.park())  # the stale wake-up must not end this park
+
+    g = hub.spawn(reader)
+    # c's event comes first in the batch (it became ready first): its callback queues a
+    # wake-up for g; a's event then resumes g directly, in the same batch.
+    other = hub.register(c.fileno(), lambda rec: hub.schedule(g, "stale"))
+    rec = hub.register(a.fileno())
+    hub.call_later(0.01, lambda: (d.send(b"y"), b.send(b"x")))
+    hub.call_later(0.1, hub.schedule, g, "fresh")
+    hub.call_later(0.15, hub.stop)
+    run_until(hub)
+    assert got == [b"x", "fresh"]
+    hub.unregister(rec)
+    hub.unregister(other)
+    for s in (a, b, c, d):
+        s.close()
