@@ -121,6 +121,13 @@ def make_app(**options: Any) -> App:
             else:
                 ws.send("message " + event)
 
+    @app.websocket("/patient", **options)
+    def patient(ws: Any) -> None:
+        while True:
+            message = ws.receive(timeout=3600)
+            if message is not None:
+                ws.send(message)
+
     return app
 
 
@@ -485,4 +492,18 @@ def test_receive_or_with_timeouts_misses_no_message_and_no_update(server: Any) -
             updates.extend(rest.split(","))
     assert got == messages
     assert updates == [str(i) for i in range(0, 200, 4)]
+    ws.close()
+
+
+def test_receive_with_a_long_timeout_keeps_no_timer_per_message(server: Any) -> None:
+    """Each receive(timeout=...) arms a timer and cancels it when a message comes first: the
+    cancelled timers must not pile up in the hub for the whole timeout (the client's message
+    rate times an hour of them, each holding the handler's greenlet)."""
+    srv = start(server, None)
+    ws = connect(srv, None, "/patient")
+    for i in range(5000):  # one at a time: the handler parks (and arms a timer) for each
+        ws.send(client_frame(TEXT, b"%d" % i))
+        assert ws.read_frame().payload == b"%d" % i
+    timers = srv.call(lambda: len(get_hub().timers))
+    assert timers < 2500, timers
     ws.close()

@@ -638,3 +638,17 @@ def test_a_wake_up_is_stale_once_the_fd_resumed_the_greenlet(hub):
     hub.unregister(other)
     for s in (a, b, c, d):
         s.close()
+
+
+def test_cancelled_timers_do_not_pile_up_and_live_ones_still_fire(hub):
+    """A cancel only marks a timer; a timeout armed and cancelled per message (a long one)
+    must not keep one timer per message in the heap until it would have fired."""
+    fired = []
+    live = [hub.call_later(0.01 * (i + 1), fired.append, i) for i in range(3)]
+    for _ in range(20_000):
+        hub.call_later(3600, fired.append, "cancelled").cancel()
+    assert len(hub.timers) < 3000
+    assert all(not t.cancelled for t in live)
+    hub.call_later(0.1, hub.stop)
+    run_until(hub)
+    assert fired == [0, 1, 2]
