@@ -75,6 +75,8 @@ _LEVEL_MASK = select.EPOLLIN
 MAX_EVENTS = 1024
 # Spare loop greenlets kept for hand-offs; more are created on demand and end when not needed.
 MAX_SPARES = 512
+# Timers in the heap before cancelled ones are first swept out (see _compact_timers).
+_COMPACT_MIN = 1024
 
 
 class Hub:
@@ -88,6 +90,7 @@ class Hub:
         self.wakes: dict[greenlet.greenlet, tuple[greenlet.greenlet, Any]] = {}
         self.callbacks: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self.timers: list[Timer] = []
+        self._compact_at = _COMPACT_MIN  # heap size at which cancelled timers are dropped
         self.now = time.monotonic()
         # Greenlets end by switching to their parent; ours all have this thread's main greenlet
         # (or the caller of run()) above the leader, never a greenlet that might be parked.
@@ -312,8 +315,22 @@ class Hub:
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
         timer = Timer(time.monotonic() + delay, fn, args)
-        heapq.heappush(self.timers, timer)
+        timers = self.timers
+        if len(timers) >= self._compact_at:
+            self._compact_timers()
+        heapq.heappush(timers, timer)
         return timer
+
+    def _compact_timers(self) -> None:
+        """Drop cancelled timers from the heap (in place: the loop holds the list). A cancel
+        only marks a timer, so a wait that sets a long timeout and ends early, once per
+        message (``receive(timeout=...)``), would otherwise leave one per message in the heap
+        for the whole timeout. Run when the heap has doubled since the last compaction:
+        amortized O(1) per ``call_later``."""
+        timers = self.timers
+        timers[:] = [t for t in timers if not t.cancelled]
+        heapq.heapify(timers)
+        self._compact_at = max(_COMPACT_MIN, 2 * len(timers))
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """From any thread: call ``fn(*args)`` in the hub soon. Wakes a sleeping epoll_wait."""
