@@ -5,7 +5,8 @@ the loop's module short; ``hub`` re-exports both, and other modules import them 
 
 Rules: data only, no epoll, no I/O; ``__slots__`` because there is one record per connection.
 How it works: the hub reads and writes these fields directly in its loop (no methods on the
-hot path); ``Timer.cancel`` only marks the timer, the heap drops it when it comes up.
+hot path); ``Timer.cancel`` only marks the timer, the heap drops it when it comes up (or
+when ``Hub.call_later`` sweeps the cancelled ones out).
 Switch points: none.
 """
 
