@@ -128,10 +128,17 @@ def make_app(**options: Any) -> App:
             if message is not None:
                 ws.send(message)
 
+    @app.websocket("/gated", **options)
+    def gated(ws: Any) -> None:
+        gate.wait(gate.version, timeout=None)  # behind until the test opens the gate
+        for message in ws:
+            ws.send(message)
+
     return app
 
 
 room = Channel()
+gate = Channel()
 
 
 @pytest.fixture(params=["plain", "tls"])
@@ -507,3 +514,50 @@ def test_receive_with_a_long_timeout_keeps_no_timer_per_message(server: Any) -> 
     timers = srv.call(lambda: len(get_hub().timers))
     assert timers < 2500, timers
     ws.close()
+
+
+@pytest.mark.parametrize("check", ["ping", "partial"])
+def test_a_client_is_not_blamed_for_input_the_server_left_unread(server: Any,
+                                                                 check: str) -> None:
+    """Reading stops at max_queue while the handler is behind; what the client sends
+    meanwhile waits in the kernel: a pong or the rest of a message. The client must not be
+    closed as a dead peer (no pong seen) or as a trickler (read_timeout) for bytes the server
+    did not read. A control connection that is really silent (or really trickles) is closed
+    by the same sweeps: once it is, the other would have been too."""
+    if check == "ping":
+        options = {"ping_interval": 0.1, "ping_timeout": 0.1}
+    else:
+        options = {"ping_interval": None, "read_timeout": 0.2}
+    srv = start(server, None, max_queue=1, **options)
+    victim = connect(srv, None, "/gated")
+    third = client_frame(TEXT, b"three" * 10)
+    victim.send(client_frame(TEXT, b"one") + client_frame(TEXT, b"two") + third[:10])
+    srv.sync()  # read: two messages queued (reading stops), part of the third in the parser
+    victim.send(third[10:] + client_frame(TEXT, b"four"))  # unread: reading has stopped
+    srv.sync()
+    control = connect(srv, None, "/echo")
+    if check == "ping":
+        assert control.read_frame().opcode == PING  # never answered
+        expect_end(control)
+    else:
+        control.send(client_frame(TEXT, b"x" * 100)[:10])
+        assert control.read_frame().close_code == 1008
+        expect_end(control)
+    control.close()
+    srv.wait_closed(1)
+    assert srv.open_connections() == 1  # the victim is still there
+    srv.call(lambda: gate.publish("go"))
+    got = []
+    while len(got) < 4:
+        frame = victim.read_frame()
+        if frame.opcode == PING:
+            victim.send(client_frame(PONG, frame.payload))
+            continue
+        got.append(frame.payload)
+    assert got == [b"one", b"two", b"three" * 10, b"four"]
+    victim.send(close_frame(1000))
+    frame = victim.read_frame()
+    while frame.opcode == PING:
+        frame = victim.read_frame()
+    assert frame.close_code == 1000
+    victim.close()
