@@ -334,6 +334,17 @@ class WebSocket:
             conn.close()  # the closing handshake or the linger took too long
             return
         options = self._options
+        inbox = self._inbox
+        if self._runner is not None and inbox is not None and len(inbox) >= options.max_queue \
+                and (conn.read_pending or conn.hangup):
+            # Reading stopped for a handler that is behind, with input left in the kernel (a
+            # pong, the rest of a message): the silence is the server's, not the client's.
+            self._last_input = now
+            self._ping_due = 0.0
+            if self._partial_since:
+                self._partial_since = now
+            self._set_deadline()
+            return
         if self._ping_due and now >= self._ping_due:
             log.debug("websocket %s: no pong within %.0f s: closing", conn.address(),
                       options.ping_timeout)
