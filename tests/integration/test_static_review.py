@@ -166,9 +166,9 @@ def test_spellings_of_one_file_share_one_cache_entry(server, pub):
     built: list[bytes] = []
     build = static._build
 
-    def counting_build(real: bytes, now: float) -> Any:
+    def counting_build(real: bytes, siblings: Any, now: float) -> Any:
         built.append(real)
-        return build(real, now)
+        return build(real, siblings, now)
 
     static._build = counting_build  # type: ignore[method-assign]
     app = App()
@@ -364,8 +364,8 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(server, 
     static = StaticFiles(pub)
     keys = static._keys
 
-    def keys_then_swap(real: bytes) -> Any:
-        result = keys(real)
+    def keys_then_swap(real: bytes, st: Any) -> Any:
+        result = keys(real, st)
         # An attacker with write access to a sub folder swaps it between the realpath check
         # and the open (documented as not guarded; nginx's disable_symlinks guards it).
         if real.endswith(b"/sub/page.txt") and not (pub / "sub").is_symlink():
