@@ -50,7 +50,13 @@ from .conditional import (
     not_modified_fields,
 )
 from .errors import HTTPError
-from .files import content_range, guess_content_type, range_not_satisfiable, strong_etag
+from .files import (
+    content_range,
+    date_second,
+    guess_content_type,
+    range_not_satisfiable,
+    strong_etag,
+)
 
 # Request headers the file server reads; everything else is skipped in one pass.
 _WANTED = RANGE_HEADERS | {b"accept-encoding"}
@@ -185,7 +191,7 @@ class StaticFiles:
         now = time.monotonic()
         entry = self.entries.get(key)
         if entry is None or now >= entry.check_after:
-            entry = self._refresh(key, head.path, entry, now, head.query)
+            entry = self._refresh(key, request, entry, now)
         wanted = fields_named(head.headers, _WANTED)
         if wanted is None:
             rep = entry.reps[None]
@@ -308,8 +314,8 @@ class StaticFiles:
         for app, prefix in self.routers:
             app.pin(prefix + tail, pinned, prefix)
 
-    def _refresh(self, key: bytes, raw_path: bytes, old: _Entry | None, now: float,
-                 query: bytes) -> _Entry:
+    def _refresh(self, key: bytes, request: Request, old: _Entry | None,
+                 now: float) -> _Entry:
         """The entry for the decoded path ``key``: resolved and stat-ed again; rebuilt only
         if it changed. Raises HTTPError(404) (or 301 to a folder's slash-ended URL)."""
         root = os.path.realpath(self.directory)
@@ -319,7 +325,7 @@ class StaticFiles:
                 self._forget(tail)
             old = None
         try:
-            real, st = self._resolve(key, raw_path, query)
+            real, st = self._resolve(key, request._head.path, request._head.query)
         except HTTPError:
             self._forget(key)  # gone (or now a folder): neither its entry nor its pin stays
             raise
@@ -332,7 +338,7 @@ class StaticFiles:
             old.check_after = now + self.revalidate_after
             return old
         self._forget(key)
-        entry = self._build(real, siblings, now)
+        entry = self._build(real, siblings, now, date_second(request))
         if entry.cached_bytes > self.cache_bytes:
             return entry  # too big to keep: served, not cached
         entries = self.entries
@@ -430,12 +436,16 @@ class StaticFiles:
                     siblings.append((coding, path))
         return tuple(keys), siblings
 
-    def _build(self, real: bytes, siblings: list[tuple[bytes, bytes]], now: float) -> _Entry:
+    def _build(self, real: bytes, siblings: list[tuple[bytes, bytes]], now: float,
+               date: int) -> _Entry:
+        """The entry of a file: its representations, each with its headers and (if small)
+        bytes. ``date``: the second of the Date line it is first sent with (``date_second``),
+        which no Last-Modified may pass (RFC 9110 §8.8.2.1)."""
         kind = guess_content_type(real.decode("utf-8", "surrogateescape"))
         ct_line = b"Content-Type: %s\r\n" % kind.encode("latin-1")
         reps: dict[Any, _Rep] = {}
         key, mtime, body = self._load(real)
-        mtime = min(mtime, int(time.time()))  # never a Last-Modified after Date (§8.8.2.1)
+        mtime = min(mtime, date)
         last_modified = b"Last-Modified: %s\r\n" % format_http_date(mtime)
         common = b"Accept-Ranges: bytes\r\n%sX-Content-Type-Options: nosniff\r\n" % \
             self.extra_fields
