@@ -91,8 +91,12 @@ class Server:
         self.name = name
         self.port = free_port()
         argv = ["taskset", "-c", str(SERVER_CPU), *server_command(name, self.port)]
+        # The server's log goes to a file: a pipe nobody reads fills up and stops a server
+        # that logs every reset connection (aiohttp does, after the echo client's close).
+        (ROOT / "bench" / "out").mkdir(exist_ok=True)
+        self.log = open(ROOT / "bench" / "out" / f"ws_{name}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=self.log, start_new_session=True)
         wait_started(self.port, self.proc, 20, name)
 
     def stats(self) -> dict[str, int]:
@@ -106,6 +110,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def open_sockets(port: int, path: str, count: int) -> list[socket.socket]:
@@ -175,13 +180,14 @@ def build_wsload() -> Path | None:
     return binary
 
 
-def echo_c(server: Server, seconds: float, binary: Path,
-           connections: int = 100) -> dict[str, float]:
+def echo_c(server: Server, seconds: float, binary: Path, connections: int = 100,
+           inflight: int = 1) -> dict[str, float]:
     """The echo phase with bench/wsload.c as the client (pinned to the client CPU, as this
-    process is). The server's CPU includes the 100 handshakes (against ~10^5 messages)."""
+    process is), ``inflight`` messages in flight per socket. The server's CPU includes the
+    100 handshakes (against ~10^5 messages)."""
     cpu = cpu_seconds(server.proc.pid)
     done = subprocess.run([str(binary), str(server.port), "/echo", str(connections),
-                           str(seconds), "32"], capture_output=True, text=True,
+                           str(seconds), "32", str(inflight)], capture_output=True, text=True,
                           timeout=seconds + DEADLINE)
     if done.returncode != 0:
         raise RuntimeError(f"wsload: {done.stderr.strip()}")
@@ -253,8 +259,8 @@ def fan_out(server: Server, socks: list[socket.socket], rounds: int = 3) -> list
     return times
 
 
-def bench(name: str, idle: int, echo_seconds: float,
-          wsload: Path | None = None) -> dict[str, Any]:
+def bench(name: str, idle: int, echo_seconds: float, wsload: Path | None = None,
+          inflight: int = 1) -> dict[str, Any]:
     result: dict[str, Any] = {"server": name, "idle": idle}
     server = Server(name)
     try:
@@ -263,6 +269,9 @@ def bench(name: str, idle: int, echo_seconds: float,
         else:
             echo_c(server, 1.0, wsload)  # warm-up
             result.update(echo_c(server, echo_seconds, wsload))
+            if inflight > 1:  # the same with the server saturated
+                result.update({k + "_sat": v for k, v in
+                               echo_c(server, echo_seconds, wsload, inflight=inflight).items()})
         base = rss_kib(server.proc.pid)
         socks = open_sockets(server.port, "/idle", idle)
         wait_stat(server, "idle", idle)
@@ -292,6 +301,10 @@ def main() -> None:
     parser.add_argument("--client", choices=("c", "python"), default="c",
                         help="the echo client: bench/wsload.c (built with cc; the default) or "
                         "the Python one in this file")
+    parser.add_argument("--inflight", type=int, default=1,
+                        help="(--client c) also run the echo with this many messages in "
+                        "flight per socket, which keeps the server busy (the issue's figure "
+                        "is one)")
     parser.add_argument("--json")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -306,7 +319,7 @@ def main() -> None:
     results = []
     for name in args.servers.split(","):
         try:
-            results.append(bench(name, args.idle, args.echo_seconds, wsload))
+            results.append(bench(name, args.idle, args.echo_seconds, wsload, args.inflight))
         except (RuntimeError, OSError) as e:
             results.append({"server": name, "failed": str(e)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
@@ -320,6 +333,14 @@ def main() -> None:
         print(f"| {r['server']} | {r['echo_per_s']:,.0f} | {r['echo_server_us']:.1f} "
               f"| {r['echo_client_cpu']:.0%} | {r['idle_handler_b']:,.0f} "
               f"| {r['idle_sub_b']:,.0f} | {r['fanout_s'] * 1000:,.1f} |")
+    if any("echo_per_s_sat" in r for r in results):
+        print(f"\nEcho with {args.inflight} messages in flight per socket:\n")
+        print("| server | echo msg/s | server µs/msg | client CPU |")
+        print("| --- | ---: | ---: | ---: |")
+        for r in results:
+            if "echo_per_s_sat" in r:
+                print(f"| {r['server']} | {r['echo_per_s_sat']:,.0f} "
+                      f"| {r['echo_server_us_sat']:.1f} | {r['echo_client_cpu_sat']:.0%} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
