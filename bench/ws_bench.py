@@ -3,15 +3,19 @@ its ``websockets`` implementation), aiohttp, socketify (uWebSockets, C++) and gr
 run (the peers are in the ``bench`` extra).
 
 Usage (from the repository root, under the bench lock): ``python -m bench.ws_bench [--idle
-10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,aiohttp,socketify,granian] [--json
-out.json]``.
+10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,aiohttp,socketify,granian] [--client
+c|python] [--inflight N] [--echo-rounds N] [--json out.json]``.
 
 For each server (one process pinned to CPU 0; this client pinned to CPU 1), serving the same
 routes (bench/peers/ws_tpd2py.py, ws_asgi.py, ws_aiohttp.py, ws_socketify.py), compression off
 everywhere:
 1. echo: 100 connections, each a closed loop of 32-byte text messages for ``--echo-seconds``:
-   messages per second, the server's CPU µs per message, and this client's CPU share (near
-   100 % means the client, not the server, set the pace);
+   messages per second, the server's CPU µs per message, and the client's CPU share (near
+   100 % means the client, not the server, set the pace). The client is bench/wsload.c
+   (built with cc into bench/out/; ``--client python`` is the Python loop of this file, which
+   needs about as much CPU per message as the servers). One message in flight per socket;
+   ``--inflight N`` adds a run with N, which keeps the server busy; ``--echo-rounds N`` runs
+   only the echo, N interleaved rounds, and prints medians;
 2. idle: ``--idle`` WebSockets opened to ``/idle`` (a handler waiting in ``for message in ws``)
    and, on a fresh process, to ``/sub`` (tpd2py: ``ws.subscribe``, no greenlet; the ASGI and
    aiohttp apps: a task waiting in ``receive``; socketify: a topic subscription, and no
@@ -293,6 +297,32 @@ def bench(name: str, idle: int, echo_seconds: float, wsload: Path | None = None,
     return result
 
 
+def echo_rounds(names: list[str], rounds: int, seconds: float, wsload: Path,
+                inflight: int) -> None:
+    """The echo alone, ``rounds`` times over every server in turn; medians and ranges."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names:
+            server = Server(name)
+            try:
+                echo_c(server, 1.0, wsload, inflight=inflight)  # warm-up
+                row = echo_c(server, seconds, wsload, inflight=inflight)
+            finally:
+                server.stop()
+            rows[name].append(row)
+            print(f"round {i + 1} {name}: {row['echo_per_s']:,.0f} msg/s, "
+                  f"{row['echo_server_us']:.1f} µs, client {row['echo_client_cpu']:.0%}",
+                  file=sys.stderr, flush=True)
+    print(f"| server | echo msg/s, median of {rounds} (range) | server µs/msg, median "
+          "| client CPU |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, got in rows.items():
+        rates = [r["echo_per_s"] for r in got]
+        print(f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}-"
+              f"{max(rates):,.0f}) | {statistics.median(r['echo_server_us'] for r in got):.1f} "
+              f"| {statistics.median(r['echo_client_cpu'] for r in got):.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--idle", type=int, default=10_000)
@@ -305,6 +335,10 @@ def main() -> None:
                         help="(--client c) also run the echo with this many messages in "
                         "flight per socket, which keeps the server busy (the issue's figure "
                         "is one)")
+    parser.add_argument("--echo-rounds", type=int, default=0, metavar="N",
+                        help="only the echo (--client c), in N interleaved rounds of every "
+                        "server (a fresh process each), with medians: the steadier figure "
+                        "on a machine that moves")
     parser.add_argument("--json")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -316,6 +350,12 @@ def main() -> None:
         if wsload is None:
             raise SystemExit("no C compiler for bench/wsload.c: apt-get install gcc, or "
                              "--client python")
+    if args.echo_rounds:
+        if wsload is None:
+            raise SystemExit("--echo-rounds needs --client c")
+        echo_rounds(args.servers.split(","), args.echo_rounds, args.echo_seconds, wsload,
+                    args.inflight)
+        return
     results = []
     for name in args.servers.split(","):
         try:
