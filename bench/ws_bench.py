@@ -3,15 +3,19 @@ its ``websockets`` implementation), aiohttp, socketify (uWebSockets, C++) and gr
 run (the peers are in the ``bench`` extra).
 
 Usage (from the repository root, under the bench lock): ``python -m bench.ws_bench [--idle
-10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,aiohttp,socketify,granian] [--json
-out.json]``.
+10000] [--echo-seconds 3] [--servers tpd2py,uvicorn,aiohttp,socketify,granian] [--client
+c|python] [--inflight N] [--echo-rounds N] [--json out.json]``.
 
 For each server (one process pinned to CPU 0; this client pinned to CPU 1), serving the same
 routes (bench/peers/ws_tpd2py.py, ws_asgi.py, ws_aiohttp.py, ws_socketify.py), compression off
 everywhere:
 1. echo: 100 connections, each a closed loop of 32-byte text messages for ``--echo-seconds``:
-   messages per second, the server's CPU µs per message, and this client's CPU share (near
-   100 % means the client, not the server, set the pace);
+   messages per second, the server's CPU µs per message, and the client's CPU share (near
+   100 % means the client, not the server, set the pace). The client is bench/wsload.c
+   (built with cc into bench/out/; ``--client python`` is the Python loop of this file, which
+   needs about as much CPU per message as the servers). One message in flight per socket;
+   ``--inflight N`` adds a run with N, which keeps the server busy; ``--echo-rounds N`` runs
+   only the echo, N interleaved rounds, and prints medians;
 2. idle: ``--idle`` WebSockets opened to ``/idle`` (a handler waiting in ``for message in ws``)
    and, on a fresh process, to ``/sub`` (tpd2py: ``ws.subscribe``, no greenlet; the ASGI and
    aiohttp apps: a task waiting in ``receive``; socketify: a topic subscription, and no
@@ -91,8 +95,12 @@ class Server:
         self.name = name
         self.port = free_port()
         argv = ["taskset", "-c", str(SERVER_CPU), *server_command(name, self.port)]
+        # The server's log goes to a file: a pipe nobody reads fills up and stops a server
+        # that logs every reset connection (aiohttp does, after the echo client's close).
+        (ROOT / "bench" / "out").mkdir(exist_ok=True)
+        self.log = open(ROOT / "bench" / "out" / f"ws_{name}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=self.log, start_new_session=True)
         wait_started(self.port, self.proc, 20, name)
 
     def stats(self) -> dict[str, int]:
@@ -106,6 +114,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def open_sockets(port: int, path: str, count: int) -> list[socket.socket]:
@@ -175,13 +184,14 @@ def build_wsload() -> Path | None:
     return binary
 
 
-def echo_c(server: Server, seconds: float, binary: Path,
-           connections: int = 100) -> dict[str, float]:
+def echo_c(server: Server, seconds: float, binary: Path, connections: int = 100,
+           inflight: int = 1) -> dict[str, float]:
     """The echo phase with bench/wsload.c as the client (pinned to the client CPU, as this
-    process is). The server's CPU includes the 100 handshakes (against ~10^5 messages)."""
+    process is), ``inflight`` messages in flight per socket. The server's CPU includes the
+    100 handshakes (against ~10^5 messages)."""
     cpu = cpu_seconds(server.proc.pid)
     done = subprocess.run([str(binary), str(server.port), "/echo", str(connections),
-                           str(seconds), "32"], capture_output=True, text=True,
+                           str(seconds), "32", str(inflight)], capture_output=True, text=True,
                           timeout=seconds + DEADLINE)
     if done.returncode != 0:
         raise RuntimeError(f"wsload: {done.stderr.strip()}")
@@ -253,8 +263,8 @@ def fan_out(server: Server, socks: list[socket.socket], rounds: int = 3) -> list
     return times
 
 
-def bench(name: str, idle: int, echo_seconds: float,
-          wsload: Path | None = None) -> dict[str, Any]:
+def bench(name: str, idle: int, echo_seconds: float, wsload: Path | None = None,
+          inflight: int = 1) -> dict[str, Any]:
     result: dict[str, Any] = {"server": name, "idle": idle}
     server = Server(name)
     try:
@@ -263,6 +273,9 @@ def bench(name: str, idle: int, echo_seconds: float,
         else:
             echo_c(server, 1.0, wsload)  # warm-up
             result.update(echo_c(server, echo_seconds, wsload))
+            if inflight > 1:  # the same with the server saturated
+                result.update({k + "_sat": v for k, v in
+                               echo_c(server, echo_seconds, wsload, inflight=inflight).items()})
         base = rss_kib(server.proc.pid)
         socks = open_sockets(server.port, "/idle", idle)
         wait_stat(server, "idle", idle)
@@ -284,6 +297,32 @@ def bench(name: str, idle: int, echo_seconds: float,
     return result
 
 
+def echo_rounds(names: list[str], rounds: int, seconds: float, wsload: Path,
+                inflight: int) -> None:
+    """The echo alone, ``rounds`` times over every server in turn; medians and ranges."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names:
+            server = Server(name)
+            try:
+                echo_c(server, 1.0, wsload, inflight=inflight)  # warm-up
+                row = echo_c(server, seconds, wsload, inflight=inflight)
+            finally:
+                server.stop()
+            rows[name].append(row)
+            print(f"round {i + 1} {name}: {row['echo_per_s']:,.0f} msg/s, "
+                  f"{row['echo_server_us']:.1f} µs, client {row['echo_client_cpu']:.0%}",
+                  file=sys.stderr, flush=True)
+    print(f"| server | echo msg/s, median of {rounds} (range) | server µs/msg, median "
+          "| client CPU |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, got in rows.items():
+        rates = [r["echo_per_s"] for r in got]
+        print(f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}-"
+              f"{max(rates):,.0f}) | {statistics.median(r['echo_server_us'] for r in got):.1f} "
+              f"| {statistics.median(r['echo_client_cpu'] for r in got):.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--idle", type=int, default=10_000)
@@ -292,6 +331,14 @@ def main() -> None:
     parser.add_argument("--client", choices=("c", "python"), default="c",
                         help="the echo client: bench/wsload.c (built with cc; the default) or "
                         "the Python one in this file")
+    parser.add_argument("--inflight", type=int, default=1,
+                        help="(--client c) also run the echo with this many messages in "
+                        "flight per socket, which keeps the server busy (the issue's figure "
+                        "is one)")
+    parser.add_argument("--echo-rounds", type=int, default=0, metavar="N",
+                        help="only the echo (--client c), in N interleaved rounds of every "
+                        "server (a fresh process each), with medians: the steadier figure "
+                        "on a machine that moves")
     parser.add_argument("--json")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -303,10 +350,16 @@ def main() -> None:
         if wsload is None:
             raise SystemExit("no C compiler for bench/wsload.c: apt-get install gcc, or "
                              "--client python")
+    if args.echo_rounds:
+        if wsload is None:
+            raise SystemExit("--echo-rounds needs --client c")
+        echo_rounds(args.servers.split(","), args.echo_rounds, args.echo_seconds, wsload,
+                    args.inflight)
+        return
     results = []
     for name in args.servers.split(","):
         try:
-            results.append(bench(name, args.idle, args.echo_seconds, wsload))
+            results.append(bench(name, args.idle, args.echo_seconds, wsload, args.inflight))
         except (RuntimeError, OSError) as e:
             results.append({"server": name, "failed": str(e)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
@@ -320,6 +373,14 @@ def main() -> None:
         print(f"| {r['server']} | {r['echo_per_s']:,.0f} | {r['echo_server_us']:.1f} "
               f"| {r['echo_client_cpu']:.0%} | {r['idle_handler_b']:,.0f} "
               f"| {r['idle_sub_b']:,.0f} | {r['fanout_s'] * 1000:,.1f} |")
+    if any("echo_per_s_sat" in r for r in results):
+        print(f"\nEcho with {args.inflight} messages in flight per socket:\n")
+        print("| server | echo msg/s | server µs/msg | client CPU |")
+        print("| --- | ---: | ---: | ---: |")
+        for r in results:
+            if "echo_per_s_sat" in r:
+                print(f"| {r['server']} | {r['echo_per_s_sat']:,.0f} "
+                      f"| {r['echo_server_us_sat']:.1f} | {r['echo_client_cpu_sat']:.0%} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

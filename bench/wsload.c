@@ -1,10 +1,11 @@
 /* wsload: a WebSocket echo load client in C, for bench/ws_bench.py (--client c).
  *
- * Usage: wsload PORT PATH CONNECTIONS SECONDS SIZE
+ * Usage: wsload PORT PATH CONNECTIONS SECONDS SIZE [INFLIGHT]
  *
  * Opens CONNECTIONS WebSockets to 127.0.0.1:PORT PATH (loopback only, by construction), then
- * runs a closed loop for SECONDS: each socket has one masked text message of SIZE bytes
- * (1-125) in flight and sends the next as soon as the echo is back whole. Prints one JSON
+ * runs a closed loop for SECONDS: each socket has INFLIGHT (default 1, at most 64) masked text
+ * messages of SIZE bytes (1-125) in flight and sends one more for each echo that is back
+ * whole. Prints one JSON
  * line: messages echoed, elapsed seconds, this process's CPU seconds (user + system).
  * It exists because the Python client of bench/ws_bench.py needs about as much CPU per
  * message as the servers it measures, so no server was ever CPU-bound with it.
@@ -74,8 +75,8 @@ static int open_ws(int port, const char *path) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: wsload PORT PATH CONNECTIONS SECONDS SIZE\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: wsload PORT PATH CONNECTIONS SECONDS SIZE [INFLIGHT]\n");
         return 2;
     }
     int port = atoi(argv[1]);
@@ -83,6 +84,11 @@ int main(int argc, char **argv) {
     int conns = atoi(argv[3]);
     double seconds = atof(argv[4]);
     int size = atoi(argv[5]);
+    int inflight = argc == 7 ? atoi(argv[6]) : 1;
+    if (inflight <= 0 || inflight > 64) {
+        fprintf(stderr, "wsload: INFLIGHT out of range\n");
+        return 2;
+    }
     if (port <= 0 || port > 65535 || conns <= 0 || conns > MAX_CONNECTIONS || seconds <= 0
         || seconds > MAX_SECONDS || size <= 0 || size > 125) {
         fprintf(stderr, "wsload: out of range\n");
@@ -108,7 +114,8 @@ int main(int argc, char **argv) {
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) die("epoll_ctl");
     }
     for (int i = 0; i < conns; i++)
-        if (write(fds[i], message, message_len) != (ssize_t)message_len) die("write");
+        for (int k = 0; k < inflight; k++)
+            if (write(fds[i], message, message_len) != (ssize_t)message_len) die("write");
 
     static unsigned char buf[65536];
     static unsigned char batch[65536];

@@ -109,10 +109,24 @@ def FileResponse(path: str | os.PathLike[str], content_type: str | None = None,
     return response
 
 
+def date_second(request: Request | None) -> int:
+    """The second of the Date line the response to ``request`` goes out with, brought up to
+    date first: a Last-Modified is clamped to it (never after Date, RFC 9110 §8.8.2.1). The
+    line is refreshed by the server's once-a-second sweep, at whatever phase the server
+    started with, so for up to a second it still shows the previous second: clamped to
+    ``time.time()`` a file modified (or dated) in the current second got a Last-Modified one
+    second after its Date. Without a server behind the request: the clock."""
+    date = getattr(getattr(getattr(request, "_conn", None), "ctx", None), "date", None)
+    if date is None:
+        return int(time.time())
+    date.update()
+    return date.second
+
+
 def _conditional(response: Response, request: Request, info: os.stat_result) -> Response:
     """Validators on ``response`` (a whole file), then the request's conditions applied."""
     etag = strong_etag(info.st_ino, info.st_size, info.st_mtime_ns)
-    mtime = min(int(info.st_mtime), int(time.time()))  # never after Date (RFC 9110 §8.8.2.1)
+    mtime = min(int(info.st_mtime), date_second(request))  # never after Date (§8.8.2.1)
     validators = b"ETag: %s\r\nLast-Modified: %s\r\n" % (etag, format_http_date(mtime))
     response.fields += validators + b"Accept-Ranges: bytes\r\n"
     head = request._head

@@ -50,7 +50,13 @@ from .conditional import (
     not_modified_fields,
 )
 from .errors import HTTPError
-from .files import content_range, guess_content_type, range_not_satisfiable, strong_etag
+from .files import (
+    content_range,
+    date_second,
+    guess_content_type,
+    range_not_satisfiable,
+    strong_etag,
+)
 
 # Request headers the file server reads; everything else is skipped in one pass.
 _WANTED = RANGE_HEADERS | {b"accept-encoding"}
@@ -185,7 +191,7 @@ class StaticFiles:
         now = time.monotonic()
         entry = self.entries.get(key)
         if entry is None or now >= entry.check_after:
-            entry = self._refresh(key, head.path, entry, now, head.query)
+            entry = self._refresh(key, request, entry, now)
         wanted = fields_named(head.headers, _WANTED)
         if wanted is None:
             rep = entry.reps[None]
@@ -308,8 +314,8 @@ class StaticFiles:
         for app, prefix in self.routers:
             app.pin(prefix + tail, pinned, prefix)
 
-    def _refresh(self, key: bytes, raw_path: bytes, old: _Entry | None, now: float,
-                 query: bytes) -> _Entry:
+    def _refresh(self, key: bytes, request: Request, old: _Entry | None,
+                 now: float) -> _Entry:
         """The entry for the decoded path ``key``: resolved and stat-ed again; rebuilt only
         if it changed. Raises HTTPError(404) (or 301 to a folder's slash-ended URL)."""
         root = os.path.realpath(self.directory)
@@ -319,12 +325,12 @@ class StaticFiles:
                 self._forget(tail)
             old = None
         try:
-            real = self._resolve(key, raw_path, query)
+            real, st = self._resolve(key, request._head.path, request._head.query)
         except HTTPError:
             self._forget(key)  # gone (or now a folder): neither its entry nor its pin stays
             raise
         try:
-            keys = self._keys(real)
+            keys, siblings = self._keys(real, st)
         except OSError:
             self._forget(key)
             raise HTTPError(404) from None
@@ -332,7 +338,7 @@ class StaticFiles:
             old.check_after = now + self.revalidate_after
             return old
         self._forget(key)
-        entry = self._build(real, now)
+        entry = self._build(real, siblings, now, date_second(request))
         if entry.cached_bytes > self.cache_bytes:
             return entry  # too big to keep: served, not cached
         entries = self.entries
@@ -353,8 +359,9 @@ class StaticFiles:
             raise HTTPError(404)
         return unquote_to_bytes(tail)
 
-    def _resolve(self, tail: bytes, raw_path: bytes, query: bytes) -> bytes:
-        """The real path of a regular file in the folder for a decoded URL tail, or
+    def _resolve(self, tail: bytes, raw_path: bytes,
+                 query: bytes) -> tuple[bytes, os.stat_result]:
+        """The real path and stat of a regular file in the folder for a decoded URL tail, or
         HTTPError."""
         if b"\\" in tail or b"\0" in tail:
             raise HTTPError(404)
@@ -381,7 +388,7 @@ class StaticFiles:
             raise HTTPError(404)  # "file.css/" names no folder
         if not stat.S_ISREG(st.st_mode):
             raise HTTPError(404)
-        return real
+        return real, st
 
     def _stat_inside(self, path: bytes) -> tuple[bytes, os.stat_result]:
         """The real path and stat of ``path``, which must resolve inside the folder (404)."""
@@ -408,30 +415,37 @@ class StaticFiles:
         root = self.root
         return self.allow_outside_symlinks or real == root or real.startswith(root + b"/")
 
-    def _siblings(self, real: bytes) -> list[tuple[bytes, bytes]]:
-        if not self.precompressed:
-            return []
-        found = []
-        for coding, ext in _SIBLINGS:
-            path = os.path.realpath(real + ext)
-            if self._inside(path) and os.path.isfile(path):
-                found.append((coding, path))
-        return found
+    def _keys(self, real: bytes, st: os.stat_result) -> tuple[tuple[Any, ...],
+                                                              list[tuple[bytes, bytes]]]:
+        """What revalidation compares: the stat of the file (``st``, from ``_resolve``) and
+        of each precompressed sibling found; and those siblings as (coding, real path), for
+        ``_build``. One realpath and one stat per sibling name, per revalidation."""
+        keys: list[Any] = [_stat_key(st)]
+        siblings: list[tuple[bytes, bytes]] = []
+        if self.precompressed:
+            for coding, ext in _SIBLINGS:
+                path = os.path.realpath(real + ext)
+                if not self._inside(path):
+                    continue
+                try:
+                    sibling = os.stat(path)
+                except OSError:
+                    continue  # none (or gone meanwhile)
+                if stat.S_ISREG(sibling.st_mode):
+                    keys.append((coding, _stat_key(sibling)))
+                    siblings.append((coding, path))
+        return tuple(keys), siblings
 
-    def _keys(self, real: bytes) -> tuple[Any, ...]:
-        """What revalidation compares: the stat of the file and of each sibling found."""
-        st = os.stat(real)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(real)
-        return (_stat_key(st), *((coding, _stat_key(os.stat(path)))
-                                 for coding, path in self._siblings(real)))
-
-    def _build(self, real: bytes, now: float) -> _Entry:
+    def _build(self, real: bytes, siblings: list[tuple[bytes, bytes]], now: float,
+               date: int) -> _Entry:
+        """The entry of a file: its representations, each with its headers and (if small)
+        bytes. ``date``: the second of the Date line it is first sent with (``date_second``),
+        which no Last-Modified may pass (RFC 9110 §8.8.2.1)."""
         kind = guess_content_type(real.decode("utf-8", "surrogateescape"))
         ct_line = b"Content-Type: %s\r\n" % kind.encode("latin-1")
         reps: dict[Any, _Rep] = {}
         key, mtime, body = self._load(real)
-        mtime = min(mtime, int(time.time()))  # never a Last-Modified after Date (§8.8.2.1)
+        mtime = min(mtime, date)
         last_modified = b"Last-Modified: %s\r\n" % format_http_date(mtime)
         common = b"Accept-Ranges: bytes\r\n%sX-Content-Type-Options: nosniff\r\n" % \
             self.extra_fields
@@ -443,7 +457,7 @@ class StaticFiles:
 
         identity_etag = _etag(key)
         keys: list[Any] = [key]
-        for coding, path in self._siblings(real):
+        for coding, path in siblings:
             sib_key, _, sib_body = self._load(path)
             keys.append((coding, sib_key))
             etag = _etag(sib_key, b"-" + coding)  # its own bytes' tag, never the identity's

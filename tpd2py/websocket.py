@@ -309,6 +309,9 @@ class WebSocket:
 
     def start(self, conn: Any, pending: bytes) -> None:
         self._conn = conn
+        # Every message is its own write: with Nagle's algorithm a second frame sent before
+        # the client acknowledged the first waited for its delayed ACK (~40 ms).
+        conn.set_nodelay()
         hub = self._hub = conn.ctx.hub
         self._state = OPEN
         self._last_input = hub.now

@@ -47,12 +47,13 @@ from .errors import ClientTimeout, ConnectionClosed, ProtocolError, Timeout
 from .exchange import BODY_DONE, BODY_FAILED
 from .wire import (
     CHUNKED,
+    CLOSE,
     CRLF,
     JOIN_BODY_MAX,
+    KEEP_ALIVE,
     LAST_CHUNK,
     NO_BODY_STATUSES,
     chunk_frame,
-    connection_line,
 )
 
 if TYPE_CHECKING:
@@ -353,10 +354,16 @@ class Call:
                       self.length, wire.request_line(self.head))
             self.ex.keep_alive = False
 
-    def _head(self, length: int) -> bytes:
-        ctx = self.conn.ctx
-        return wire.head(self.status, self.fields, length,  # type: ignore[arg-type]
-                         b"" if self.has_date else ctx.date.line, self.ex.connection_line())
+    def _head(self, fields: bytes, length: int) -> bytes:
+        """The response head: the app's status and ``fields``, ``length`` as Content-Length
+        (none if < 0), our Date unless the app set one, the Connection line. The one place a
+        head is made (whole, file and streamed bodies)."""
+        # wire.connection_line inline: with it this call costs what the inline copies did.
+        keep = self.ex.keep_alive
+        return wire.head(self.status, fields, length,  # type: ignore[arg-type]
+                         b"" if self.has_date else self.conn.ctx.date.line,
+                         b"" if keep and self.head.version == 11 else KEEP_ALIVE if keep
+                         else CLOSE)
 
     def _check_started(self) -> None:
         if self.status is None:
@@ -390,10 +397,7 @@ class Call:
             if length >= 0 and length != size:
                 raise ValueError(f"Content-Length {length} but a body of {size} bytes")
             length = size
-        ex = self.ex
-        head = wire.head(self.status, self.fields, length,  # type: ignore[arg-type]
-                         b"" if self.has_date else self.conn.ctx.date.line,
-                         connection_line(ex.keep_alive, self.head.version))
+        head = self._head(self.fields, length)
         self.framing = WHOLE
         self.written = size
         if len(items) == 1 and size <= JOIN_BODY_MAX:
@@ -410,7 +414,8 @@ class Call:
         self._check_started()
         body = self.code not in NO_BODY_STATUSES and self.head.method != b"HEAD"
         self.framing = WHOLE
-        self._queue((self._head(length if self.code not in NO_BODY_STATUSES else -1),))
+        self._queue((self._head(self.fields,
+                                length if self.code not in NO_BODY_STATUSES else -1),))
         if body and length:
             self.ex.response_started = True
             self.written = length
@@ -444,9 +449,7 @@ class Call:
             ex.keep_alive = False
         self.framing = framing
         ex.response_started = True
-        self._queue((wire.head(self.status, fields, length,
-                               b"" if self.has_date else self.conn.ctx.date.line,
-                               ex.connection_line()),))
+        self._queue((self._head(fields, length),))
 
     def _send(self, piece: bytes) -> None:
         framing = self.framing

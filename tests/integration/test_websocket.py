@@ -300,6 +300,29 @@ def test_close_handshake_started_by_the_server(ws_server: RunningServer) -> None
     ws_server.wait_closed(1)
 
 
+def test_an_upgraded_connection_sends_without_nagle(ws_server: RunningServer) -> None:
+    """Each WebSocket message is its own write: with Nagle's algorithm on, a handler's second
+    frame sent before the client acknowledged the first waited for its delayed ACK (~40 ms
+    on Linux). The upgrade turns TCP_NODELAY on; a plain HTTP connection keeps it off (one
+    write per response needs no more)."""
+    plain = socket.create_connection(ws_server.address)
+    plain.sendall(b"GET /no-such HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert plain.recv(4096).startswith(b"HTTP/1.1 404")
+    ws = RawWebSocket(ws_server.address)
+    ws.open("/echo")
+    ws.send(client_frame(TEXT, b"x"))
+    assert ws.read_frame().payload == b"x"
+
+    def nodelay() -> list[tuple[bool, bool]]:
+        return sorted((getattr(conn, "upgraded", None) is not None,
+                       bool(conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+                      for conn in ws_server.server.conns.values())
+
+    assert ws_server.call(nodelay) == [(False, False), (True, True)]
+    ws.close()
+    plain.close()
+
+
 def test_a_client_that_vanishes_is_closed(ws_server: RunningServer) -> None:
     ws = RawWebSocket(ws_server.address)
     ws.open("/after-close")
