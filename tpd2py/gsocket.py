@@ -59,6 +59,20 @@ def recv_nowait(rec: FdRecord, sock: Any, view: memoryview) -> int:
     return n
 
 
+def recv_bytes_nowait(rec: FdRecord, sock: Any, size: int) -> bytes | None:
+    """``recv_nowait`` into a new bytes object (a kernel socket's ``recv``: for a parser that
+    slices bytes faster than a memoryview): at most ``size`` bytes, b"" at EOF, None when
+    nothing is there yet."""
+    rec.read_pending = False
+    try:
+        data: bytes = sock.recv(size, DONTWAIT)
+    except BlockingIOError:
+        return None
+    if len(data) == size:
+        rec.read_pending = True  # maybe more in the kernel: no new edge will say so
+    return data
+
+
 def send_queued(sock: Any, out: SendBuf, flags: int = DONTWAIT) -> bool:
     """Send what ``out`` holds without waiting; returns whether it is all sent. False means
     the socket is full (EAGAIN): only then may the caller wait for write space, because only

@@ -39,7 +39,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from .errors import Timeout
-from .gsocket import DONTWAIT, send_queued
+from .gsocket import DONTWAIT, recv_bytes_nowait, recv_nowait, send_queued
 from .wsframe import (
     ABNORMAL,
     BINARY,
@@ -553,19 +553,16 @@ class WebSocket:
             # (TLS) through the seam's recv_into (its recv is the hang-up peek) and a copy.
             sock = conn.sock
             size = conn.ctx.buffers.size
-            conn.read_pending = False
             try:
                 if isinstance(sock, _socket.socket):
-                    data = sock.recv(size, DONTWAIT)
+                    data = recv_bytes_nowait(conn, sock, size)
                 else:
                     data = self._recv_copy(sock)
-            except BlockingIOError:
-                return  # nothing there yet
             except OSError:
                 data = b""
+            if data is None:
+                return  # nothing there yet
             n = len(data)
-            if n == size:
-                conn.read_pending = True  # maybe more in the kernel: no new edge will say so
             if n and self._state != LINGER:
                 try:
                     self._feed(data)
@@ -579,13 +576,14 @@ class WebSocket:
             if n < size and not conn.hangup:
                 return  # the read emptied the kernel's queue: the next edge says when
 
-    def _recv_copy(self, sock: Any) -> bytes:
-        """One ``recv_into`` a pooled buffer (``buffers.size`` bytes at most), returned as
-        bytes; BlockingIOError when nothing is there yet."""
+    def _recv_copy(self, sock: Any) -> bytes | None:
+        """One ``recv_nowait`` into a pooled buffer (``buffers.size`` bytes at most), returned
+        as bytes; None when nothing is there yet."""
         buffers = self._conn.ctx.buffers
         buf, view = buffers.take()
         try:
-            return view[:sock.recv_into(view, 0, DONTWAIT)].tobytes()
+            n = recv_nowait(self._conn, sock, view)
+            return None if n < 0 else view[:n].tobytes()
         finally:
             buffers.give(buf, view)
 
