@@ -561,3 +561,29 @@ def test_a_client_is_not_blamed_for_input_the_server_left_unread(server: Any,
         frame = victim.read_frame()
     assert frame.close_code == 1000
     victim.close()
+
+
+@pytest.mark.parametrize("queue", [1, 16])
+def test_a_close_notify_right_behind_messages_ends_the_connection(
+        server: Any, transport: Any, queue: int) -> None:
+    """TLS: messages and the client's close_notify (no Close frame) in one flight: the read
+    that returns the last plaintext is short and no FIN has come yet; the end must still be
+    seen (the transport shuts its read side down so that an edge reports it)."""
+    if transport is None:
+        pytest.skip("TLS only: close_notify (the plain FIN case is tested above)")
+    srv = start(server, transport, max_queue=queue)
+    ws = connect(srv, transport, "/echo")
+    ws.send(b"".join(client_frame(TEXT, b"m%d" % i) for i in range(100)))
+    ws.sock.setblocking(False)
+    # Sends close_notify, then waits for the server's: that read fails on the echoes
+    # (SSLWantReadError or APPLICATION_DATA_AFTER_CLOSE_NOTIFY); ours went out all the same.
+    with contextlib.suppress(ssl.SSLError):
+        ws.sock.unwrap()
+    with socket.socket(fileno=os.dup(ws.sock.fileno())) as raw:
+        raw.settimeout(WAIT)
+        while raw.recv(65536):  # ciphertext: the echoes, the server's close_notify, EOF
+            pass
+    ws.close()
+    srv.wait_closed(1)
+    srv.sync()
+    assert closed_with == [(1006, "")]
