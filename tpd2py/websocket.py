@@ -10,8 +10,8 @@ How it works:
   has (a pooled buffer, lent for the read only), feeds the sans-I/O ``FrameParser``, answers
   pings, runs the closing handshake and queues data messages for the handler, parked in
   ``receive``. At ``max_queue`` unread messages reading stops: TCP pushes back on the client.
-- Output goes through the connection's SendBuf and ``gsocket.send_queued``, never waiting in
-  the hub. When the socket is full a flusher greenlet waits for room (at most the server's
+- Output goes through the connection's SendBuf and ``gsocket.send_queued`` (wsout.py, a base
+  of ``WebSocket``), never waiting in the hub. When the socket is full a flusher greenlet waits for room (at most the server's
   ``write_timeout``) and ``send`` waits for it: a handler goes at its client's pace. A
   subscription's frame cannot wait: past ``max_pending`` queued bytes the slow-reader policy
   applies (``"close"`` the socket, the default, or ``"drop"`` the frame).
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import _socket
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
@@ -38,8 +37,7 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .errors import Timeout
-from .gsocket import DONTWAIT, recv_bytes_nowait, recv_nowait, send_queued
+from .gsocket import DONTWAIT, recv_bytes_nowait, recv_nowait
 from .wsframe import (
     ABNORMAL,
     BINARY,
@@ -61,13 +59,13 @@ from .wsframe import (
     message_frame,
 )
 from .wshandshake import Deflate, Options, WebSocketClosed, handshake
+from .wsout import CLOSED, CLOSING, CONNECTING, LINGER, OPEN, Output
 
 log = logging.getLogger("tpd2py.conn")  # handler errors are logged as for HTTP handlers
 
 __all__ = ["Options", "WebSocket", "WebSocketClosed", "route"]
 
 INF = float("inf")
-CONNECTING, OPEN, CLOSING, LINGER, CLOSED = range(5)
 _TIMED_OUT = object()
 
 
@@ -128,7 +126,7 @@ _SHORT_HEADS = {opcode: [frame_head(opcode, n) for n in range(126)] for opcode i
 _KEYS: dict[tuple[str, Any, int | None], tuple[str, Any, int | None]] = {}
 
 
-class WebSocket:
+class WebSocket(Output):
     """One WebSocket connection: what a handler gets, and the connection's protocol."""
 
     __slots__ = ("request", "params", "subprotocol", "close_code", "close_reason", "_handler",
@@ -454,90 +452,6 @@ class WebSocket:
             subscription.cancel()
             subscription = subscription.next
 
-    def _post(self, frame: bytes) -> bool:
-        """Queue a frame that cannot wait (a subscription's): the slow-reader policy."""
-        conn = self._conn
-        out = conn.out
-        if not out.size and self._blocked is None and not conn.closed:
-            # A broadcast's common case: nothing queued, the frame fits in the socket.
-            rest = self._send_now(frame)
-            if rest is None:
-                return not conn.closed
-            frame = rest
-        if out.size + len(frame) > self._options.max_pending:
-            if self._options.slow_reader == "drop":
-                return False
-            log.debug("websocket %s: %d bytes unsent, a slow reader: closing",
-                      self._conn.address(), out.size)
-            self.close_code = POLICY
-            self._conn.close()
-            return False
-        self._queue(frame)
-        return True
-
-    def _send_now(self, frame: bytes) -> Any:
-        """Send ``frame`` (nothing is queued): what is left of it, None if all went or it failed."""
-        conn = self._conn
-        try:
-            sent = conn.sock.send(frame, DONTWAIT)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            conn.close()
-            return None
-        conn.ctx.sendmsg_calls += 1
-        return None if sent == len(frame) else memoryview(frame)[sent:]
-
-    def _queue(self, frame: bytes) -> None:
-        self._conn.out.add(frame)
-        self._send_queued()
-
-    def _send_queued(self) -> None:
-        """Send what is queued without waiting; when the socket is full, a flusher greenlet
-        waits for room (one at a time). Once all is sent while lingering: half-close. Never
-        switches."""
-        conn = self._conn
-        if self._blocked is not None or conn.closed:
-            return
-        if conn.out.size:
-            try:
-                done = send_queued(conn.sock, conn.out)
-            except OSError:
-                conn.close()
-                return
-            conn.ctx.sendmsg_calls += 1
-            if not done:
-                self._blocked = []
-                conn.set_nodelay()
-                self._hub.spawn(self._flush)
-                return
-        if self._state == LINGER:
-            self._half_close()
-
-    def _flush(self) -> None:
-        """The flusher: wait for room until all is sent, at most ``write_timeout`` per wait
-        (then the client is dead or hostile: close)."""
-        conn = self._conn
-        hub = self._hub
-        me = getcurrent()
-        try:
-            while conn.out.size and not conn.closed:
-                timer = hub.call_later(conn.ctx.config.write_timeout, hub.throw, me, Timeout())
-                try:
-                    hub.wait_writable(conn)
-                finally:
-                    timer.cancel()
-                if send_queued(conn.sock, conn.out):
-                    break
-        except (OSError, Timeout):
-            conn.close()
-        finally:
-            blocked, self._blocked = self._blocked, None
-            for g in blocked or ():
-                hub.schedule(g, None)
-        if self._state == LINGER and not conn.closed:
-            self._half_close()
-
     def _pump(self) -> None:
         """Read what the socket has and act on it (input never waits for a greenlet)."""
         conn = self._conn
@@ -672,12 +586,6 @@ class WebSocket:
         self._conn.deadline = self._hub.now + self._options.close_timeout
         self._wake()
         self._send_queued()  # then half-closes (or the flusher does, once done)
-
-    def _half_close(self) -> None:
-        try:
-            self._conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._conn.close()
 
     def _set_deadline(self) -> None:
         options = self._options
