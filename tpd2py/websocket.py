@@ -11,8 +11,9 @@ How it works:
   pings, runs the closing handshake and queues data messages for the handler, parked in
   ``receive``. At ``max_queue`` unread messages reading stops: TCP pushes back on the client.
 - Output goes through the connection's SendBuf and ``gsocket.send_queued`` (wsout.py, a base
-  of ``WebSocket``), never waiting in the hub. When the socket is full a flusher greenlet waits for room (at most the server's
-  ``write_timeout``) and ``send`` waits for it: a handler goes at its client's pace. A
+  of ``WebSocket``), never waiting in the hub. When the socket is full a flusher greenlet
+  waits for room (at most the server's ``write_timeout``) and ``send`` waits for it: a
+  handler goes at its client's pace. A
   subscription's frame cannot wait: past ``max_pending`` queued bytes the slow-reader policy
   applies (``"close"`` the socket, the default, or ``"drop"`` the frame).
 - Subscriptions are ``Channel.watch(every=True)`` callbacks; an Update's frames are made once
