@@ -235,6 +235,15 @@ class WebSocket(Output):
             raise WebSocketClosed(self.close_code, self.close_reason)
         frame: Any = self._frame(data)
         conn = self._conn
+        if self._inbox and self._blocked is None and not conn.closed:
+            # More messages wait for the handler, which sends its answers to them before it
+            # waits: gather the frames into one write (TCP_NODELAY sends each write at once)
+            # with the send that finds the inbox empty, or a callback on the loop's next turn
+            # should the handler wait on something else first.
+            if not conn.out.size:
+                self._hub.call_soon(self._send_queued)
+            conn.out.add(frame)
+            return
         if not conn.out.size and self._blocked is None and not conn.closed:
             # An echo's common case: one send, no SendBuf (_send_now, inline).
             try:

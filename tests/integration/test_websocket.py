@@ -323,6 +323,50 @@ def test_an_upgraded_connection_sends_without_nagle(ws_server: RunningServer) ->
     plain.close()
 
 
+def test_the_echoes_of_a_burst_leave_in_one_write(ws_server: RunningServer) -> None:
+    """Messages that came together are answered together: a send while more messages wait
+    for the handler is gathered with the send that finds none (TCP_NODELAY would send each
+    write as its own segment)."""
+    ws = RawWebSocket(ws_server.address)
+    ws.open("/echo")
+    ws.send(client_frame(TEXT, b"first"))
+    assert ws.read_frame().payload == b"first"
+
+    def calls() -> int:
+        return ws_server.call(lambda: ws_server.server.statistics()["sendmsg_calls"])
+
+    before = calls()
+    with ws_server.frozen():  # all five are in the kernel before the server reads any
+        ws.send(b"".join(client_frame(TEXT, b"m%d" % i) for i in range(5)))
+    assert [ws.read_frame().payload for _ in range(5)] == [b"m%d" % i for i in range(5)]
+    assert calls() - before == 1
+    ws.close()
+
+
+def test_a_gathered_answer_leaves_while_the_handler_waits_elsewhere(server: Any) -> None:
+    """A frame held back because another message was waiting goes out on the loop's next
+    turn when the handler, instead of answering that message, waits on something else."""
+    app = App()
+    gate = Channel()
+
+    @app.websocket("/wait-after-send")
+    def wait_after_send(ws: Any) -> None:
+        for message in ws:
+            ws.send("got " + message)
+            if message == "wait":
+                gate.wait(gate.version, timeout=WAIT)  # the next message is in the inbox
+
+    srv = server(app)
+    ws = RawWebSocket(srv.address)
+    ws.open("/wait-after-send")
+    with srv.frozen():
+        ws.send(client_frame(TEXT, b"wait") + client_frame(TEXT, b"after"))
+    assert ws.read_frame().payload == b"got wait"  # while the handler waits on the gate
+    srv.call(lambda: gate.publish("go"))
+    assert ws.read_frame().payload == b"got after"
+    ws.close()
+
+
 def test_a_client_that_vanishes_is_closed(ws_server: RunningServer) -> None:
     ws = RawWebSocket(ws_server.address)
     ws.open("/after-close")
