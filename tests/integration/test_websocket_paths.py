@@ -128,6 +128,13 @@ def make_app(**options: Any) -> App:
             if message is not None:
                 ws.send(message)
 
+    @app.websocket("/echo-peak", **options)
+    def echo_peak(ws: Any) -> None:
+        peaks.clear()
+        for message in ws:
+            ws.send(message)
+            peaks.append(ws._conn.out.size)  # what the sends left queued in the server
+
     @app.websocket("/gated", **options)
     def gated(ws: Any) -> None:
         gate.wait(gate.version, timeout=None)  # behind until the test opens the gate
@@ -139,6 +146,8 @@ def make_app(**options: Any) -> App:
 
 room = Channel()
 gate = Channel()
+peaks: list[int] = []
+GATHER_LIMIT = 65536
 
 
 @pytest.fixture(params=["plain", "tls"])
@@ -587,3 +596,28 @@ def test_a_close_notify_right_behind_messages_ends_the_connection(
     srv.wait_closed(1)
     srv.sync()
     assert closed_with == [(1006, "")]
+
+
+
+def test_answers_gathered_for_a_burst_are_bounded(server: Any) -> None:
+    """A send while more messages wait is gathered (one write for a burst's answers), but not
+    without bound: a handler answering a burst that fills the kernel's receive buffer (MBs,
+    once autotuned) would otherwise queue every answer in the server before the first write,
+    where a send used to queue at most one message (docs/websocket.md, "Limits and
+    backpressure")."""
+    srv = start(server, None)
+    ws = connect(srv, None, "/echo-peak")
+    burst = b"".join(client_frame(BINARY, b"%06d" % i * 5) for i in range(8000))  # 288 KB
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            ws.sock.sendall(burst)
+
+    sender = threading.Thread(target=send, daemon=True)
+    with srv.frozen():  # the burst waits in the kernel: the handler finds it all at once
+        sender.start()
+    for i in range(8000):
+        assert ws.read_frame().payload == b"%06d" % i * 5
+    sender.join(WAIT)
+    assert max(peaks) <= GATHER_LIMIT + 32, max(peaks)
+    ws.close()
