@@ -67,6 +67,9 @@ log = logging.getLogger("tpd2py.conn")  # handler errors are logged as for HTTP 
 __all__ = ["Options", "WebSocket", "WebSocketClosed", "route"]
 
 INF = float("inf")
+# Answers gathered for a burst before they are written: a burst as large as the kernel's
+# receive buffer (MBs) would otherwise be answered whole into the server's memory first.
+GATHER_MAX = 1 << 16
 _TIMED_OUT = object()
 
 
@@ -235,11 +238,13 @@ class WebSocket(Output):
             raise WebSocketClosed(self.close_code, self.close_reason)
         frame: Any = self._frame(data)
         conn = self._conn
-        if self._inbox and self._blocked is None and not conn.closed:
+        if self._inbox and self._blocked is None and not conn.closed \
+                and conn.out.size < GATHER_MAX:
             # More messages wait for the handler, which sends its answers to them before it
             # waits: gather the frames into one write (TCP_NODELAY sends each write at once)
             # with the send that finds the inbox empty, or a callback on the loop's next turn
-            # should the handler wait on something else first.
+            # should the handler wait on something else first. At GATHER_MAX they go out (or
+            # the handler waits for room), as without more messages waiting.
             if not conn.out.size:
                 self._hub.call_soon(self._send_queued)
             conn.out.add(frame)
