@@ -48,6 +48,7 @@ from .connwait import (
     Waiting,
     call_hook,
     hangup_check,
+    upgraded_marker,
 )
 from .errors import (
     Cancelled,
@@ -221,7 +222,7 @@ class Connection(Waiting):
         if hook is not None:
             # A parked handler (or a detached one's waiter) learns that its connection is gone.
             self.park_hook = None
-            call_hook(hook)
+            call_hook(self.upgraded.closed if hook is upgraded_marker else hook)
 
     # -- I/O (switch points) --------------------------------------------------------------------
 
