@@ -7,13 +7,15 @@ How it works:
   and enters its UPGRADED state, in which this ``WebSocket`` (an ``app.Upgraded``) gets every
   input edge, the sweep's deadline, the shutdown and the close. HTTP is over for it.
 - Input is read in the hub, never in a greenlet of its own: ``_pump`` reads what the socket
-  has (a pooled buffer, lent for the read only), feeds the sans-I/O ``FrameParser``, answers
-  pings, runs the closing handshake and queues data messages for the handler, parked in
-  ``receive``. At ``max_queue`` unread messages reading stops: TCP pushes back on the client.
+  has (a kernel socket into a new bytes object; TLS into a pooled buffer, lent for the read
+  only, and a copy), feeds the sans-I/O ``FrameParser``, answers pings, runs the closing
+  handshake and queues data messages for the handler, parked in ``receive`` and woken on the
+  loop's next turn. At ``max_queue`` unread messages reading stops: TCP pushes back.
 - Output goes through the connection's SendBuf and ``gsocket.send_queued`` (wsout.py, a base
-  of ``WebSocket``), never waiting in the hub. When the socket is full a flusher greenlet
-  waits for room (at most the server's ``write_timeout``) and ``send`` waits for it: a
-  handler goes at its client's pace. A
+  of ``WebSocket``), never waiting in the hub; the upgrade sets TCP_NODELAY, and a handler's
+  answers to messages that came together are gathered into one write (``GATHER_MAX``). When
+  the socket is full a flusher greenlet waits for room (at most the server's
+  ``write_timeout``) and ``send`` waits for it: a handler goes at its client's pace. A
   subscription's frame cannot wait: past ``max_pending`` queued bytes the slow-reader policy
   applies (``"close"`` the socket, the default, or ``"drop"`` the frame).
 - Subscriptions are ``Channel.watch(every=True)`` callbacks; an Update's frames are made once
