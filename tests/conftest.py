@@ -24,6 +24,7 @@ import http.client
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -204,6 +205,57 @@ def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:
                 err = proc.stderr.read() if proc.stderr else b""
                 pytest.fail(f"{what} did not start: {err!r}")
             time.sleep(0.02)
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+# Everything of an nginx.conf but the ``http`` block's own directives (``{http}``): in the
+# foreground, one worker, every path in the test's directory, errors to stderr; as root the
+# worker stays root (as nobody it could not reach a unix socket in the test's directory).
+_NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr warn;
+{user}
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{http}
+}}
+"""
+
+
+def unused_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nginx_front(directory: Path, http: str, port: int) -> Iterator[subprocess.Popen]:
+    """Run nginx with ``http`` (its upstreams and servers, listening on 127.0.0.1:``port``)
+    from ``directory`` until the block ends; skips the test when nginx is not installed."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (.ci/run installs it)")
+    conf = directory / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=directory, http=http,
+                                       user="user root;" if os.geteuid() == 0 else ""))
+    proc = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-e", "stderr"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_listening(port, proc, "nginx")  # nginx tells no one when it listens
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(WAIT)
 
 
 def parse_replies(data: bytes, methods: list[str] | None = None) -> tuple[list[Reply], bytes]:
@@ -529,9 +581,7 @@ def srv(server: Callable[..., RunningServer]) -> RunningServer:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for the CLI, which needs --port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return unused_port()
 
 
 # -- the CLI in a subprocess ----------------------------------------------------------------------

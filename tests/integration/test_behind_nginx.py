@@ -7,36 +7,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
 import signal
-import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 from test_stats import fetch, log_lines
 from test_workers import APP, Master
 
-from tests.conftest import wait_listening
+from tests.conftest import nginx_front, unused_port
 
 WAIT = 10.0
 
-CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log stderr warn;
-{user}
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+HTTP = """
     upstream app {{
         server unix:{sock};
         keepalive 8;
@@ -54,48 +36,27 @@ http {{
             proxy_buffering off;
         }}
     }}
-}}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def nginx_front(tmp_path: Path):
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
-                                      else None)
-    if nginx is None:
-        pytest.skip("nginx is not installed (.ci/run installs it)")
+def front(tmp_path: Path):
     (tmp_path / "wapp.py").write_text(APP)
     (tmp_path / "version.txt").write_text("v1")
     sock = tmp_path / "app.sock"
     master = Master(tmp_path, "--workers", "2", "--unix", str(sock), "--proxy-headers",
                     "--access-log", str(tmp_path / "access.log"))
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    # As root nginx's workers would run as nobody and could not reach the socket.
-    conf.write_text(CONF.format(dir=tmp_path, sock=sock, port=port,
-                                user="user root;" if os.geteuid() == 0 else ""))
-    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    port = unused_port()
     try:
-        wait_listening(port, proc, "nginx")  # nginx tells no one when it listens
-    except BaseException:
+        with nginx_front(tmp_path, HTTP.format(sock=sock, port=port), port):
+            master.address = ("127.0.0.1", port)
+            yield master
+    finally:
         master.stop()
-        raise
-    master.address = ("127.0.0.1", port)
-    yield master
-    proc.terminate()
-    proc.wait(WAIT)
-    master.stop()
 
 
-def test_client_address_through_nginx_and_a_spoof_ignored(nginx_front):
-    m = nginx_front
+def test_client_address_through_nginx_and_a_spoof_ignored(front):
+    m = front
     # The client is 127.0.0.2 (not a trusted proxy); its own X-Forwarded-For is a lie that
     # nginx passes on, appending the real address.
     got = m.get(headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
@@ -105,8 +66,8 @@ def test_client_address_through_nginx_and_a_spoof_ignored(nginx_front):
     assert got["host"] == "shop.example"
 
 
-def test_access_log_shows_the_client_through_nginx(nginx_front, tmp_path):
-    m = nginx_front
+def test_access_log_shows_the_client_through_nginx(front, tmp_path):
+    m = front
     spoof = {"X-Forwarded-For": "6.6.6.6"}
     assert m.get(headers=spoof, source="127.0.0.2")["peer"] == ["127.0.0.2", 0]
     assert fetch(m.address, "/nope", headers=spoof, source="127.0.0.2")[0] == 404
@@ -117,8 +78,8 @@ def test_access_log_shows_the_client_through_nginx(nginx_front, tmp_path):
         [("127.0.0.2", "GET / HTTP/1.1", 200), ("127.0.0.2", "GET /nope HTTP/1.1", 404)]
 
 
-def test_reload_behind_nginx_keepalive_loses_nothing(nginx_front, tmp_path):
-    m = nginx_front
+def test_reload_behind_nginx_keepalive_loses_nothing(front, tmp_path):
+    m = front
     conn = http.client.HTTPConnection(*m.address, timeout=WAIT)
     versions = set()
 

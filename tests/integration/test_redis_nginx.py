@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +26,9 @@ from comet_helpers import request  # noqa: E402
 from test_workers import Master  # noqa: E402
 
 from bench.redisserver import RedisServer, find_redis  # noqa: E402
-from tests.conftest import wait_listening  # noqa: E402
+from tests.conftest import NGINX, nginx_front, unused_port  # noqa: E402
 
 pytest.importorskip("hiredis", reason="needs hiredis (the redis extra; the test extra has it)")
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 pytestmark = [
     pytest.mark.skipif(find_redis() is None, reason="needs redis-server (.ci/run installs it)"),
     pytest.mark.skipif(NGINX is None, reason="needs nginx (.ci/run installs it)"),
@@ -63,20 +60,7 @@ def events(request: Request):
     return sse(stream())
 '''
 
-CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+HTTP = """
     upstream app {{
         server 127.0.0.1:{app_port};
         server 127.0.0.2:{app_port};
@@ -92,40 +76,24 @@ http {{
             proxy_read_timeout 60s;
         }}
     }}
-}}
 """
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def front(tmp_path: Path) -> Iterator[int]:
     redis = RedisServer(persist=False, directory=str(tmp_path / "redis"))
     (tmp_path / "wapp.py").write_text(APP)
-    app_port = free_port()
+    app_port = unused_port()
     servers = []
-    proc = None
     try:
         for host in ("127.0.0.1", "127.0.0.2"):
             servers.append(Master(tmp_path, "--workers", "2", "--host", host, "--port",
                                   str(app_port), env={"TPD2PY_REDIS": redis.socket,
                                                       "SERVER_NAME": host}))
-        port = free_port()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(CONF.format(dir=tmp_path, app_port=app_port, port=port))
-        assert NGINX is not None
-        proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_listening(port, proc, "nginx")  # nginx tells no one when it listens
-        yield port
+        port = unused_port()
+        with nginx_front(tmp_path, HTTP.format(app_port=app_port, port=port), port):
+            yield port
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(WAIT)
         for server in servers:
             server.stop()
         redis.stop()
