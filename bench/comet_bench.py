@@ -142,6 +142,16 @@ def control(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, 
 
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout`` seconds; reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def wait_started(port: int, proc: subprocess.Popen, timeout: float, name: str) -> None:
     """Until ``GET /hello`` answers on ``port`` (tried every 50 ms, at most ``timeout`` s);
     RuntimeError if ``proc`` exits or the time runs out."""
@@ -354,12 +364,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         result.error = f"{type(e).__name__}: {e}"
     finally:
         fleet.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         if result.error and proc.stderr is not None:
             result.error += " | stderr: " + proc.stderr.read().decode(errors="replace")[-500:]
     return result

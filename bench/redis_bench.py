@@ -35,6 +35,7 @@ from bench.comet_bench import (  # noqa: E402
     control,
     free_port,
     read_response,
+    stop_process,
     wait_started,
 )
 from bench.redisserver import RedisServer  # noqa: E402
@@ -131,12 +132,7 @@ def run(kind: str, clients: int, rounds: int) -> tuple[list[float], list[int]]:
             publisher.close()
     finally:
         fleet.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 15)
         if redis is not None:
             redis.stop()
     return times, spread

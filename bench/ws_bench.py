@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.comet_bench import control, free_port, wait_started  # noqa: E402
+from bench.comet_bench import control, free_port, stop_process, wait_started  # noqa: E402
 from bench.servers import cpu_seconds, rss_kib  # noqa: E402  (whole process trees: granian forks)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,12 +108,7 @@ class Server:
         return json.loads(body)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
