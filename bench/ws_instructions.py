@@ -22,7 +22,6 @@ import argparse
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from bench.comet_bench import free_port, wait_started  # noqa: E402
-from bench.ws_bench import REQUEST, masked_text  # noqa: E402
+from bench.ws_bench import masked_text, open_sockets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 300.0
@@ -67,21 +66,10 @@ def echo(port: int, number: int, size: int, connections: int) -> None:
     message = masked_text(b"m" * size)
     reply = 2 + size
     deadline = time.monotonic() + DEADLINE
-    socks = []
+    socks = open_sockets(port, "/echo", connections)  # upgraded, each handshake read whole
     try:
-        for _ in range(connections):
-            s = socket.create_connection(("127.0.0.1", port), timeout=60)
-            socks.append(s)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.sendall(REQUEST.format(path="/echo").encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = s.recv(4096)
-                if not data:
-                    raise SystemExit("closed during the handshake")
-                head += data
-            if not head.startswith(b"HTTP/1.1 101"):
-                raise SystemExit(f"handshake refused: {head[:80]!r}")
+        for s in socks:
+            s.settimeout(60)
         for _ in range(number):
             if time.monotonic() > deadline:
                 raise SystemExit("the echo loop ran out of time")
