@@ -420,8 +420,16 @@ def message_frame(message: Any, encode: Callable[[Any], str | bytes] | None,
 
 def data_frame(opcode: int, payload: bytes, window_bits: int | None) -> bytes:
     """A whole message's frame, deflated (RSV1) when permessage-deflate was negotiated with
-    this window and it is worth it; no compressor is kept (a new one per message)."""
-    if window_bits is not None and len(payload) > 64:
+    this window and it is worth it; no compressor is kept (a new one per message). A short
+    one's header comes from a table (the common message: one echo, one chat line)."""
+    n = len(payload)
+    if window_bits is not None and n > 64:
         return encode_frame(opcode, Deflater(window_bits, takeover=False).deflate(payload),
                             rsv1=True)
+    if n < 126:
+        return SHORT_HEADS[opcode][n] + payload
     return encode_frame(opcode, payload)
+
+
+# The header of every unfragmented, uncompressed text and binary frame under 126 bytes.
+SHORT_HEADS = {opcode: [frame_head(opcode, n) for n in range(126)] for opcode in (TEXT, BINARY)}
