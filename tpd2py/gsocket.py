@@ -26,6 +26,7 @@ Switch points: the ``Socket`` methods that say so. ``recv_nowait``/``send_queued
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import os
@@ -59,10 +60,20 @@ def recv_nowait(rec: FdRecord, sock: Any, view: memoryview) -> int:
     return n
 
 
-def recv_bytes_nowait(rec: FdRecord, sock: Any, size: int) -> bytes | None:
-    """``recv_nowait`` into a new bytes object (a kernel socket's ``recv``: for a parser that
-    slices bytes faster than a memoryview): at most ``size`` bytes, b"" at EOF, None when
-    nothing is there yet."""
+def recv_bytes_nowait(rec: FdRecord, sock: Any, buffers: Any) -> bytes | None:
+    """``recv_nowait`` into a new bytes object of at most ``buffers.size`` bytes, for a parser
+    that slices bytes faster than a memoryview: b"" at EOF, None when nothing is there yet. A
+    kernel socket receives into the bytes object itself; another transport (TLS, whose
+    ``recv`` is the seam's hang-up peek) through ``recv_nowait`` into a buffer lent by
+    ``buffers`` (an ``inbuf.BufferPool``) for this call, and one copy."""
+    size = buffers.size
+    if type(sock) is not _socket.socket:
+        buf, view = buffers.take()
+        try:
+            n = recv_nowait(rec, sock, view)
+            return None if n < 0 else view[:n].tobytes()
+        finally:
+            buffers.give(buf, view)
     rec.read_pending = False
     try:
         data: bytes = sock.recv(size, DONTWAIT)

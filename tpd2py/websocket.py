@@ -31,7 +31,6 @@ full); everything else never switches.
 
 from __future__ import annotations
 
-import _socket
 import logging
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -40,7 +39,7 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .gsocket import DONTWAIT, recv_bytes_nowait, recv_nowait
+from .gsocket import DONTWAIT, recv_bytes_nowait
 from .wsframe import (
     ABNORMAL,
     BINARY,
@@ -476,16 +475,8 @@ class WebSocket(Output):
             inbox = self._inbox
             if self._runner is not None and inbox is not None and len(inbox) >= options.max_queue:
                 return  # the handler is behind: leave the rest in the kernel
-            # The parser slices bytes faster than a memoryview, more than a copy costs
-            # (measured): a kernel socket reads into a new bytes object; another transport
-            # (TLS) through the seam's recv_into (its recv is the hang-up peek) and a copy.
-            sock = conn.sock
-            size = conn.ctx.buffers.size
             try:
-                if isinstance(sock, _socket.socket):
-                    data = recv_bytes_nowait(conn, sock, size)
-                else:
-                    data = self._recv_copy(sock)
+                data = recv_bytes_nowait(conn, conn.sock, conn.ctx.buffers)  # bytes: see gsocket
             except OSError:
                 data = b""
             if data is None:
@@ -501,19 +492,8 @@ class WebSocket(Output):
                     self.close_code = ABNORMAL  # gone without a Close frame
                 conn.close()
                 return
-            if n < size and not conn.hangup:
-                return  # the read emptied the kernel's queue: the next edge says when
-
-    def _recv_copy(self, sock: Any) -> bytes | None:
-        """One ``recv_nowait`` into a pooled buffer (``buffers.size`` bytes at most), returned
-        as bytes; None when nothing is there yet."""
-        buffers = self._conn.ctx.buffers
-        buf, view = buffers.take()
-        try:
-            n = recv_nowait(self._conn, sock, view)
-            return None if n < 0 else view[:n].tobytes()
-        finally:
-            buffers.give(buf, view)
+            if not conn.read_pending and not conn.hangup:
+                return  # as at the top, without the loop's other tests: once per message
 
     def _feed(self, data: Any) -> None:
         """Act on input. A handler waiting for it is woken on the loop's next turn (not
