@@ -142,6 +142,13 @@ def control(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, 
 
 
 
+def poll_answer(version: int, message: str) -> bytes:
+    """The body every long-poll client must get when ``message`` is published as ``version``
+    (the app's Update JSON: one message, the history complete)."""
+    item = b'{"id":%d,"data":%s}' % (version, json.dumps(message).encode())
+    return b'{"version":%d,"complete":true,"messages":[%s]}' % (version, item)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout`` seconds; reaped."""
     proc.terminate()
@@ -329,9 +336,7 @@ def bench_server(name: str, clients: int, rounds: int, wrk_seconds: float,
         for r in range(rounds):
             message = f"message {r} to {clients} clients"
             expected_version = version + 1
-            item = b'{"id":%d,"data":%s}' % (expected_version, json.dumps(message).encode())
-            expected = b'{"version":%d,"complete":true,"messages":[%s]}' % (
-                expected_version, item)
+            expected = poll_answer(expected_version, message)
             body = message.encode()
             cpu = cpu_seconds(proc.pid)
             started = time.perf_counter()

@@ -34,6 +34,7 @@ from bench.comet_bench import (  # noqa: E402
     Fleet,
     control,
     free_port,
+    poll_answer,
     read_response,
     stop_process,
     wait_started,
@@ -111,9 +112,7 @@ def run(kind: str, clients: int, rounds: int) -> tuple[list[float], list[int]]:
                 publisher = socket.create_connection(("127.0.0.1", port), timeout=10)
             message = f"message {r} to {clients} clients"
             expected_version = version + 1
-            item = b'{"id":%d,"data":%s}' % (expected_version, json.dumps(message).encode())
-            expected = b'{"version":%d,"complete":true,"messages":[%s]}' % (
-                expected_version, item)
+            expected = poll_answer(expected_version, message)
             body = message.encode()
             started = time.perf_counter()
             publisher.sendall(b"POST /publish HTTP/1.1\r\nHost: bench\r\nContent-Length: %d"
